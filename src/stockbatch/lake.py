@@ -1,0 +1,124 @@
+"""The Parquet lake: layer paths, atomic writes and run manifests.
+
+Layout (under ``settings.lake_path``)::
+
+    bronze/bars/batch=<run_id>/bucket=<NN>/part-<k>.parquet   as arrived, one batch per ingest run
+    silver/bars/bucket=<NN>/part-0.parquet                    clean bars (superseded flagged)
+    silver/quarantine/bucket=<NN>/part-0.parquet              refused rows with reasons
+    gold/daily_features/bucket=<NN>/part-0.parquet
+    gold/quarterly_features/part-0.parquet
+    gold/instruments/part-0.parquet
+    runs/<run_id>.json                                        one manifest per run
+
+Every file is written to a temporary name in the same directory and renamed
+into place, so a reader (or a crash) never sees half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+BRONZE = "bronze"
+SILVER = "silver"
+GOLD = "gold"
+RUNS = "runs"
+
+
+def symbol_bucket(symbol: str, buckets: int) -> int:
+    """Stable bucket of a symbol: crc32 of its UTF-8 bytes mod ``buckets``.
+
+    crc32 (not Python's salted ``hash``) so the assignment is the same in every
+    process and in Spark (``crc32`` is a built-in there too).
+    """
+    return zlib.crc32(symbol.encode("utf-8")) % buckets
+
+
+def bucket_dir(root: Path, bucket: int) -> Path:
+    """Partition folder of one bucket."""
+    return root / f"bucket={bucket:03d}"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file + fsync + rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_parquet_atomic(
+    table: pa.Table, path: Path, compression: str = "zstd", row_group_size: int = 256_000
+) -> None:
+    """Write one Parquet file atomically (temp file in the same folder, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".parquet")
+    os.close(fd)
+    try:
+        pq.write_table(
+            table,
+            tmp,
+            compression=None if compression == "none" else compression,
+            row_group_size=row_group_size,
+        )
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes, streamed."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def parquet_files(root: Path) -> list[Path]:
+    """All committed Parquet files below ``root`` (temp files excluded), sorted."""
+    if not root.exists():
+        return []
+    return sorted(p for p in root.rglob("*.parquet") if not p.name.startswith(".tmp-"))
+
+
+def write_manifest(lake_root: Path, run_id: str, manifest: dict[str, Any]) -> Path:
+    """Write ``runs/<run_id>.json`` atomically and return its path."""
+    path = lake_root / RUNS / f"{run_id}.json"
+    data = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
+    atomic_write_bytes(path, data)
+    return path
+
+
+def read_manifest(lake_root: Path, run_id: str) -> dict[str, Any]:
+    """Load one run manifest."""
+    return json.loads((lake_root / RUNS / f"{run_id}.json").read_text())  # type: ignore[no-any-return]
+
+
+def iter_manifests(lake_root: Path) -> Iterator[dict[str, Any]]:
+    """Manifests oldest first (run ids sort by time)."""
+    folder = lake_root / RUNS
+    if not folder.exists():
+        return
+    for p in sorted(folder.glob("*.json")):
+        yield json.loads(p.read_text())

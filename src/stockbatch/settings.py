@@ -1,0 +1,118 @@
+"""The one settings tree of stockbatch.
+
+Every field is also an environment variable: prefix ``STOCKBATCH_``, nested
+levels joined by ``__`` (``STOCKBATCH_PROCESS__ENGINE=polars``). CLI options
+override the environment, which overrides the defaults below.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Engine = Literal["polars", "spark"]
+Transport = Literal["direct", "kafka"]
+WarehouseKind = Literal["sqlite", "postgresql"]
+SearchKind = Literal["none", "opensearch"]
+
+DEFAULT_SOURCE_PRIORITY = ["yahoo", "kaggle-nasdaq", "kaggle-huge", "kaggle-sp500"]
+
+
+class LakeSettings(BaseModel):
+    """Where and how the Parquet lake is written."""
+
+    path: Path | None = Field(None, description="Lake root; default: $STOCKBATCH_HOME/lake.")
+    buckets: int = Field(
+        8,
+        ge=1,
+        le=1024,
+        description="Symbol hash buckets; a bucket holds every row of its symbols, so the "
+        "engines process one bucket at a time in bounded memory.",
+    )
+    flush_rows: int = Field(
+        1_000_000,
+        ge=1_000,
+        description="Ingest buffers at most this many rows before writing a bronze part.",
+    )
+    compression: Literal["zstd", "snappy", "lz4", "none"] = "zstd"
+
+
+class ProcessSettings(BaseModel):
+    """The process stage (bronze -> silver -> gold)."""
+
+    engine: Engine = Field("polars", description="Feature engine: polars (one machine) or spark.")
+    source_priority: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SOURCE_PRIORITY),
+        description="FEATURES.md section 5: per symbol, the first source here that has it wins.",
+    )
+    calendar: str = Field("XNYS", description="exchange_calendars code for sessions.")
+
+
+class WarehouseSettings(BaseModel):
+    """The relational warehouse."""
+
+    kind: WarehouseKind = "sqlite"
+    url: str | None = Field(
+        None, description="SQLAlchemy URL; default: sqlite file $STOCKBATCH_HOME/warehouse.db."
+    )
+
+
+class SearchSettings(BaseModel):
+    """The search index."""
+
+    kind: SearchKind = "none"
+    url: str | None = None
+
+
+class KafkaSettings(BaseModel):
+    """Kafka transport (issue 3)."""
+
+    bootstrap_servers: str | None = None
+    topic: str = "stockbatch.bars.raw.v1"
+
+
+class YahooSettings(BaseModel):
+    """Yahoo Finance (yfinance) source."""
+
+    max_retries: int = Field(5, ge=0, description="Retries on HTTP 429 / transient errors.")
+    backoff_seconds: float = Field(1.0, ge=0, description="First backoff; doubles per retry.")
+    default_start: dt.date = Field(dt.date(2000, 1, 1), description="Start when nothing is stored.")
+
+
+class Settings(BaseSettings):
+    """All of stockbatch's configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STOCKBATCH_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    home: Path = Field(Path(".stockbatch"), description="Holds the lake and embedded warehouse.")
+    transport: Transport = "direct"
+    lake: LakeSettings = Field(default_factory=LakeSettings)
+    process: ProcessSettings = Field(default_factory=ProcessSettings)
+    warehouse: WarehouseSettings = Field(default_factory=WarehouseSettings)
+    search: SearchSettings = Field(default_factory=SearchSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    yahoo: YahooSettings = Field(default_factory=YahooSettings)
+    progress: bool = Field(True, description="Show progress bars (off when not a terminal).")
+
+    @property
+    def lake_path(self) -> Path:
+        """Resolved lake root."""
+        return self.lake.path if self.lake.path is not None else self.home / "lake"
+
+    @property
+    def warehouse_url(self) -> str:
+        """Resolved SQLAlchemy URL of the warehouse."""
+        if self.warehouse.url:
+            return self.warehouse.url
+        if self.warehouse.kind == "sqlite":
+            return f"sqlite:///{(self.home / 'warehouse.db').resolve()}"
+        raise ValueError(
+            "warehouse.kind=postgresql needs a URL: set STOCKBATCH_WAREHOUSE__URL "
+            "(or run `stockbatch services up postgresql`)."
+        )
