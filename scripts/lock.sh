@@ -1,0 +1,5 @@
+#!/usr/bin/env bash
+# Re-pin every dependency (run after changing pyproject.toml).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+uv pip compile --quiet --python-version 3.11 --extra dev pyproject.toml -o requirements.lock

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite from a fresh machine: installs what it needs, lints,
+# type-checks, then runs every test (unit, integration, end to end).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+if [ -z "${STOCKBATCH_SHARED_DATA:-}" ]; then
+  # The shared real-data folder sits beside the checkout on development and CI machines.
+  if [ -d "../shared/data/kaggle" ]; then
+    STOCKBATCH_SHARED_DATA="$(cd ../shared/data && pwd)"
+  else
+    echo "test: set STOCKBATCH_SHARED_DATA to the shared data/ folder (Kaggle samples)" >&2
+    exit 2
+  fi
+fi
+export STOCKBATCH_SHARED_DATA
+echo "== ruff"
+.venv/bin/ruff check src tests benchmarks
+.venv/bin/ruff format --check src tests benchmarks
+echo "== mypy"
+.venv/bin/mypy
+echo "== pytest"
+set +e
+.venv/bin/pytest "$@"
+rc=$?
+set -e
+if [ "$rc" -eq 5 ]; then
+  echo "test: pytest collected no tests: that is a failure" >&2
+  exit 1
+fi
+exit "$rc"

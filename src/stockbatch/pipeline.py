@@ -1,0 +1,971 @@
+"""The stage functions (ingest, process, load) and the run graph.
+
+Every stage takes the settings and returns a result record; the CLI, the
+tests and (later) the Airflow DAGs all call these same functions.
+
+Idempotency, stage by stage:
+
+- ingest remembers every unit it landed in ``bronze/_catalog.parquet``
+  (source, ref, sha256, batch). An unchanged file is skipped; a changed file is
+  landed again and its newest batch becomes the active one.
+- process fingerprints its inputs (the active bronze units, as-of date,
+  contract and code versions, settings that change output). Same fingerprint
+  as the gold layer already holds: nothing to do. Otherwise it rebuilds silver
+  and gold deterministically (same inputs -> same rows, same files).
+- load compares each gold bucket's checksum with what the warehouse last
+  loaded and upserts only changed buckets; the upsert itself changes no row
+  whose values are equal.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from stockbatch import __version__, lake, schema
+from stockbatch.settings import Settings
+from stockbatch.sources.base import Source, SourceError, SourceUnit
+
+Progress = Callable[[str, int], "ProgressTask"]
+
+
+class ProgressTask:
+    """A no-op progress task; the CLI passes a Rich-backed one."""
+
+    def advance(self, n: int = 1) -> None:
+        """Mark ``n`` more units done."""
+
+    def close(self) -> None:
+        """Finish the task."""
+
+
+def _no_progress(description: str, total: int) -> ProgressTask:
+    return ProgressTask()
+
+
+class PipelineError(Exception):
+    """A failure the user can act on; the message says what to do."""
+
+
+# ----------------------------------------------------------------------------- results
+
+
+@dataclass
+class IngestResult:
+    """What one ingest landed."""
+
+    run_id: str
+    source: str
+    units_seen: int = 0
+    units_ingested: int = 0
+    units_skipped: int = 0
+    rows: int = 0
+    empty_units: int = 0
+    rejected: list[dict[str, str]] = field(default_factory=list)
+    units: list[dict[str, Any]] = field(default_factory=list)
+    instruments: int = 0
+    duration_s: float = 0.0
+
+    @property
+    def changed(self) -> bool:
+        """True when anything new was landed."""
+        return self.units_ingested > 0 or self.instruments > 0
+
+    def summary(self) -> str:
+        """One line for people."""
+        parts = [
+            f"ingest {self.source}: {self.units_ingested} units landed ({self.rows:,} rows)",
+            f"{self.units_skipped} unchanged skipped",
+        ]
+        if self.empty_units:
+            parts.append(f"{self.empty_units} empty")
+        if self.rejected:
+            parts.append(f"{len(self.rejected)} REJECTED")
+        return ", ".join(parts) + f" in {self.duration_s:.1f}s"
+
+
+@dataclass
+class ProcessResult:
+    """What one process run produced."""
+
+    run_id: str
+    skipped: bool
+    fingerprint: str
+    counts: dict[str, Any]
+    as_of: dt.date
+    daily_rows: int = 0
+    quarterly_rows: int = 0
+    symbols: int = 0
+    reused_from: str | None = None
+    duration_s: float = 0.0
+    winners: dict[str, str] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """One line for people."""
+        c = self.counts
+        head = (
+            f"process: unchanged since run {self.reused_from} (nothing to do); "
+            if self.skipped
+            else "process: "
+        )
+        return (
+            f"{head}rows in {c.get('rows_in', 0):,} = clean {c.get('rows_clean', 0):,} "
+            f"+ quarantined {c.get('rows_quarantined', 0):,} "
+            f"+ deduplicated {c.get('rows_deduplicated', 0):,}; "
+            f"{self.symbols:,} symbols, {self.quarterly_rows:,} quarterly rows "
+            f"in {self.duration_s:.1f}s"
+        )
+
+
+@dataclass
+class LoadResult:
+    """What one load changed in the warehouse."""
+
+    run_id: str
+    tables: dict[str, dict[str, int]] = field(default_factory=dict)
+    buckets_loaded: int = 0
+    buckets_unchanged: int = 0
+    duration_s: float = 0.0
+
+    @property
+    def rows_changed(self) -> int:
+        """Inserted plus updated rows over all tables."""
+        return sum(t.get("inserted", 0) + t.get("updated", 0) for t in self.tables.values())
+
+    def summary(self) -> str:
+        """One line for people."""
+        if self.rows_changed == 0:
+            return f"load: warehouse already up to date (0 rows changed) in {self.duration_s:.1f}s"
+        per = ", ".join(
+            f"{name} +{t.get('inserted', 0):,}/~{t.get('updated', 0):,}"
+            for name, t in self.tables.items()
+            if t.get("inserted", 0) or t.get("updated", 0)
+        )
+        return f"load: {self.rows_changed:,} rows changed ({per}) in {self.duration_s:.1f}s"
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id: UTC timestamp plus random suffix."""
+    now = dt.datetime.now(dt.UTC)
+    return f"{now:%Y%m%dT%H%M%S}{now.microsecond // 1000:03d}Z-{secrets.token_hex(3)}"
+
+
+def today_utc() -> dt.date:
+    """Today's date in UTC (the default as-of)."""
+    return dt.datetime.now(dt.UTC).date()
+
+
+def check_backends(settings: Settings) -> None:
+    """Refuse backends this version does not ship yet, with a clear message."""
+    missing = []
+    if settings.transport != "direct":
+        missing.append(f"transport={settings.transport}")
+    if settings.process.engine != "polars":
+        missing.append(f"engine={settings.process.engine}")
+    if settings.warehouse.kind != "sqlite" and not settings.warehouse.url:
+        missing.append(f"warehouse={settings.warehouse.kind} (no URL)")
+    if settings.search.kind != "none":
+        missing.append(f"search={settings.search.kind}")
+    if missing:
+        raise PipelineError(
+            "not available in this version: "
+            + ", ".join(missing)
+            + ". Use the embedded defaults (--engine polars --transport direct "
+            "--warehouse sqlite --search none)."
+        )
+
+
+def _bronze_root(settings: Settings) -> Path:
+    return settings.lake_path / lake.BRONZE / "bars"
+
+
+def _catalog_path(settings: Settings) -> Path:
+    return settings.lake_path / lake.BRONZE / "_catalog.parquet"
+
+
+_CATALOG_SCHEMA = pa.schema(
+    [
+        ("source", pa.string()),
+        ("ref", pa.string()),
+        ("sha256", pa.string()),
+        ("batch", pa.string()),
+        ("rows", pa.int64()),
+        ("ingested_at", pa.string()),
+    ]
+)
+
+
+def read_catalog(settings: Settings) -> pl.DataFrame:
+    """The bronze catalog: one row per landed unit version (newest batch is active)."""
+    path = _catalog_path(settings)
+    if not path.exists():
+        return pl.from_arrow(_CATALOG_SCHEMA.empty_table())  # type: ignore[return-value]
+    return pl.read_parquet(path)
+
+
+def active_units(settings: Settings) -> pl.DataFrame:
+    """The newest landed version of every unit: what the process stage reads."""
+    cat = read_catalog(settings)
+    if cat.is_empty():
+        return cat
+    return cat.sort("batch").group_by(["source", "ref"], maintain_order=True).last().sort("ref")
+
+
+# ----------------------------------------------------------------------------- ingest
+
+
+class _BucketWriter:
+    """Buffers bronze rows per bucket and writes bounded Parquet parts."""
+
+    def __init__(self, settings: Settings, run_id: str) -> None:
+        self.root = _bronze_root(settings) / f"batch={run_id}"
+        self.buckets = settings.lake.buckets
+        self.flush_rows = settings.lake.flush_rows
+        self.compression = settings.lake.compression
+        self.buffers: dict[int, list[pa.Table]] = {}
+        self.buffered = 0
+        self.parts: dict[int, int] = {}
+        self.files: list[Path] = []
+
+    def add(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        df = pl.from_arrow(table)
+        assert isinstance(df, pl.DataFrame)
+        for (bucket,), part in df.partition_by("bucket", as_dict=True).items():
+            self.buffers.setdefault(int(bucket), []).append(part.to_arrow())  # type: ignore[arg-type]
+        self.buffered += table.num_rows
+        if self.buffered >= self.flush_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        for bucket, tables in sorted(self.buffers.items()):
+            k = self.parts.get(bucket, 0)
+            path = lake.bucket_dir(self.root, bucket) / f"part-{k:05d}.parquet"
+            table = pa.concat_tables(tables).cast(schema.BRONZE_BARS)
+            lake.write_parquet_atomic(table, path, self.compression)
+            self.files.append(path)
+            self.parts[bucket] = k + 1
+        self.buffers.clear()
+        self.buffered = 0
+
+
+def ingest(
+    settings: Settings,
+    source: Source,
+    *,
+    run_id: str | None = None,
+    force: bool = False,
+    progress: Progress = _no_progress,
+) -> IngestResult:
+    """Land a source's units in bronze, skipping units already landed unchanged."""
+    started = time.perf_counter()
+    run_id = run_id or new_run_id()
+    result = IngestResult(run_id=run_id, source=source.name)
+    catalog = read_catalog(settings)
+    seen = {
+        (r["source"], r["ref"]): r["sha256"]
+        for r in active_units(settings).iter_rows(named=True)
+    } if not catalog.is_empty() else {}
+    units = list(source.units())
+    if not units:
+        raise PipelineError(
+            f"{source.name}: found no input to ingest ({source.describe()}). "
+            "Check the path or symbols."
+        )
+    writer = _BucketWriter(settings, run_id)
+    new_entries: list[dict[str, Any]] = []
+    bucket_of: dict[str, int] = {}
+    task = progress(f"ingest {source.name}", len(units))
+    try:
+        for unit in units:
+            result.units_seen += 1
+            task.advance()
+            prior = seen.get((unit.source, unit.ref))
+            if not force and unit.sha256 is not None and prior == unit.sha256:
+                result.units_skipped += 1
+                continue
+            try:
+                table = source.read(unit)
+            except SourceError as exc:
+                result.rejected.append({"ref": unit.ref, "source": unit.source, "error": str(exc)})
+                continue
+            n = table.num_rows
+            sha = unit.sha256 or _table_sha256(table)
+            if n == 0:
+                result.empty_units += 1
+            else:
+                symbols = table.column("symbol").unique().to_pylist()
+                for s in symbols:
+                    if s not in bucket_of:
+                        bucket_of[s] = lake.symbol_bucket(s, settings.lake.buckets)
+                buckets = pa.array(
+                    [bucket_of[s] for s in table.column("symbol").to_pylist()], pa.int16()
+                )
+                table = table.append_column("ingest_run_id", pa.array([run_id] * n, pa.string()))
+                table = table.append_column("bucket", buckets)
+                writer.add(table.select(schema.BRONZE_BARS.names))
+            result.units_ingested += 1
+            result.rows += n
+            new_entries.append(
+                {
+                    "source": unit.source,
+                    "ref": unit.ref,
+                    "sha256": sha,
+                    "batch": run_id,
+                    "rows": n,
+                    "ingested_at": dt.datetime.now(dt.UTC).isoformat(),
+                }
+            )
+            result.units.append({"ref": unit.ref, "source": unit.source, "rows": n, "sha256": sha})
+        writer.flush()
+    finally:
+        task.close()
+    instruments = source.instruments()
+    if instruments is not None and instruments.num_rows:
+        _merge_instruments(settings, instruments)
+        result.instruments = instruments.num_rows
+    if new_entries:
+        # The catalog is written last: a crash before this point leaves orphan
+        # bronze files that no catalog entry activates, so a rerun lands them again.
+        new = pl.DataFrame(new_entries, schema=pl.Schema(_CATALOG_SCHEMA))
+        merged = pl.concat([catalog, new]) if not catalog.is_empty() else new
+        lake.write_parquet_atomic(merged.to_arrow(), _catalog_path(settings))
+    result.duration_s = time.perf_counter() - started
+    return result
+
+
+def _table_sha256(table: pa.Table) -> str:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+
+
+def _instruments_path(settings: Settings) -> Path:
+    return settings.lake_path / lake.SILVER / "instruments" / "part-00000.parquet"
+
+
+def _merge_instruments(settings: Settings, table: pa.Table) -> None:
+    path = _instruments_path(settings)
+    new = pl.from_arrow(table.cast(schema.INSTRUMENTS))
+    assert isinstance(new, pl.DataFrame)
+    if path.exists():
+        new = pl.concat([new, pl.read_parquet(path)])
+    merged = new.unique(subset="symbol", keep="first").sort("symbol")
+    lake.write_parquet_atomic(merged.to_arrow(), path, settings.lake.compression)
+
+
+# ----------------------------------------------------------------------------- process
+
+
+def _state_path(settings: Settings) -> Path:
+    return settings.lake_path / lake.GOLD / "_state.json"
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def process_fingerprint(settings: Settings, as_of: dt.date, active: pl.DataFrame) -> str:
+    """Hash of everything that decides the silver and gold content."""
+    payload = {
+        "units": active.select(["source", "ref", "sha256", "batch"]).rows() if len(active) else [],
+        "as_of": as_of.isoformat(),
+        "feature_set_version": schema.FEATURE_SET_VERSION,
+        "code_version": __version__,
+        "source_priority": settings.process.source_priority,
+        "buckets": settings.lake.buckets,
+        "calendar": settings.process.calendar,
+        "engine": settings.process.engine,
+    }
+    return hashlib.sha256(json.dumps(payload, default=str).encode()).hexdigest()
+
+
+def _read_bronze_bucket(settings: Settings, bucket: int, active: pl.DataFrame) -> pl.DataFrame:
+    files = [
+        p
+        for p in _bronze_root(settings).glob(f"batch=*/bucket={bucket:03d}/*.parquet")
+        if not p.name.startswith(".tmp-")
+    ]
+    if not files:
+        return pl.from_arrow(schema.BRONZE_BARS.empty_table())  # type: ignore[return-value]
+    keys = active.select(
+        pl.col("ref").alias("source_file"), pl.col("batch").alias("ingest_run_id")
+    ).lazy()
+    return (
+        pl.scan_parquet(sorted(files))
+        .join(keys, on=["source_file", "ingest_run_id"], how="semi")
+        .collect()
+    )
+
+
+def _sum_counts(total: dict[str, Any], part: dict[str, Any]) -> None:
+    for key, value in part.items():
+        if isinstance(value, dict):
+            _sum_counts(total.setdefault(key, {}), value)
+        else:
+            total[key] = total.get(key, 0) + value
+
+
+def _replace_layer(root: Path, written: set[Path]) -> None:
+    """Remove files of a layer that this run did not write (e.g. buckets that vanished)."""
+    for p in lake.parquet_files(root):
+        if p not in written:
+            p.unlink()
+
+
+def process(
+    settings: Settings,
+    *,
+    run_id: str | None = None,
+    as_of: dt.date | None = None,
+    force: bool = False,
+    progress: Progress = _no_progress,
+) -> ProcessResult:
+    """Validate bronze into silver and compute gold features (Polars engine)."""
+    from stockbatch import quality
+    from stockbatch.calendar import SessionCalendar
+    from stockbatch.features import polars_engine
+
+    started = time.perf_counter()
+    run_id = run_id or new_run_id()
+    as_of = as_of or today_utc()
+    active = active_units(settings)
+    if active.is_empty():
+        raise PipelineError(
+            "nothing to process: the lake has no ingested data yet. "
+            "Run `stockbatch ingest --source kaggle --path DIR` first."
+        )
+    fingerprint = process_fingerprint(settings, as_of, active)
+    state = _read_state(_state_path(settings))
+    if not force and state.get("fingerprint") == fingerprint:
+        return ProcessResult(
+            run_id=run_id,
+            skipped=True,
+            fingerprint=fingerprint,
+            counts=state["counts"],
+            as_of=as_of,
+            daily_rows=state.get("daily_rows", 0),
+            quarterly_rows=state.get("quarterly_rows", 0),
+            symbols=state.get("symbols", 0),
+            reused_from=state.get("run_id"),
+            winners=state.get("winners", {}),
+            duration_s=time.perf_counter() - started,
+        )
+
+    buckets = settings.lake.buckets
+    silver = settings.lake_path / lake.SILVER
+    gold = settings.lake_path / lake.GOLD
+    comp = settings.lake.compression
+    counts: dict[str, Any] = {}
+    winners: dict[str, str] = {}
+    written: set[Path] = set()
+    last_dates: list[dt.date] = []
+    min_dates: list[dt.date] = []
+    calendar: SessionCalendar | None = None
+
+    task = progress("validate", buckets)
+    try:
+        for b in range(buckets):
+            bronze = _read_bronze_bucket(settings, b, active)
+            if calendar is None:
+                calendar = SessionCalendar(
+                    settings.process.calendar, end=as_of + dt.timedelta(days=400)
+                )
+            res = quality.validate(
+                bronze,
+                as_of=as_of,
+                is_session=calendar.is_session,
+                source_priority=settings.process.source_priority,
+            )
+            _sum_counts(counts, res.counts)
+            winners.update(res.winners)
+            for name, frame, target in (
+                ("bars", res.clean, schema.SILVER_BARS),
+                ("quarantine", res.quarantine, schema.QUARANTINE),
+            ):
+                path = lake.bucket_dir(silver / name, b) / "part-00000.parquet"
+                lake.write_parquet_atomic(frame.to_arrow().cast(target), path, comp)
+                written.add(path)
+            live = res.clean.filter(~pl.col("superseded"))
+            if len(live):
+                last_dates.append(live["trade_date"].max())  # type: ignore[arg-type]
+                min_dates.append(live["trade_date"].min())  # type: ignore[arg-type]
+            task.advance()
+    finally:
+        task.close()
+    _replace_layer(silver / "bars", written)
+    _replace_layer(silver / "quarantine", written)
+    assert calendar is not None
+
+    dataset_last = max(last_dates) if last_dates else as_of
+    quarterly_parts: list[pl.DataFrame] = []
+    daily_rows = 0
+    symbols = 0
+    task = progress("features", buckets)
+    try:
+        for b in range(buckets):
+            path = lake.bucket_dir(silver / "bars", b) / "part-00000.parquet"
+            bars = pl.read_parquet(path).filter(~pl.col("superseded"))
+            daily = polars_engine.compute_daily(bars)
+            out = lake.bucket_dir(gold / "daily_features", b) / "part-00000.parquet"
+            lake.write_parquet_atomic(daily.to_arrow().cast(schema.DAILY_FEATURES), out, comp)
+            written.add(out)
+            daily_rows += len(daily)
+            symbols += daily["symbol"].n_unique()
+            if len(daily):
+                quarterly_parts.append(
+                    polars_engine.compute_quarterly(daily, calendar, dataset_last)
+                )
+            task.advance()
+    finally:
+        task.close()
+    _replace_layer(gold / "daily_features", written)
+    quarterly = (
+        pl.concat(quarterly_parts).sort(["symbol", "quarter"])
+        if quarterly_parts
+        else pl.from_arrow(schema.QUARTERLY_FEATURES.empty_table())
+    )
+    assert isinstance(quarterly, pl.DataFrame)
+    qpath = gold / "quarterly_features" / "part-00000.parquet"
+    lake.write_parquet_atomic(quarterly.to_arrow().cast(schema.QUARTERLY_FEATURES), qpath, comp)
+
+    result = ProcessResult(
+        run_id=run_id,
+        skipped=False,
+        fingerprint=fingerprint,
+        counts=counts,
+        as_of=as_of,
+        daily_rows=daily_rows,
+        quarterly_rows=len(quarterly),
+        symbols=symbols,
+        winners=winners,
+        duration_s=time.perf_counter() - started,
+    )
+    _check_reconciles(counts)
+    state_doc = {
+        "fingerprint": fingerprint,
+        "run_id": run_id,
+        "counts": counts,
+        "daily_rows": daily_rows,
+        "quarterly_rows": len(quarterly),
+        "symbols": symbols,
+        "winners": winners,
+        "as_of": as_of.isoformat(),
+        "dataset_last_date": dataset_last.isoformat(),
+        "gold_checksums": gold_checksums(settings),
+    }
+    lake.atomic_write_bytes(
+        _state_path(settings), json.dumps(state_doc, indent=2, sort_keys=True).encode()
+    )
+    return result
+
+
+def _check_reconciles(counts: dict[str, Any]) -> None:
+    rows_in = counts.get("rows_in", 0)
+    accounted = (
+        counts.get("rows_clean", 0)
+        + counts.get("rows_quarantined", 0)
+        + counts.get("rows_deduplicated", 0)
+    )
+    if rows_in != accounted:
+        raise PipelineError(
+            f"row counts do not reconcile: rows_in={rows_in} but clean+quarantined+"
+            f"deduplicated={accounted}. This is a bug; please report it with the run manifest."
+        )
+
+
+def gold_checksums(settings: Settings) -> dict[str, str]:
+    """SHA-256 of every gold file, keyed by its path relative to the lake."""
+    root = settings.lake_path
+    return {
+        str(p.relative_to(root)): lake.file_sha256(p)
+        for p in lake.parquet_files(root / lake.GOLD)
+    }
+
+
+# ----------------------------------------------------------------------------- load
+
+
+def load(
+    settings: Settings,
+    *,
+    run_id: str | None = None,
+    force: bool = False,
+    progress: Progress = _no_progress,
+) -> LoadResult:
+    """Upsert the gold layer into the warehouse, only the buckets that changed."""
+    from stockbatch.warehouse import db, loader
+
+    started = time.perf_counter()
+    run_id = run_id or new_run_id()
+    state = _read_state(_state_path(settings))
+    if not state:
+        raise PipelineError("nothing to load: run `stockbatch process` first.")
+    url = settings.warehouse_url
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    db.migrate(url)
+    engine = db.engine_for(url)
+    result = LoadResult(run_id=run_id)
+    loaded_path = settings.lake_path / lake.GOLD / "_loaded.json"
+    loaded = _read_state(loaded_path)
+    if loaded.get("warehouse_url") != url:
+        loaded = {}
+    checksums: dict[str, str] = state["gold_checksums"]
+    prior: dict[str, str] = {} if force else loaded.get("checksums", {})
+
+    def add(name: str, stats: Any) -> None:
+        t = result.tables.setdefault(name, {"inserted": 0, "updated": 0, "unchanged": 0})
+        t["inserted"] += stats.inserted
+        t["updated"] += stats.updated
+        t["unchanged"] += stats.unchanged
+
+    gold = settings.lake_path / lake.GOLD
+    daily_files = lake.parquet_files(gold / "daily_features")
+    todo = [
+        p for p in daily_files if prior.get(str(p.relative_to(settings.lake_path))) !=
+        checksums.get(str(p.relative_to(settings.lake_path)))
+    ]
+    result.buckets_unchanged = len(daily_files) - len(todo)
+    inst = _instruments_table(settings)
+    add("instruments", loader.load_table(engine, "instruments", [inst], key=("symbol",)))
+    task = progress("load", len(todo) + 1)
+    try:
+        for p in todo:
+            daily = pq.read_table(p)
+            bars = daily.select(list(schema.DAILY_BAR_COLUMNS))
+            feats = daily.select(["symbol", "trade_date", *schema.DAILY_FEATURE_COLUMNS])
+            add("daily_bars", loader.load_table(
+                engine, "daily_bars", [bars], key=("symbol", "trade_date")))
+            add("daily_features", loader.load_table(
+                engine, "daily_features", [feats], key=("symbol", "trade_date")))
+            result.buckets_loaded += 1
+            task.advance()
+        qpath = gold / "quarterly_features" / "part-00000.parquet"
+        add("quarterly_features", loader.load_table(
+            engine, "quarterly_features", [pq.read_table(qpath)], key=("symbol", "quarter")))
+        task.advance()
+    finally:
+        task.close()
+    quarantine = [
+        pq.read_table(p) for p in lake.parquet_files(settings.lake_path / lake.SILVER / "quarantine")
+    ]
+    add("quarantine", loader.replace_quarantine(engine, quarantine))
+    lake.atomic_write_bytes(
+        loaded_path,
+        json.dumps({"warehouse_url": url, "checksums": checksums, "run_id": run_id}).encode(),
+    )
+    result.duration_s = time.perf_counter() - started
+    return result
+
+
+def _instruments_table(settings: Settings) -> pa.Table:
+    """Every symbol in gold, with metadata where a source provided it."""
+    path = _instruments_path(settings)
+    daily = settings.lake_path / lake.GOLD / "daily_features"
+    files = lake.parquet_files(daily)
+    syms = (
+        pl.scan_parquet(files).select("symbol", "source").unique("symbol").collect()
+        if files
+        else pl.DataFrame({"symbol": [], "source": []}, schema={"symbol": pl.String, "source": pl.String})
+    )
+    meta = pl.read_parquet(path).drop("source") if path.exists() else None
+    if meta is not None:
+        syms = syms.join(meta, on="symbol", how="left")
+    else:
+        syms = syms.with_columns(
+            pl.lit(None, pl.String).alias("name"),
+            pl.lit(None, pl.String).alias("exchange"),
+            pl.lit(None, pl.Boolean).alias("is_etf"),
+        )
+    return syms.select(schema.INSTRUMENTS.names).sort("symbol").to_arrow().cast(schema.INSTRUMENTS)
+
+
+# ----------------------------------------------------------------------------- run graph
+
+
+@dataclass
+class RunResult:
+    """A whole run: its stages and the manifest written for it."""
+
+    run_id: str
+    ingest: IngestResult | None
+    process: ProcessResult | None
+    load: LoadResult | None
+    manifest_path: Path | None
+    status: str
+    duration_s: float
+
+    @property
+    def changed(self) -> bool:
+        """Whether the run changed anything at all."""
+        return bool(
+            (self.ingest and self.ingest.changed)
+            or (self.process and not self.process.skipped)
+            or (self.load and self.load.rows_changed)
+        )
+
+
+def write_run_manifest(
+    settings: Settings,
+    *,
+    run_id: str,
+    command: str,
+    started_at: dt.datetime,
+    status: str,
+    ingest_result: IngestResult | None = None,
+    process_result: ProcessResult | None = None,
+    load_result: LoadResult | None = None,
+    params: dict[str, Any] | None = None,
+    error: str | None = None,
+) -> Path:
+    """Record what a run read, produced and counted (``runs/<run_id>.json``)."""
+    finished = dt.datetime.now(dt.UTC)
+    doc: dict[str, Any] = {
+        "run_id": run_id,
+        "command": command,
+        "status": status,
+        "started_at": started_at.isoformat(),
+        "finished_at": finished.isoformat(),
+        "duration_s": round((finished - started_at).total_seconds(), 3),
+        "code_version": __version__,
+        "feature_set_version": schema.FEATURE_SET_VERSION,
+        "settings": json.loads(settings.model_dump_json()),
+        "params": params or {},
+        "host": os.uname().nodename,
+    }
+    if error:
+        doc["error"] = error
+    if ingest_result is not None:
+        r = ingest_result
+        doc["ingest"] = {
+            "source": r.source,
+            "units_seen": r.units_seen,
+            "units_ingested": r.units_ingested,
+            "units_skipped": r.units_skipped,
+            "empty_units": r.empty_units,
+            "rows": r.rows,
+            "rejected": r.rejected,
+            "units": r.units,
+            "instruments": r.instruments,
+        }
+    if process_result is not None:
+        p = process_result
+        doc["process"] = {
+            "skipped": p.skipped,
+            "reused_from": p.reused_from,
+            "fingerprint": p.fingerprint,
+            "as_of": p.as_of.isoformat(),
+            "engine": settings.process.engine,
+            "daily_rows": p.daily_rows,
+            "quarterly_rows": p.quarterly_rows,
+            "symbols": p.symbols,
+            "source_choice": p.winners,
+            "gold_checksums": _read_state(_state_path(settings)).get("gold_checksums", {}),
+        }
+        doc["counts"] = p.counts
+    if load_result is not None:
+        doc["load"] = {
+            "warehouse": settings.warehouse.kind,
+            "tables": load_result.tables,
+            "buckets_loaded": load_result.buckets_loaded,
+            "buckets_unchanged": load_result.buckets_unchanged,
+            "rows_changed": load_result.rows_changed,
+        }
+    path = lake.write_manifest(settings.lake_path, run_id, doc)
+    if load_result is not None:
+        _record_in_warehouse(settings, doc)
+    return path
+
+
+def _record_in_warehouse(settings: Settings, doc: dict[str, Any]) -> None:
+    from stockbatch.warehouse import db, loader
+
+    engine = db.engine_for(settings.warehouse_url)
+    loader.record_run(engine, doc)
+    loader.audit(engine, actor=os.environ.get("USER", "stockbatch"), action=doc["command"],
+                 detail={"run_id": doc["run_id"], "status": doc["status"]})
+
+
+def run(
+    settings: Settings,
+    source: Source,
+    *,
+    as_of: dt.date | None = None,
+    force: bool = False,
+    progress: Progress = _no_progress,
+    command: str = "run",
+) -> RunResult:
+    """ingest -> process -> load, as one run with one manifest."""
+    check_backends(settings)
+    started_at = dt.datetime.now(dt.UTC)
+    t0 = time.perf_counter()
+    run_id = new_run_id()
+    ing = proc = lod = None
+    try:
+        ing = ingest(settings, source, run_id=run_id, force=force, progress=progress)
+        proc = process(settings, run_id=run_id, as_of=as_of, force=force, progress=progress)
+        lod = load(settings, run_id=run_id, force=force, progress=progress)
+    except Exception as exc:
+        write_run_manifest(
+            settings, run_id=run_id, command=command, started_at=started_at, status="failed",
+            ingest_result=ing, process_result=proc, load_result=None, error=str(exc),
+        )
+        raise
+    status = "partial" if ing.rejected else "succeeded"
+    path = write_run_manifest(
+        settings, run_id=run_id, command=command, started_at=started_at, status=status,
+        ingest_result=ing, process_result=proc, load_result=lod,
+        params={"source": source.name, "as_of": (as_of or today_utc()).isoformat()},
+    )
+    return RunResult(run_id, ing, proc, lod, path, status, time.perf_counter() - t0)
+
+
+def last_manifests(settings: Settings, last: int = 1) -> list[dict[str, Any]]:
+    """The newest ``last`` run manifests, newest first."""
+    return list(reversed(list(lake.iter_manifests(settings.lake_path))))[:last]
+
+
+def iter_gold_daily(settings: Settings) -> Iterator[Path]:
+    """Gold daily feature files, bucket by bucket."""
+    yield from lake.parquet_files(settings.lake_path / lake.GOLD / "daily_features")
+
+
+def reset_lake(settings: Settings) -> None:
+    """Delete the lake (used by `--fresh` demos and tests)."""
+    shutil.rmtree(settings.lake_path, ignore_errors=True)
+
+
+def stored_last_dates(settings: Settings, source: str = "yahoo") -> dict[str, dt.date]:
+    """Newest landed date per symbol of one source (for incremental Yahoo fetches)."""
+    active = active_units(settings).filter(pl.col("source") == source)
+    files = lake.parquet_files(_bronze_root(settings))
+    if active.is_empty() or not files:
+        return {}
+    keys = active.select(
+        pl.col("ref").alias("source_file"), pl.col("batch").alias("ingest_run_id")
+    ).lazy()
+    df = (
+        pl.scan_parquet(files)
+        .filter(pl.col("source") == source)
+        .join(keys, on=["source_file", "ingest_run_id"], how="semi")
+        .select("symbol", pl.col("trade_date").str.to_date("%Y-%m-%d", strict=False))
+        .group_by("symbol")
+        .agg(pl.col("trade_date").max())
+        .drop_nulls()
+        .collect()
+    )
+    return dict(zip(df["symbol"].to_list(), df["trade_date"].to_list(), strict=True))
+
+
+def run_summary(doc: dict[str, Any]) -> dict[str, Any]:
+    """The counts of a run manifest, flat (what `stockbatch runs` prints)."""
+    counts = doc.get("counts", {})
+    return {
+        "run_id": doc["run_id"],
+        "command": doc.get("command"),
+        "status": doc.get("status"),
+        "started_at": doc.get("started_at"),
+        "duration_s": doc.get("duration_s", 0.0),
+        "rows_in": counts.get("rows_in", 0),
+        "rows_clean": counts.get("rows_clean", 0),
+        "rows_quarantined": counts.get("rows_quarantined", 0),
+        "rows_deduplicated": counts.get("rows_deduplicated", 0),
+        "rows_superseded": counts.get("rows_superseded", 0),
+        "reasons": counts.get("reasons", {}),
+        "health": counts.get("health", {}),
+        "process_skipped": doc.get("process", {}).get("skipped"),
+        "rows_changed_in_warehouse": doc.get("load", {}).get("rows_changed"),
+        "rejected_inputs": len(doc.get("ingest", {}).get("rejected", [])),
+    }
+
+
+def _write_table(table: pa.Table, path: Path, suffix: str, meta: dict[str, str]) -> None:
+    """Write an export atomically; lineage goes into Parquet metadata or a CSV sidecar."""
+    import pyarrow.csv as pacsv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".parquet":
+        md = {**(table.schema.metadata or {}), **{k.encode(): v.encode() for k, v in meta.items()}}
+        lake.write_parquet_atomic(table.replace_schema_metadata(md), path)
+    else:
+        sink = pa.BufferOutputStream()
+        pacsv.write_csv(table, sink)
+        lake.atomic_write_bytes(path, sink.getvalue().to_pybytes())
+        lake.atomic_write_bytes(
+            path.with_name(path.name + ".meta.json"), json.dumps(meta, indent=2).encode()
+        )
+
+
+def _lineage(settings: Settings) -> dict[str, str]:
+    state = _read_state(_state_path(settings))
+    return {
+        "stockbatch.process_run_id": str(state.get("run_id", "")),
+        "stockbatch.as_of": str(state.get("as_of", "")),
+        "stockbatch.dataset_last_date": str(state.get("dataset_last_date", "")),
+        "stockbatch.feature_set_version": str(schema.FEATURE_SET_VERSION),
+        "stockbatch.code_version": __version__,
+        "stockbatch.label_columns": ",".join(schema.QUARTERLY_LABEL_COLUMNS),
+    }
+
+
+def export_quarterly(
+    settings: Settings, path: Path, suffix: str, *, complete_only: bool = False
+) -> int:
+    """Write the quarterly ML table from the warehouse; returns the row count."""
+    from stockbatch.warehouse import db, queries
+
+    engine = db.engine_for(settings.warehouse_url)
+    _require_loaded(engine)
+    table = queries.quarterly_table(engine)
+    if complete_only:
+        table = table.filter(pc.equal(table.column("q_complete"), True))
+    _write_table(table, path, suffix, _lineage(settings))
+    return int(table.num_rows)
+
+
+def export_daily(
+    settings: Settings, path: Path, suffix: str, symbols: list[str] | None
+) -> int:
+    """Write daily bars + features from the warehouse; returns the row count."""
+    from stockbatch.warehouse import db, queries
+
+    engine = db.engine_for(settings.warehouse_url)
+    _require_loaded(engine)
+    parts = list(queries.daily_table(engine, symbols))
+    table = (
+        pa.concat_tables(parts) if parts else schema.DAILY_FEATURES.empty_table()
+    )
+    if symbols and table.num_rows == 0:
+        raise PipelineError(f"no daily rows for {', '.join(symbols)}; check the symbols")
+    meta = {k: v for k, v in _lineage(settings).items() if k != "stockbatch.label_columns"}
+    _write_table(table, path, suffix, meta)
+    return int(table.num_rows)
+
+
+def _require_loaded(engine: Any) -> None:
+    from sqlalchemy import inspect
+
+    if not inspect(engine).has_table("quarterly_features"):
+        raise PipelineError(
+            "the warehouse is empty: run `stockbatch run` (or `stockbatch load`) first."
+        )

@@ -1,0 +1,42 @@
+"""Fixtures shared by every test layer."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_DATA = REPO / "data" / "demo" / "kaggle"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared real-data folder (Kaggle samples, Yahoo response).
+
+    Its location comes from STOCKBATCH_SHARED_DATA (scripts/test.sh sets it);
+    a run without it fails loudly instead of silently skipping the real-data tests.
+    """
+    value = os.environ.get("STOCKBATCH_SHARED_DATA")
+    if not value:
+        pytest.fail(
+            "STOCKBATCH_SHARED_DATA is not set: point it at the shared data/ folder "
+            "(scripts/test.sh does this) so the real-data tests can run."
+        )
+    path = Path(value)
+    if not (path / "kaggle").is_dir():
+        pytest.fail(f"STOCKBATCH_SHARED_DATA={path} has no kaggle/ folder")
+    return path
+
+
+@pytest.fixture(scope="session")
+def huge_sample(shared_data: Path) -> Path:
+    """The 10% sample of the Kaggle Huge Stock Market Dataset."""
+    return shared_data / "kaggle" / "huge-stock-market-sample"
+
+
+@pytest.fixture(scope="session")
+def demo_data() -> Path:
+    """The small CC0 demo sample shipped in the repository."""
+    return DEMO_DATA
