@@ -1,0 +1,478 @@
+"""The embedded feature engine: compiles :mod:`stockbatch.features.catalog` to Polars.
+
+One compiler function per catalog kind turns a :class:`FeatureDef` into a Polars
+expression; :func:`compute_daily` and :func:`compute_quarterly` only arrange
+those expressions into a lazy query (dependency layers of ``with_columns``),
+so every formula lives once, in its compiler.
+
+Per-symbol windows: the rows are sorted by (symbol, trade_date) and every
+look-back runs ``.over("symbol")``, so no value leaks from one symbol into the
+next.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable, Sequence
+from typing import overload
+
+import polars as pl
+
+from stockbatch import schema
+from stockbatch.calendar import SessionCalendar
+from stockbatch.features.catalog import (
+    ADJUSTMENT,
+    ADJUSTMENT_INPUTS,
+    AGGREGATE_KINDS,
+    DAILY_FEATURES,
+    QUARTERLY_FEATURES,
+    FeatureDef,
+    annualization_scale,
+)
+
+SYMBOL = "symbol"
+DATE = "trade_date"
+
+Frame = pl.DataFrame | pl.LazyFrame
+
+# Engine-internal columns of the quarterly stage (not catalog features).
+_QIDX = "_qidx"  # year*4 + quarter-1: consecutive quarters differ by exactly 1
+_FIRST = "_first_date"  # the symbol's first trade_date overall
+_LAST = "_last_date"  # the symbol's last trade_date overall
+
+
+# --- per-symbol primitives --------------------------------------------------------------
+# Every look-back of the daily stage goes through these, so the "per symbol" rule
+# is enforced in one place. The frame is sorted by (symbol, trade_date) and
+# carries _row (the row's index within its symbol) and _sid (an integer symbol
+# id, sorted). Shifts and fixed-size rolling windows run over the whole column
+# and are masked where the window would reach into the previous symbol: that is
+# several times faster than `.over("symbol")` and gives the same values (the
+# rolling kernels restart exactly; checked against per-symbol runs and pandas).
+# Only the recursive EWM needs a real per-group evaluation.
+
+_ROW = "_row"
+_SID = "_sid"
+
+
+def _lag(x: pl.Expr, k: int) -> pl.Expr:
+    return pl.when(pl.col(_ROW) >= k).then(x.shift(k))
+
+
+def _full_window(n: int, e: pl.Expr) -> pl.Expr:
+    return pl.when(pl.col(_ROW) >= n - 1).then(e)
+
+
+def _rolling_mean(x: pl.Expr, n: int) -> pl.Expr:
+    return _full_window(n, x.rolling_mean(window_size=n, min_samples=n))
+
+
+def _rolling_std(x: pl.Expr, n: int, ddof: int) -> pl.Expr:
+    return _full_window(n, x.rolling_std(window_size=n, min_samples=n, ddof=ddof))
+
+
+def _rolling_is_constant(x: pl.Expr, n: int) -> pl.Expr:
+    # Exact test for "std == 0": a rolling std of a constant window may come out
+    # as ~1e-9 rather than 0 (from an online algorithm; Polars 1.44 happens to
+    # return 0.0, other engines need not), so compare max and min instead.
+    hi = x.rolling_max(window_size=n, min_samples=n)
+    lo = x.rolling_min(window_size=n, min_samples=n)
+    return _full_window(n, hi == lo)
+
+
+def _ewm(x: pl.Expr, alpha: float) -> pl.Expr:
+    # adjust=False is the recursion y_t = a*x_t + (1-a)*y_{t-1}, seeded with the
+    # first non-null value; leading nulls stay null (checked in the tests).
+    return x.ewm_mean(alpha=alpha, adjust=False, min_samples=1).over(_SID)
+
+
+# --- compilers: one per kind ---------------------------------------------------------------
+
+Compiler = Callable[[FeatureDef], pl.Expr]
+
+
+def _col(d: FeatureDef, i: int = 0) -> pl.Expr:
+    return pl.col(d.inputs[i])
+
+
+def _c_adjustment_factor(d: FeatureDef) -> pl.Expr:
+    adj, close = _col(d, 0), _col(d, 1)
+    return pl.when(adj.is_not_null() & (close > 0)).then(adj / close).otherwise(pl.lit(1.0))
+
+
+def _c_product(d: FeatureDef) -> pl.Expr:
+    return _col(d, 0) * _col(d, 1)
+
+
+def _c_quotient(d: FeatureDef) -> pl.Expr:
+    return _col(d, 0) / _col(d, 1)
+
+
+def _c_difference(d: FeatureDef) -> pl.Expr:
+    return _col(d, 0) - _col(d, 1)
+
+
+def _c_relative_to(d: FeatureDef) -> pl.Expr:
+    return _col(d, 0) / _col(d, 1) - 1.0
+
+
+def _c_ratio_lag(d: FeatureDef) -> pl.Expr:
+    return _col(d) / _lag(_col(d), d.lag) - 1.0
+
+
+def _c_log_ratio_lag(d: FeatureDef) -> pl.Expr:
+    return (_col(d) / _lag(_col(d), d.lag)).log()
+
+
+def _c_diff_lag(d: FeatureDef) -> pl.Expr:
+    return _col(d) - _lag(_col(d), d.lag)
+
+
+def _c_positive_part(d: FeatureDef) -> pl.Expr:
+    return _col(d).clip(lower_bound=0.0)
+
+
+def _c_negative_part(d: FeatureDef) -> pl.Expr:
+    return (-_col(d)).clip(lower_bound=0.0)
+
+
+def _window(d: FeatureDef) -> int:
+    if d.window is None:
+        raise ValueError(f"{d.name} ({d.kind}) needs a window")
+    return d.window
+
+
+def _c_rolling_mean(d: FeatureDef) -> pl.Expr:
+    return _rolling_mean(_col(d), _window(d))
+
+
+def _c_rolling_std(d: FeatureDef) -> pl.Expr:
+    return _rolling_std(_col(d), _window(d), int(d.param("ddof"))) * annualization_scale(d)
+
+
+def _c_bollinger(d: FeatureDef) -> pl.Expr:
+    n = _window(d)
+    return _rolling_mean(_col(d), n) + d.param("k") * _rolling_std(_col(d), n, int(d.param("ddof")))
+
+
+def _c_rolling_zscore(d: FeatureDef) -> pl.Expr:
+    n, x = _window(d), _col(d)
+    z = (x - _rolling_mean(x, n)) / _rolling_std(x, n, int(d.param("ddof")))
+    return pl.when(_rolling_is_constant(x, n)).then(None).otherwise(z)
+
+
+def _c_ema(d: FeatureDef) -> pl.Expr:
+    return _ewm(_col(d), 2.0 / (_window(d) + 1.0))
+
+
+def _c_wilder_mean(d: FeatureDef) -> pl.Expr:
+    # Seed = the first full window's mean, on that window's last row; rows before
+    # it are null, rows after it carry x. An adjust=False EWM with alpha=1/n that
+    # starts on the seed is exactly (prev*(n-1) + x_t)/n.
+    n, x = _window(d), _col(d)
+    mean = _rolling_mean(x, n)
+    seeded = pl.when(_lag(mean, 1).is_null()).then(mean).otherwise(x)
+    return _ewm(seeded, 1.0 / n)
+
+
+def _c_rsi(d: FeatureDef) -> pl.Expr:
+    gain, loss = _col(d, 0), _col(d, 1)
+    return (
+        pl.when((loss == 0) & (gain > 0))
+        .then(pl.lit(100.0))
+        .when((loss == 0) & (gain == 0))
+        .then(pl.lit(50.0))
+        .otherwise(100.0 - 100.0 / (1.0 + gain / loss))
+    )
+
+
+def _c_true_range(d: FeatureDef) -> pl.Expr:
+    h, lo, c = _col(d, 0), _col(d, 1), _col(d, 2)
+    prev_c = _lag(c, 1)
+    # max_horizontal skips nulls, so the first row (no previous close) is h - l.
+    return pl.max_horizontal(h - lo, (h - prev_c).abs(), (lo - prev_c).abs())
+
+
+def _c_log1p(d: FeatureDef) -> pl.Expr:
+    return _col(d).log1p()
+
+
+def _c_constant(d: FeatureDef) -> pl.Expr:
+    return pl.lit(d.param("value"))
+
+
+ROW_COMPILERS: dict[str, Compiler] = {
+    "adjustment_factor": _c_adjustment_factor,
+    "product": _c_product,
+    "quotient": _c_quotient,
+    "difference": _c_difference,
+    "relative_to": _c_relative_to,
+    "ratio_lag": _c_ratio_lag,
+    "log_ratio_lag": _c_log_ratio_lag,
+    "diff_lag": _c_diff_lag,
+    "positive_part": _c_positive_part,
+    "negative_part": _c_negative_part,
+    "rolling_mean": _c_rolling_mean,
+    "rolling_std": _c_rolling_std,
+    "bollinger": _c_bollinger,
+    "rolling_zscore": _c_rolling_zscore,
+    "ema": _c_ema,
+    "wilder_mean": _c_wilder_mean,
+    "rsi": _c_rsi,
+    "true_range": _c_true_range,
+    "log1p": _c_log1p,
+    "constant": _c_constant,
+}
+
+
+# Aggregates run inside group_by(symbol, quarter).agg(...), rows in trade_date order.
+def _a_first(d: FeatureDef) -> pl.Expr:
+    return _col(d).first()
+
+
+def _a_last(d: FeatureDef) -> pl.Expr:
+    return _col(d).last()
+
+
+def _a_max(d: FeatureDef) -> pl.Expr:
+    return _col(d).max()
+
+
+def _a_min(d: FeatureDef) -> pl.Expr:
+    return _col(d).min()
+
+
+def _a_mean(d: FeatureDef) -> pl.Expr:
+    return _col(d).mean()
+
+
+def _a_sum(d: FeatureDef) -> pl.Expr:
+    return _col(d).sum()
+
+
+def _a_count(d: FeatureDef) -> pl.Expr:
+    return pl.len().cast(pl.Int32)
+
+
+def _a_std(d: FeatureDef) -> pl.Expr:
+    x = _col(d)
+    std = x.std(ddof=int(d.param("ddof"))) * annualization_scale(d)
+    return pl.when(x.count() >= d.param("min_count")).then(std).otherwise(None)
+
+
+def _a_max_drawdown(d: FeatureDef) -> pl.Expr:
+    x = _col(d)
+    return (x / x.cum_max() - 1.0).min()
+
+
+AGGREGATE_COMPILERS: dict[str, Compiler] = {
+    "first": _a_first,
+    "last": _a_last,
+    "max": _a_max,
+    "min": _a_min,
+    "mean": _a_mean,
+    "sum": _a_sum,
+    "count": _a_count,
+    "std": _a_std,
+    "max_drawdown": _a_max_drawdown,
+}
+
+
+def _adjacent_quarter(x: pl.Expr, step: int) -> pl.Expr:
+    """x of the same symbol's quarter ``step`` calendar quarters away (-1 previous,
+    +1 next) on the sorted quarterly table; null when that quarter has no row."""
+    k = -step  # shift(k) looks k rows back
+    same = (pl.col(SYMBOL).shift(k) == pl.col(SYMBOL)) & (
+        pl.col(_QIDX).shift(k) == pl.col(_QIDX) + step
+    )
+    return pl.when(same).then(x.shift(k))
+
+
+# Period kinds need the quarterly table (one row per symbol and quarter, sorted)
+# and, for some, the exchange calendar and the dataset's last date.
+class _PeriodContext:
+    def __init__(self, calendar: SessionCalendar, dataset_last_date: dt.date) -> None:
+        self.calendar = calendar
+        self.dataset_last_date = dataset_last_date
+
+    def compile(self, d: FeatureDef) -> pl.Expr:
+        kind = d.kind
+        if kind == "period_return":
+            return _col(d) / _adjacent_quarter(_col(d), -1) - 1.0
+        if kind == "next_period_value":
+            nxt_complete = _adjacent_quarter(_col(d, 1), +1)
+            return pl.when(nxt_complete).then(_adjacent_quarter(_col(d, 0), +1))
+        cal = self.calendar
+        if kind == "next_session_after":
+            return _col(d).map_batches(cal.next_session_after, return_dtype=pl.Date)
+        if kind == "period_complete":
+            last = _col(d).map_batches(cal.last_session_on_or_before, return_dtype=pl.Date)
+            return pl.lit(self.dataset_last_date, dtype=pl.Date) >= last
+        if kind == "expected_sessions":
+            start = pl.max_horizontal("quarter_start", _FIRST).alias("s")
+            end = pl.min_horizontal("quarter_end", _LAST).alias("e")
+            return pl.struct(start, end).map_batches(
+                lambda s: cal.count_sessions(s.struct.field("s"), s.struct.field("e")),
+                return_dtype=pl.Int32,
+            )
+        return ROW_COMPILERS[kind](d)
+
+
+# --- arranging the expressions ------------------------------------------------------------
+
+
+def _layers(defs: Sequence[FeatureDef], available: Iterable[str]) -> list[list[FeatureDef]]:
+    """Group definitions into dependency layers: each layer reads only earlier ones."""
+    depth = {c: 0 for c in available}
+    layers: list[list[FeatureDef]] = []
+    for d in defs:
+        try:
+            level = 1 + max((depth[i] for i in d.inputs), default=0)
+        except KeyError as e:
+            raise ValueError(f"{d.name} reads unknown column {e.args[0]!r}") from None
+        depth[d.name] = level
+        while len(layers) < level:
+            layers.append([])
+        layers[level - 1].append(d)
+    return [layer for layer in layers if layer]
+
+
+def _apply(lf: pl.LazyFrame, defs: Sequence[FeatureDef], compile_one: Compiler) -> pl.LazyFrame:
+    for layer in _layers(defs, lf.collect_schema().names()):
+        lf = lf.with_columns(compile_one(d).alias(d.name) for d in layer)
+    return lf
+
+
+def _compile_row(d: FeatureDef) -> pl.Expr:
+    return ROW_COMPILERS[d.kind](d)
+
+
+@overload
+def adjusted(silver: pl.DataFrame) -> pl.DataFrame: ...
+@overload
+def adjusted(silver: pl.LazyFrame) -> pl.LazyFrame: ...
+def adjusted(silver: Frame) -> Frame:
+    """Add the section-1 adjusted series ``factor, o, h, l, c, v`` to bars.
+
+    ``factor = adj_close/close`` when adj_close is present and close > 0, else 1.0;
+    ``o, h, l, c`` = prices * factor; ``v = volume / factor``. Returns the same
+    kind of frame it was given (lazy in, lazy out).
+    """
+    out = _apply(silver.lazy(), ADJUSTMENT, _compile_row)
+    return out.collect() if isinstance(silver, pl.DataFrame) else out
+
+
+def _strictly_sorted(df: pl.DataFrame) -> bool:
+    """True when (symbol, trade_date) strictly increases row by row (sorted, no duplicates)."""
+    sym, date = pl.col(SYMBOL), pl.col(DATE)
+    step = (sym > sym.shift(1)) | ((sym == sym.shift(1)) & (date > date.shift(1)))
+    return bool(df.select(step.slice(1).all()).item())
+
+
+def _sort_bars(df: pl.DataFrame) -> pl.DataFrame:
+    # One Int64 key (dense symbol rank, then the date) sorts ~3x faster than a
+    # (string, date) multi-column sort in Polars 1.44.
+    key = pl.col(SYMBOL).rank("dense").cast(pl.Int64) * (1 << 32) + (
+        pl.col(DATE).cast(pl.Int32).cast(pl.Int64) + (1 << 31)
+    )
+    return df.sort(key)
+
+
+def _sorted_bars(bars: Frame) -> pl.DataFrame:
+    """Checked daily bars sorted by (symbol, trade_date), plus the _sid and _row columns."""
+    df = bars.collect() if isinstance(bars, pl.LazyFrame) else bars
+    if "superseded" in df.columns and df["superseded"].any():
+        raise ValueError("compute_daily takes non-superseded silver rows only")
+    df = df.select(schema.DAILY_BAR_COLUMNS)
+    if df[SYMBOL].null_count() or df[DATE].null_count():
+        raise ValueError("symbol and trade_date must not be null")
+    if not _strictly_sorted(df):
+        df = _sort_bars(df)
+        if not _strictly_sorted(df):
+            raise ValueError("compute_daily needs one row per (symbol, trade_date)")
+    new_symbol = (pl.col(SYMBOL) != pl.col(SYMBOL).shift(1)).fill_null(True)
+    idx = pl.int_range(pl.len(), dtype=pl.Int64)
+    return df.with_columns(
+        new_symbol.cum_sum().cast(pl.Int64).set_sorted().alias(_SID),
+        (idx - pl.when(new_symbol).then(idx).forward_fill()).alias(_ROW),
+    )
+
+
+def daily_lazy(bars: Frame) -> pl.LazyFrame:
+    """The lazy query behind :func:`compute_daily` (checks and sorts eagerly first)."""
+    lf = adjusted(_sorted_bars(bars).lazy())
+    lf = _apply(lf, DAILY_FEATURES, _compile_row)
+    return lf.select(_cast(schema.DAILY_FEATURES))
+
+
+def compute_daily(bars: Frame) -> pl.DataFrame:
+    """FEATURES.md section 2 for every row of ``bars``.
+
+    ``bars``: clean, non-superseded silver rows (the :data:`schema.SILVER_BARS`
+    columns; at least :data:`schema.DAILY_BAR_COLUMNS`) holding *all* rows of
+    each symbol present, one per (symbol, trade_date). Returns exactly the
+    :data:`schema.DAILY_FEATURES` columns, sorted by (symbol, trade_date).
+    Raises ``ValueError`` on superseded rows, null keys or duplicate keys.
+    """
+    return daily_lazy(bars).collect()
+
+
+def _cast(target: object) -> list[pl.Expr]:
+    import pyarrow as pa
+
+    assert isinstance(target, pa.Schema)
+    empty = pl.from_arrow(target.empty_table())
+    assert isinstance(empty, pl.DataFrame)
+    return [pl.col(n).cast(t) for n, t in empty.schema.items()]
+
+
+def compute_quarterly(
+    daily: Frame, calendar: SessionCalendar, dataset_last_date: dt.date
+) -> pl.DataFrame:
+    """FEATURES.md section 3 from daily feature rows (the output of :func:`compute_daily`).
+
+    ``daily`` must hold all rows of each symbol present (the expected-days count
+    uses a symbol's first and last row overall). ``calendar`` must cover those
+    dates plus the year after (:meth:`SessionCalendar.covering`).
+    ``dataset_last_date`` is the last trade_date of the whole dataset, over all
+    symbols, which decides ``q_complete``. Returns exactly the
+    :data:`schema.QUARTERLY_FEATURES` columns, sorted by (symbol, quarter).
+    """
+    aggs = [d for d in QUARTERLY_FEATURES if d.kind in AGGREGATE_KINDS]
+    rest = [d for d in QUARTERLY_FEATURES if d.kind not in AGGREGATE_KINDS]
+    df = daily.collect() if isinstance(daily, pl.LazyFrame) else daily
+    needed = {SYMBOL, DATE, *ADJUSTMENT_INPUTS, *(i for d in aggs for i in d.inputs)}
+    df = df.select(c for c in df.columns if c in needed)
+    if not _strictly_sorted(df):
+        df = _sort_bars(df)  # compute_daily's output is already sorted: no cost then
+        if not _strictly_sorted(df):
+            raise ValueError("compute_quarterly needs one row per (symbol, trade_date)")
+    qidx = pl.col(DATE).dt.year().cast(pl.Int32) * 4 + pl.col(DATE).dt.quarter().cast(pl.Int32) - 1
+    rows = adjusted(df.lazy().with_columns(qidx.alias(_QIDX)))
+    q = rows.group_by(SYMBOL, _QIDX, maintain_order=True).agg(
+        pl.col(DATE).first().alias(_FIRST),
+        pl.col(DATE).last().alias(_LAST),
+        *(AGGREGATE_COMPILERS[d.kind](d).alias(d.name) for d in aggs),
+    )
+    qy = pl.col(_QIDX) // 4
+    qn = pl.col(_QIDX) % 4 + 1
+    q = q.with_columns(
+        # The symbol's first and last row overall (for q_expected_days).
+        pl.col(_FIRST).min().over(SYMBOL),
+        pl.col(_LAST).max().over(SYMBOL),
+        pl.format("{}Q{}", qy, qn).alias("quarter"),
+        pl.date(qy, (qn - 1) * 3 + 1, 1).alias("quarter_start"),
+    ).with_columns(
+        pl.col("quarter_start").dt.offset_by("3mo").dt.offset_by("-1d").alias("quarter_end")
+    )
+    ctx = _PeriodContext(calendar, dataset_last_date)
+    q = _apply(q, rest, ctx.compile)
+    return q.select(_cast(schema.QUARTERLY_FEATURES)).collect()
+
+
+__all__ = [
+    "adjusted",
+    "compute_daily",
+    "compute_quarterly",
+    "daily_lazy",
+]

@@ -1,0 +1,105 @@
+"""The source interface: what every ingest source (Kaggle files, Yahoo) provides.
+
+A source lists its *units* (one file, or one Yahoo request) cheaply, then reads
+one unit at a time into a bronze table: every value exactly as it arrived, as
+text, so that nothing is lost before validation. The pipeline adds
+``ingest_run_id`` and ``bucket`` and writes the rows to the bronze layer.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import pyarrow as pa
+
+from stockbatch.schema import BRONZE_BARS
+
+SourceName = Literal["kaggle-huge", "kaggle-sp500", "kaggle-nasdaq", "yahoo"]
+SOURCE_NAMES: tuple[SourceName, ...] = ("kaggle-huge", "kaggle-sp500", "kaggle-nasdaq", "yahoo")
+
+PIPELINE_FIELDS = ("ingest_run_id", "bucket")
+"""Bronze fields the pipeline adds; a source never fills them."""
+
+BRONZE_SOURCE_SCHEMA = pa.schema([f for f in BRONZE_BARS if f.name not in PIPELINE_FIELDS])
+"""What ``Source.read`` returns: ``schema.BRONZE_BARS`` minus the pipeline's fields."""
+
+
+@dataclass(frozen=True)
+class SourceUnit:
+    """One unit of ingest work: one file, or one Yahoo request.
+
+    ``ref`` is stable across runs (the file's path relative to the input root with
+    ``/`` separators, or ``yahoo/<SYMBOL>/<start>..<end>``) and becomes the bronze
+    ``source_file``. For files, ``sha256`` and ``size`` describe the bytes, so the
+    pipeline can skip a file it already ingested unchanged; they are None for Yahoo.
+    """
+
+    source: str
+    ref: str
+    path: Path | None
+    sha256: str | None
+    size: int | None
+
+
+class SourceError(Exception):
+    """A unit could not be read; the message says what to do about it.
+
+    The pipeline records the error against ``ref`` and carries on with the other
+    units, so one bad file or symbol never stops a run.
+    """
+
+    def __init__(self, message: str, *, ref: str | None = None) -> None:
+        self.message = message
+        self.ref = ref
+        super().__init__(f"{ref}: {message}" if ref else message)
+
+
+class UnknownLayoutError(SourceError):
+    """A file whose header (or name) matches no known layout."""
+
+
+class SymbolNotFoundError(SourceError):
+    """The provider does not know the symbol (unknown, or delisted)."""
+
+    def __init__(self, symbol: str, message: str, *, ref: str | None = None) -> None:
+        self.symbol = symbol
+        super().__init__(message, ref=ref)
+
+
+class RateLimitedError(SourceError):
+    """The provider kept refusing with HTTP 429 after every retry."""
+
+    def __init__(self, message: str, *, attempts: int, ref: str | None = None) -> None:
+        self.attempts = attempts
+        super().__init__(message, ref=ref)
+
+
+class Source(ABC):
+    """One ingest source. Implementations: ``KaggleSource``, ``YahooSource``."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def units(self) -> Iterator[SourceUnit]:
+        """List the units to ingest, in a stable order (cheap: no parsing)."""
+
+    @abstractmethod
+    def read(self, unit: SourceUnit) -> pa.Table:
+        """Read one unit into a table of ``BRONZE_SOURCE_SCHEMA``.
+
+        Raises ``SourceError`` (or a subclass) when this unit cannot be read; an
+        empty unit is a table with 0 rows, not an error.
+        """
+
+    def instruments(self) -> pa.Table | None:
+        """Instrument metadata (``schema.INSTRUMENTS``) when the source has some, else None."""
+        return None
+
+
+def empty_bronze() -> pa.Table:
+    """A 0-row table of ``BRONZE_SOURCE_SCHEMA``."""
+    return BRONZE_SOURCE_SCHEMA.empty_table()

@@ -1,0 +1,503 @@
+"""Transactional loads from Arrow into the warehouse.
+
+Keyed tables (``load_table``): the rows are bulk-inserted into a temporary
+staging table, counted against the target, then merged with ONE
+``INSERT ... SELECT ... ON CONFLICT (key) DO UPDATE SET ... WHERE <a column
+differs>`` statement. The ``WHERE`` compares null-safely (``IS NOT`` on
+SQLite, ``IS DISTINCT FROM`` on PostgreSQL), so a rerun with the same data
+writes nothing. Everything, staging included, runs in one transaction: an
+error at any point (a bad batch, a constraint violation, a crash) leaves the
+table as it was.
+
+Append-only tables (``replace_run_rows``): the run's rows are deleted and
+inserted again in one transaction, so reloading a run never duplicates.
+
+The only dialect-specific step is the bulk insert (``_BULK_INSERTERS``):
+SQLite uses ``executemany`` of plain tuples on the DBAPI cursor; any other
+dialect falls back to SQLAlchemy's ``executemany`` until its fast path
+(PostgreSQL: ``COPY``) is registered there. Everything else is SQLAlchemy
+Core that both SQLite and PostgreSQL compile.
+
+Values: NaN in a float column is stored as NULL (SQLite cannot store NaN; the
+same rule elsewhere keeps the warehouses identical); a ``list<string>`` column
+going into a text column (the quarantine reasons) is stored comma-joined.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from stockbatch import schema
+from stockbatch.warehouse import models
+
+CHUNK_ROWS = 50_000
+"""Rows converted to Python tuples at a time (bounds the memory of a bulk insert)."""
+
+Batches = Iterable[pa.Table | pa.RecordBatch]
+
+
+@dataclass(frozen=True)
+class LoadStats:
+    """Outcome of one ``load_table`` call: every input row is exactly one of the three."""
+
+    inserted: int
+    updated: int
+    unchanged: int
+    seconds: float = field(default=0.0, compare=False)
+
+    @property
+    def rows(self) -> int:
+        """Input rows."""
+        return self.inserted + self.updated + self.unchanged
+
+    @property
+    def rows_per_s(self) -> float:
+        """Throughput of the whole load (staging, counting, merge, commit)."""
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+
+class DuplicateKeyError(ValueError):
+    """The input of one load holds the same key twice (an upstream bug; nothing was written)."""
+
+
+def table_for(name: str) -> sa.Table:
+    """The warehouse table called ``name``."""
+    try:
+        return models.metadata.tables[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown warehouse table {name!r}; known: {sorted(models.metadata.tables)}"
+        ) from None
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def _chunks(batches: Batches, chunk_rows: int = CHUNK_ROWS) -> Iterator[pa.RecordBatch]:
+    for item in batches:
+        if isinstance(item, pa.Table):
+            yield from item.to_batches(max_chunksize=chunk_rows)
+        else:
+            for start in range(0, item.num_rows, chunk_rows):
+                yield item.slice(start, chunk_rows)
+
+
+def _check_columns(table: sa.Table, names: list[str]) -> None:
+    unknown = [n for n in names if n not in table.c]
+    if unknown:
+        raise ValueError(f"columns {unknown} are not in table {table.name}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate column names in the batches for {table.name}: {names}")
+
+
+def _columns_of(first: pa.RecordBatch, table: sa.Table) -> list[str]:
+    """The load's columns: those of the first batch, in the table's order."""
+    names = list(first.schema.names)
+    _check_columns(table, names)
+    return [c.name for c in table.columns if c.name in names]
+
+
+def _select(batch: pa.RecordBatch, columns: list[str], table: sa.Table) -> pa.RecordBatch:
+    if set(batch.schema.names) != set(columns):
+        raise ValueError(
+            f"batch columns {sorted(batch.schema.names)} differ from the first batch's "
+            f"{sorted(columns)} (table {table.name})"
+        )
+    return batch.select(columns)
+
+
+def _is_float_sql(sql_type: sa.types.TypeEngine[Any]) -> bool:
+    return isinstance(sql_type, sa.Float)  # Double is a Float
+
+
+def _nan_to_null(arr: pa.Array) -> pa.Array:
+    if pa.types.is_floating(arr.type) and arr.null_count < len(arr):
+        return pc.if_else(pc.is_nan(arr), pa.scalar(None, arr.type), arr)
+    return arr
+
+
+def _join_lists(arr: pa.Array) -> pa.Array:
+    """list<string> -> 'a,b' text (quarantine reasons)."""
+    return pc.binary_join(arr, ",")
+
+
+# --------------------------------------------------------------------------- bulk insert
+
+
+BulkInserter = Callable[[sa.Connection, sa.Table, list[str], Iterator[pa.RecordBatch]], int]
+"""(connection, table, column names, batches) -> rows inserted; runs in the caller's transaction."""
+
+
+def _sqlite_values(arr: pa.Array, sql_type: sa.types.TypeEngine[Any], dialect: Any) -> list[Any]:
+    """One Arrow column as the Python values sqlite3 binds fastest, stored as SQLAlchemy would."""
+    if pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type):
+        arr = _join_lists(arr)
+    if _is_float_sql(sql_type) and pa.types.is_floating(arr.type):
+        # numpy's tolist is ~2x faster than Arrow's to_pylist; nulls become NaN, which SQLite
+        # stores as NULL (sqlite3_bind_double), exactly like a real NaN.
+        return arr.to_numpy(zero_copy_only=False).tolist()  # type: ignore[no-any-return]
+    if isinstance(sql_type, sa.Date) and (pa.types.is_date32(arr.type) or pa.types.is_date64(arr.type)):
+        # SQLAlchemy stores SQLite dates as 'YYYY-MM-DD' text; Arrow's cast writes that form.
+        return arr.cast(pa.string()).to_pylist()  # type: ignore[no-any-return]
+    values = arr.to_pylist()
+    if isinstance(sql_type, (sa.String, sa.Integer, sa.Float, sa.Boolean)) and not isinstance(
+        sql_type, sa.JSON
+    ):
+        return values  # type: ignore[no-any-return]
+    process = sql_type.bind_processor(dialect)  # DateTime, JSON, Date given as Python objects
+    if process is None:
+        return values  # type: ignore[no-any-return]
+    return [None if v is None else process(v) for v in values]
+
+
+def _bulk_insert_sqlite(
+    conn: sa.Connection, table: sa.Table, columns: list[str], batches: Iterator[pa.RecordBatch]
+) -> int:
+    """executemany of plain tuples on the sqlite3 cursor (no per-row SQLAlchemy work)."""
+    qualified = f'"{table.schema}"."{table.name}"' if table.schema else f'"{table.name}"'
+    sql = (
+        f"INSERT INTO {qualified} ({', '.join(_quoted(columns))}) "
+        f"VALUES ({', '.join('?' * len(columns))})"
+    )
+    types = [table.c[c].type for c in columns]
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    n = 0
+    try:
+        for batch in batches:
+            cols = [
+                _sqlite_values(batch.column(i), types[i], conn.dialect)
+                for i in range(len(columns))
+            ]
+            cursor.executemany(sql, zip(*cols, strict=True))
+            n += batch.num_rows
+    finally:
+        cursor.close()
+    return n
+
+
+def _quoted(columns: list[str]) -> list[str]:
+    return ['"' + c.replace('"', '""') + '"' for c in columns]
+
+
+def _bulk_insert_generic(
+    conn: sa.Connection, table: sa.Table, columns: list[str], batches: Iterator[pa.RecordBatch]
+) -> int:
+    """Portable fallback: SQLAlchemy executemany (insertmanyvalues) of dicts."""
+    n = 0
+    for batch in batches:
+        data = {}
+        for name, arr in zip(columns, batch.columns, strict=True):
+            if pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type):
+                arr = _join_lists(arr)
+            data[name] = _nan_to_null(arr).to_pylist()
+        rows = [dict(zip(columns, values, strict=True)) for values in zip(*data.values())]
+        if rows:
+            conn.execute(table.insert(), rows)
+        n += batch.num_rows
+    return n
+
+
+_BULK_INSERTERS: dict[str, BulkInserter] = {"sqlite": _bulk_insert_sqlite}
+
+
+def bulk_insert(
+    conn: sa.Connection, table: sa.Table, columns: list[str], batches: Iterator[pa.RecordBatch]
+) -> int:
+    """Insert ``batches`` into ``table`` with the dialect's fastest path, in ``conn``'s transaction."""
+    inserter = _BULK_INSERTERS.get(conn.dialect.name, _bulk_insert_generic)
+    return inserter(conn, table, columns, (_select(b, columns, table) for b in batches))
+
+
+# --------------------------------------------------------------------------- keyed upsert
+
+
+def _dialect_insert(conn: sa.Connection, table: sa.Table) -> Any:
+    if conn.dialect.name == "sqlite":
+        return sqlite.insert(table)
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    raise NotImplementedError(f"upsert is not implemented for dialect {conn.dialect.name}")
+
+
+def _staging_table(table: sa.Table, columns: list[str], key: tuple[str, ...]) -> sa.Table:
+    """A temporary copy of ``table``'s columns, keyed so a duplicate input key fails fast."""
+    return sa.Table(
+        f"_stage_{table.name}",
+        sa.MetaData(),
+        *[sa.Column(c, table.c[c].type, nullable=c not in key) for c in columns],
+        sa.PrimaryKeyConstraint(*key),
+        prefixes=["TEMPORARY"],
+        sqlite_with_rowid=False,
+    )
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def load_table(
+    engine: sa.Engine,
+    table_name: str,
+    batches: Batches,
+    *,
+    key: tuple[str, ...],
+) -> LoadStats:
+    """Upsert Arrow ``batches`` into ``table_name`` in one transaction; count what changed.
+
+    ``key`` must be the table's primary key (``models.UPSERT_KEYS``). The batches
+    give the columns to write (all batches the same columns; a table column
+    they lack keeps its value, except ``updated_at``, which is set on insert
+    and on real change). A row whose values all equal the stored ones is
+    ``unchanged`` and is not written. Raises ``DuplicateKeyError`` when the
+    input repeats a key; any error rolls the whole load back.
+    """
+    table = table_for(table_name)
+    pk = tuple(c.name for c in table.primary_key.columns)
+    if set(key) != set(pk) or len(key) != len(pk):
+        raise ValueError(f"key {key} of {table_name} must be its primary key {pk}")
+    started = time.perf_counter()
+    chunks = _chunks(batches)
+    first = next(chunks, None)
+    if first is None:
+        return LoadStats(0, 0, 0, time.perf_counter() - started)
+    columns = _columns_of(first, table)
+    missing_key = [k for k in key if k not in columns]
+    if missing_key:
+        raise ValueError(f"key columns {missing_key} are missing from the batches")
+
+    stage = _staging_table(table, columns, key)
+    with engine.begin() as conn:
+        stage.drop(conn, checkfirst=True)  # a leftover of a killed load on a pooled connection
+        stage.create(conn)
+        try:
+            bulk_insert(conn, stage, columns, _prepend(first, chunks))
+        except (sqlite3.IntegrityError, sa.exc.IntegrityError) as exc:
+            # The staging table's only constraints are its primary key and NOT NULL keys.
+            if "NOT NULL" in str(exc).upper():
+                raise ValueError(f"the batches for {table_name} hold a null key: {exc}") from exc
+            raise DuplicateKeyError(
+                f"the batches for {table_name} repeat a key {key}: {exc}"
+            ) from exc
+        stats = _merge(conn, table, stage, columns, key)
+        stage.drop(conn)
+    return LoadStats(stats[0], stats[1], stats[2], time.perf_counter() - started)
+
+
+def _prepend(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    yield first
+    yield from rest
+
+
+def _merge(
+    conn: sa.Connection,
+    table: sa.Table,
+    stage: sa.Table,
+    columns: list[str],
+    key: tuple[str, ...],
+) -> tuple[int, int, int]:
+    """Count staged rows against the target, then upsert them; returns (inserted, updated, unchanged)."""
+    on = sa.and_(*[stage.c[k] == table.c[k] for k in key])
+    total, matched = conn.execute(
+        sa.select(sa.func.count(), sa.func.count(table.c[key[0]])).select_from(
+            stage.outerjoin(table, on)
+        )
+    ).one()
+    inserted = total - matched
+
+    values = [c for c in columns if c not in key]
+    select_cols: list[sa.ColumnElement[Any]] = [stage.c[c] for c in columns]
+    insert_cols = list(columns)
+    stamp = "updated_at" in table.c and "updated_at" not in columns
+    if stamp:
+        now = _utcnow()
+        select_cols.append(sa.literal(now, table.c.updated_at.type).label("updated_at"))
+        insert_cols.append("updated_at")
+    # WHERE true: without it SQLite would parse ON CONFLICT as the join constraint of the SELECT.
+    stmt = _dialect_insert(conn, table).from_select(
+        insert_cols, sa.select(*select_cols).where(sa.true())
+    )
+    if values:
+        set_ = {c: stmt.excluded[c] for c in values}
+        if stamp:
+            set_["updated_at"] = stmt.excluded["updated_at"]
+        changed = sa.or_(*[table.c[c].is_distinct_from(stmt.excluded[c]) for c in values])
+        stmt = stmt.on_conflict_do_update(index_elements=list(key), set_=set_, where=changed)
+    else:
+        stmt = stmt.on_conflict_do_nothing(index_elements=list(key))
+    written = conn.execute(stmt).rowcount  # inserted + updated on both SQLite and PostgreSQL
+    updated = written - inserted
+    if not 0 <= updated <= matched:
+        raise RuntimeError(
+            f"upsert of {table.name} wrote {written} rows for {inserted} new and {matched} "
+            "existing ones; rolled back"
+        )
+    return inserted, updated, matched - updated
+
+
+# --------------------------------------------------------------------------- append-only tables
+
+
+def replace_run_rows(engine: sa.Engine, table_name: str, run_id: str, batches: Batches) -> int:
+    """Replace the rows of ``run_id`` in an append-only table (e.g. ``quarantine``).
+
+    Deletes the run's rows and inserts ``batches`` (their ``run_id`` column, if
+    any, is overwritten with ``run_id``) in one transaction; returns the rows
+    inserted. Reloading a run therefore never duplicates it.
+    """
+    table = table_for(table_name)
+    if "run_id" not in table.c:
+        raise ValueError(f"table {table_name} has no run_id column")
+
+    def with_run_id() -> Iterator[pa.RecordBatch]:
+        for batch in _chunks(batches):
+            if "run_id" in batch.schema.names:
+                batch = batch.drop_columns(["run_id"])
+            yield batch.append_column("run_id", pa.array([run_id] * batch.num_rows, pa.string()))
+
+    with engine.begin() as conn:
+        conn.execute(sa.delete(table).where(table.c.run_id == run_id))
+        chunks = with_run_id()
+        first = next(chunks, None)
+        if first is None:
+            return 0
+        columns = _columns_of(first, table)
+        return bulk_insert(conn, table, columns, _prepend(first, chunks))
+
+
+# --------------------------------------------------------------------------- runs and audit
+
+
+def _as_utc(value: Any) -> dt.datetime | None:
+    """datetime / ISO text / epoch seconds -> aware UTC datetime (naive input is taken as UTC)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, dt.datetime):
+        ts = value
+    elif isinstance(value, (int, float)):
+        ts = dt.datetime.fromtimestamp(value, dt.UTC)
+    elif isinstance(value, str):
+        ts = dt.datetime.fromisoformat(value)
+    else:
+        raise TypeError(f"not a timestamp: {value!r}")
+    return ts.replace(tzinfo=dt.UTC) if ts.tzinfo is None else ts.astimezone(dt.UTC)
+
+
+def _json_safe(value: Any) -> Any:
+    """Round-trip through JSON so dates, paths, etc. become text before SQLAlchemy sees them."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value)):
+        return float(value)
+    return None
+
+
+def quality_rows(run_id: str, counts: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """``data_quality`` rows of a manifest's ``counts``.
+
+    Top-level numbers are ``kind='count'`` (``rows_in`` ...); numbers inside a
+    nested mapping are named by their dotted path and take the top-level key as
+    kind (``reasons.duplicate`` of kind ``reasons``). Every reason code and
+    health flag of the contract is present (0 when absent) when the manifest
+    has a ``reasons`` / ``health`` mapping, so dashboards see explicit zeros.
+    """
+    rows: dict[str, dict[str, Any]] = {}
+
+    def walk(prefix: str, kind: str, value: Any) -> None:
+        if isinstance(value, Mapping):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}", kind, v)
+            return
+        number = _number(value)
+        if number is not None:
+            rows[prefix] = {"run_id": run_id, "metric": prefix, "kind": kind, "value": number}
+
+    for name, value in counts.items():
+        if isinstance(value, Mapping):
+            defaults = {"reasons": schema.REASON_CODES, "health": schema.HEALTH_FLAGS}.get(name, ())
+            walk(name, name, {**dict.fromkeys(defaults, 0), **value})
+        else:
+            walk(name, "count", value)
+    return list(rows.values())
+
+
+def _count(counts: Mapping[str, Any], name: str) -> int | None:
+    value = counts.get(name)
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def record_run(engine: sa.Engine, manifest: Mapping[str, Any]) -> None:
+    """Upsert a run manifest into ``pipeline_runs`` and replace its ``data_quality`` rows.
+
+    Reads ``run_id`` (required), ``started_at``, ``finished_at`` (datetime, ISO
+    text or epoch seconds), ``status``, ``command``, ``params`` (mapping),
+    ``counts`` (mapping: ``rows_in``, ``rows_clean``, ``rows_quarantined``,
+    ``rows_deduplicated``, ``reasons``, ``health``, ...) and ``duration_s``
+    (else finished - started). One transaction.
+    """
+    run_id = manifest.get("run_id")
+    if not run_id:
+        raise ValueError("manifest has no run_id")
+    counts = manifest.get("counts") or {}
+    started = _as_utc(manifest.get("started_at"))
+    finished = _as_utc(manifest.get("finished_at"))
+    duration = manifest.get("duration_s")
+    if duration is None and started is not None and finished is not None:
+        duration = (finished - started).total_seconds()
+    row = {
+        "run_id": str(run_id),
+        "started_at": started,
+        "finished_at": finished,
+        "status": manifest.get("status"),
+        "command": manifest.get("command"),
+        "params": _json_safe(manifest.get("params")),
+        "counts": _json_safe(counts),
+        "rows_in": _count(counts, "rows_in"),
+        "rows_clean": _count(counts, "rows_clean"),
+        "rows_quarantined": _count(counts, "rows_quarantined"),
+        "rows_deduplicated": _count(counts, "rows_deduplicated"),
+        "duration_s": None if duration is None else float(duration),
+    }
+    runs, quality = models.pipeline_runs, models.data_quality
+    with engine.begin() as conn:
+        stmt = _dialect_insert(conn, runs).values(row)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["run_id"],
+            set_={c: stmt.excluded[c] for c in row if c != "run_id"},
+        )
+        conn.execute(stmt)
+        conn.execute(sa.delete(quality).where(quality.c.run_id == row["run_id"]))
+        q_rows = quality_rows(row["run_id"], counts)
+        if q_rows:
+            conn.execute(quality.insert(), q_rows)
+
+
+def audit(
+    engine: sa.Engine, actor: str, action: str, detail: Mapping[str, Any] | None = None
+) -> int:
+    """Append one ``audit_log`` entry (timestamped now, UTC); returns its id."""
+    with engine.begin() as conn:
+        result = conn.execute(
+            models.audit_log.insert().values(
+                at=_utcnow(),
+                actor=actor,
+                action=action,
+                detail=None if detail is None else _json_safe(dict(detail)),
+            )
+        )
+        return int(result.inserted_primary_key[0])

@@ -1,0 +1,185 @@
+"""Read queries used by the API, the dashboard and the ML export.
+
+Tables come back as Arrow with the canonical schemas of ``stockbatch.schema``
+(the warehouse gives back exactly the types the engines produced), plain
+Python values for small results.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pyarrow as pa
+import sqlalchemy as sa
+
+from stockbatch import schema
+from stockbatch.warehouse import models
+
+SYMBOLS_PER_QUERY = 500
+"""Symbols per ``IN (...)`` list (SQLite caps bound parameters per statement)."""
+
+
+def _to_arrow(rows: Sequence[Sequence[Any]], target: pa.Schema) -> pa.Table:
+    """Rows (tuples in ``target``'s column order) -> an Arrow table of exactly ``target``."""
+    if not rows:
+        return target.empty_table()
+    columns = list(zip(*rows, strict=True))
+    arrays = [
+        pa.array(values, type=f.type, from_pandas=False)
+        for values, f in zip(columns, target, strict=True)
+    ]
+    return pa.Table.from_arrays(arrays, schema=target)
+
+
+def quarterly_table(
+    engine: sa.Engine, quarters: Sequence[str] | None = None, symbols: Sequence[str] | None = None
+) -> pa.Table:
+    """The quarterly feature table, exactly ``schema.QUARTERLY_FEATURES``, by symbol and quarter.
+
+    ``quarters`` / ``symbols`` restrict the rows (the ``quarter`` index serves the first).
+    """
+    t = models.quarterly_features
+    stmt = sa.select(*[t.c[n] for n in schema.QUARTERLY_FEATURES.names]).order_by(
+        t.c.symbol, t.c.quarter
+    )
+    if quarters is not None:
+        stmt = stmt.where(t.c.quarter.in_(list(quarters)))
+    if symbols is not None:
+        stmt = stmt.where(t.c.symbol.in_(list(symbols)))
+    with engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    return _to_arrow(rows, schema.QUARTERLY_FEATURES)
+
+
+def _daily_select() -> sa.Select[Any]:
+    bars, feats = models.daily_bars, models.daily_features
+    on = sa.and_(bars.c.symbol == feats.c.symbol, bars.c.trade_date == feats.c.trade_date)
+    cols = [bars.c[n] for n in schema.DAILY_BAR_COLUMNS] + [
+        feats.c[n] for n in schema.DAILY_FEATURE_COLUMNS
+    ]
+    # LEFT JOIN: a bar whose features are not loaded yet still shows, with null features.
+    return (
+        sa.select(*cols)
+        .select_from(bars.outerjoin(feats, on))
+        .order_by(bars.c.symbol, bars.c.trade_date)
+    )
+
+
+def daily_table(
+    engine: sa.Engine,
+    symbols: Sequence[str] | None = None,
+    *,
+    start: dt.date | None = None,
+    end: dt.date | None = None,
+    batch_rows: int = 100_000,
+) -> Iterator[pa.Table]:
+    """Stream bars joined with their daily features (``schema.DAILY_FEATURES``).
+
+    Ordered by symbol, then trade_date; at most ``batch_rows`` rows per table.
+    ``symbols=None`` streams every symbol; ``start``/``end`` bound trade_date
+    (inclusive). The connection stays open until the iterator is exhausted or closed.
+    """
+    bars = models.daily_bars
+    base = _daily_select()
+    if start is not None:
+        base = base.where(bars.c.trade_date >= start)
+    if end is not None:
+        base = base.where(bars.c.trade_date <= end)
+    if symbols is None:
+        statements = [base]
+    else:
+        wanted = sorted(set(symbols))  # sorted, so the chunks keep the global symbol order
+        statements = [
+            base.where(bars.c.symbol.in_(wanted[i : i + SYMBOLS_PER_QUERY]))
+            for i in range(0, len(wanted), SYMBOLS_PER_QUERY)
+        ]
+    with engine.connect() as conn:
+        for stmt in statements:
+            result = conn.execution_options(yield_per=batch_rows).execute(stmt)
+            for part in result.partitions():
+                yield _to_arrow(part, schema.DAILY_FEATURES)
+
+
+def last_dates(engine: sa.Engine) -> dict[str, dt.date]:
+    """The last stored trade_date of every symbol (where an incremental update starts)."""
+    bars = models.daily_bars
+    stmt = sa.select(bars.c.symbol, sa.func.max(bars.c.trade_date)).group_by(bars.c.symbol)
+    with engine.connect() as conn:
+        return {symbol: last for symbol, last in conn.execute(stmt)}
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def instruments(
+    engine: sa.Engine, search: str | None = None, limit: int | None = None
+) -> pa.Table:
+    """Instruments (``schema.INSTRUMENTS``) ordered by symbol.
+
+    ``search``: the SQL fallback of the search index: case-insensitive prefix
+    of the symbol or substring of the name (``%`` and ``_`` match literally).
+    """
+    t = models.instruments
+    stmt = sa.select(*[t.c[n] for n in schema.INSTRUMENTS.names]).order_by(t.c.symbol)
+    if search:
+        needle = _like_escape(search.lower())
+        stmt = stmt.where(
+            sa.or_(
+                sa.func.lower(t.c.symbol).like(needle + "%", escape="\\"),
+                sa.func.lower(t.c.name).like("%" + needle + "%", escape="\\"),
+            )
+        )
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    with engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    return _to_arrow(rows, schema.INSTRUMENTS)
+
+
+def _utc(value: dt.datetime | None) -> dt.datetime | None:
+    # SQLite keeps no zone; the loader stores UTC, so a naive value read back is UTC.
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=dt.UTC)
+
+
+def runs(engine: sa.Engine, last: int = 20) -> list[dict[str, Any]]:
+    """The ``last`` pipeline runs, newest first, each with its ``quality`` metrics.
+
+    Each run is a dict of the ``pipeline_runs`` columns (timestamps aware, UTC)
+    plus ``quality``: ``{metric: value}`` from ``data_quality``.
+    """
+    r, q = models.pipeline_runs, models.data_quality
+    stmt = (
+        sa.select(r)
+        .order_by(r.c.started_at.desc().nulls_last(), r.c.run_id.desc())
+        .limit(last)
+    )
+    with engine.connect() as conn:
+        result = [dict(row._mapping) for row in conn.execute(stmt)]
+        ids = [row["run_id"] for row in result]
+        quality: dict[str, dict[str, float]] = {run_id: {} for run_id in ids}
+        if ids:
+            for run_id, metric, value in conn.execute(
+                sa.select(q.c.run_id, q.c.metric, q.c.value)
+                .where(q.c.run_id.in_(ids))
+                .order_by(q.c.run_id, q.c.metric)
+            ):
+                quality[run_id][metric] = value
+    for row in result:
+        row["started_at"] = _utc(row["started_at"])
+        row["finished_at"] = _utc(row["finished_at"])
+        row["quality"] = quality[row["run_id"]]
+    return result
+
+
+def table_counts(engine: sa.Engine) -> dict[str, int]:
+    """Row count of every warehouse table (health page, tests)."""
+    with engine.connect() as conn:
+        return {
+            name: int(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one())
+            for name, t in models.metadata.tables.items()
+        }

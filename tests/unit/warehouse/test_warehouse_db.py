@@ -1,0 +1,93 @@
+"""Engine settings and Alembic migrations of the warehouse."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from stockbatch.warehouse import db, models
+
+TABLES = {
+    "instruments",
+    "daily_bars",
+    "daily_features",
+    "quarterly_features",
+    "quarantine",
+    "pipeline_runs",
+    "data_quality",
+    "audit_log",
+}
+
+
+def test_migrate_creates_folder_and_is_idempotent(url: str, tmp_path: Path) -> None:
+    assert not (tmp_path / "wh").exists()
+    db.migrate(url)
+    assert (tmp_path / "wh" / "warehouse.db").is_file()
+    engine = db.engine_for(url)
+    try:
+        assert db.current_revision(engine) == "0001"
+        before = sa.inspect(engine).get_table_names()
+        db.migrate(url)  # second run: nothing to do, nothing fails
+        assert db.current_revision(engine) == "0001"
+        assert sa.inspect(engine).get_table_names() == before
+        assert TABLES <= set(before)
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_pragmas(engine: sa.Engine) -> None:
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+
+
+def test_models_and_migrations_agree(engine: sa.Engine) -> None:
+    # What autogenerate would emit against the migrated database: must be nothing.
+    with engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        diff = compare_metadata(ctx, models.metadata)
+    assert diff == []
+
+
+def test_keyed_tables_have_the_contract_keys_and_indexes(engine: sa.Engine) -> None:
+    insp = sa.inspect(engine)
+    assert insp.get_pk_constraint("daily_bars")["constrained_columns"] == ["symbol", "trade_date"]
+    assert insp.get_pk_constraint("daily_features")["constrained_columns"] == [
+        "symbol",
+        "trade_date",
+    ]
+    assert insp.get_pk_constraint("quarterly_features")["constrained_columns"] == [
+        "symbol",
+        "quarter",
+    ]
+    assert insp.get_pk_constraint("data_quality")["constrained_columns"] == ["run_id", "metric"]
+    assert [ix["column_names"] for ix in insp.get_indexes("quarterly_features")] == [["quarter"]]
+    for name, key in models.UPSERT_KEYS.items():
+        assert insp.get_pk_constraint(name)["constrained_columns"] == list(key)
+
+
+def test_downgrade_then_upgrade(url: str) -> None:
+    db.migrate(url)
+    engine = db.engine_for(url)
+    try:
+        with engine.begin() as conn:
+            cfg = db.alembic_config(url)
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "base")
+        assert set(sa.inspect(engine).get_table_names()) == {"alembic_version"}
+        db.migrate(url)
+        assert TABLES <= set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_packaged_alembic_files_exist() -> None:
+    assert db.ALEMBIC_INI.is_file()
+    assert (db.MIGRATIONS_DIR / "env.py").is_file()
+    assert (db.MIGRATIONS_DIR / "script.py.mako").is_file()
+    assert (db.MIGRATIONS_DIR / "versions" / "0001_initial.py").is_file()
