@@ -271,7 +271,7 @@ def read_sources(roots: Iterable[Path]) -> tuple[pd.DataFrame, int]:
         bars["adj_close"] = np.nan
     bars = bars.join(pd.DataFrame(files), on="file_id")
     width = bars.pop("width")
-    bars["n_fields"] = bars["n_fields"].fillna(width) if "n_fields" in bars else width
+    bars["n_fields"] = (bars["n_fields"].fillna(width) if "n_fields" in bars else width).astype("int16")
     bars = bars.rename(columns={"trade_date": "date_text"})
     bars["trade_date"] = pd.to_datetime(bars["date_text"], format="%Y-%m-%d", errors="coerce")
     return bars, len(files)
@@ -418,8 +418,9 @@ def daily_features(clean: pd.DataFrame) -> pd.DataFrame:
 
 
 def xnys_sessions(first: pd.Timestamp, last: pd.Timestamp) -> pd.DatetimeIndex:
-    """XNYS sessions covering [first, last] with a margin after (for available_at)."""
-    cal = xcals.get_calendar("XNYS", start=first.normalize(), end=last + pd.Timedelta(days=60))
+    """XNYS sessions from ``first`` to a month past the quarter of ``last`` (for available_at)."""
+    end = last.to_period("Q").end_time.normalize() + pd.Timedelta(days=31)
+    cal = xcals.get_calendar("XNYS", start=first.normalize(), end=end)
     return cal.sessions
 
 

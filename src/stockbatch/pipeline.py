@@ -285,7 +285,7 @@ def ingest(
         for r in active_units(settings).iter_rows(named=True)
     } if not catalog.is_empty() else {}
     units = list(source.units())
-    if not units:
+    if not units and not source.allows_no_units:
         raise PipelineError(
             f"{source.name}: found no input to ingest ({source.describe()}). "
             "Check the path or symbols."

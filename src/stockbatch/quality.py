@@ -22,7 +22,7 @@ Parsing semantics (part of the declarations, so both engines agree):
   decimal with optional sign and exponent, no surrounding blanks) and the
   value is finite: ``nan``, ``inf``, ``1e400`` are unparseable;
 * a date parses when it matches :data:`DATE_PATTERN` and is a real calendar
-  date (``2017-02-30`` is unparseable);
+  date from 0001-01-01 on (``2017-02-30``, ``0000-01-01`` are unparseable);
 * a row whose arity was wrong (``raw_line`` not null) is only ``unparseable``:
   its fields are unknown, not missing, so no other rule fires on it;
 * a row without a symbol or source is ``unparseable`` (it cannot be placed);
@@ -50,6 +50,8 @@ NUMBER_PATTERN = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 
 DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 DATE_FORMAT = "%Y-%m-%d"
+MIN_DATE = date(1, 1, 1)
+"""Year 0000 matches the pattern but is no date for Python, Arrow's readers or Spark."""
 
 NUMBER_FIELDS = ("open", "high", "low", "close", "adj_close", "volume")
 COMPARE_FIELDS = NUMBER_FIELDS
@@ -107,7 +109,10 @@ class FieldCompare:
 
 @dataclass(frozen=True)
 class OutsideRange:
-    """``field < low - tol`` or ``field > high + tol``, ``tol = rel_tol * max(|low|, |high|)``."""
+    """``field < low - tol`` or ``field > high + tol``, ``tol = rel_tol * max(|low|, |high|)``.
+
+    Needs all three values: it does not fire when any of them is missing.
+    """
 
     field: str
     low: str
@@ -274,6 +279,7 @@ def parse(bronze: pl.DataFrame) -> pl.DataFrame:
             .alias(DATE),
         )
         .with_columns(
+            pl.when(pl.col(DATE) >= pl.lit(MIN_DATE)).then(pl.col(DATE)).alias(DATE),
             *[
                 pl.when(pl.col(num_col(n)).is_finite()).then(pl.col(num_col(n))).alias(num_col(n))
                 for n in NUMBER_FIELDS
@@ -364,9 +370,10 @@ def compile_rule(rule: Rule, *, as_of: date) -> pl.Expr:
     elif isinstance(c, OutsideRange):
         lo, hi, v = _value(c.low), _value(c.high), _value(c.field)
         tol = pl.max_horizontal(lo.abs(), hi.abs()) * c.rel_tol
-        # max_horizontal ignores nulls; the comparisons below stay null (-> false)
-        # when low or high is missing, as "a rule needing a missing value does not fire".
-        expr = (v < lo - tol) | (v > hi + tol)
+        # The rule needs all three values: without the guard, Kleene logic would
+        # fire `open < low - tol` even when high is missing (True | null = True).
+        known = v.is_not_null() & lo.is_not_null() & hi.is_not_null()
+        expr = known & ((v < lo - tol) | (v > hi + tol))
     elif isinstance(c, WeekdayIn):
         expr = _value(c.field).dt.weekday().is_in(list(c.days))
     elif isinstance(c, AfterAsOf):
@@ -392,13 +399,15 @@ def _duplicates(work: pl.DataFrame) -> tuple[pl.Series, pl.Series]:
     """Row ids of conflicting duplicates and of collapsed twins (the kept twin excluded)."""
     g = _group_rule()
     keys = [DATE if k == "trade_date" else k for k in g.keys]
-    # Nearly every key is unique: find the few repeated keys with one hash pass
-    # over the packed u64, then compare exactly on that small subset.
-    candidates = pl.col(KEY).is_not_null() & pl.col(KEY).is_duplicated()
-    multi = work.filter(candidates)
     empty = pl.Series(ROW, [], dtype=pl.UInt32)
-    if multi.height == 0:
+    # Nearly every key is unique: find the few repeated ones on the sorted packed
+    # u64 (sorting integers is ~5x cheaper than hashing them), then compare
+    # exactly on that small subset only.
+    ordered = work[KEY].drop_nulls().sort()
+    repeated = ordered.filter(ordered == ordered.shift(1)).unique()
+    if repeated.len() == 0:
         return empty, empty
+    multi = work.filter(pl.col(KEY).is_in(repeated.implode()))
     cmp_exprs: list[pl.Expr] = []
     for name in g.compare:
         v = pl.col(num_col(name))
@@ -411,7 +420,7 @@ def _duplicates(work: pl.DataFrame) -> tuple[pl.Series, pl.Series]:
         .sort(order, nulls_last=True, maintain_order=True)
         .with_columns(
             (pl.struct(pl.col("^__cmp.*$")).n_unique().over(keys) > 1).alias(DUP),
-            (pl.int_range(pl.len()).over(keys) > 0).alias(COLLAPSED),
+            (pl.int_range(pl.len()).over(keys) < 0).alias(COLLAPSED),
         )
     )
     dup_rows = multi.filter(pl.col(DUP))[ROW]
@@ -475,7 +484,7 @@ def _health(
     if is_session is not None:
         days = active["trade_date"].unique()
         days = days.filter(days.dt.weekday() <= 5)
-        sessions = is_session(days)
+        sessions = is_session(days) if len(days) else pl.Series([], dtype=pl.Boolean)
         if len(sessions) != len(days) or sessions.dtype != pl.Boolean:
             raise TypeError("is_session must return one Boolean per date it receives")
         off_days = days.filter(~sessions.fill_null(False))
@@ -633,7 +642,8 @@ def _flag_superseded(clean: pl.DataFrame, winners: dict[str, str]) -> pl.DataFra
 def _sort_silver(clean: pl.DataFrame) -> pl.DataFrame:
     """Sort by (symbol, trade_date, source) via the packed key; unique on clean rows."""
     key = clean[KEY]
-    if key.len() > 1 and not bool((key.diff() > 0).all()):  # skip when already in order
+    # Skip the sort when already in order (bronze often arrives file by file, by date).
+    if not bool((key > key.shift(1)).fill_null(True).all()):
         clean = clean.sort(KEY)
     return clean.drop(KEY)
 

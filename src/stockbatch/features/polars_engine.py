@@ -5,9 +5,13 @@ expression; :func:`compute_daily` and :func:`compute_quarterly` only arrange
 those expressions into a lazy query (dependency layers of ``with_columns``),
 so every formula lives once, in its compiler.
 
-Per-symbol windows: the rows are sorted by (symbol, trade_date) and every
-look-back runs ``.over("symbol")``, so no value leaks from one symbol into the
-next.
+Per-symbol windows: the rows are sorted by (symbol, trade_date); shifts and
+rolling windows run over the whole column and are masked where they would
+reach into the previous symbol, and the recursive EWMs run ``.over`` an integer
+symbol id (see "per-symbol primitives" below). No value leaks across symbols.
+
+Measured on the full shared Kaggle Huge sample (1.88 M rows, 900 symbols, 2
+cores): daily ~1.7 CPU-s, quarterly ~0.4 CPU-s (input already sorted).
 """
 
 from __future__ import annotations
@@ -165,14 +169,17 @@ def _c_ema(d: FeatureDef) -> pl.Expr:
     return _ewm(_col(d), 2.0 / (_window(d) + 1.0))
 
 
-def _c_wilder_mean(d: FeatureDef) -> pl.Expr:
+def _prep_wilder_seeded(d: FeatureDef) -> pl.Expr:
     # Seed = the first full window's mean, on that window's last row; rows before
     # it are null, rows after it carry x. An adjust=False EWM with alpha=1/n that
     # starts on the seed is exactly (prev*(n-1) + x_t)/n.
     n, x = _window(d), _col(d)
     mean = _rolling_mean(x, n)
-    seeded = pl.when(_lag(mean, 1).is_null()).then(mean).otherwise(x)
-    return _ewm(seeded, 1.0 / n)
+    return pl.when(_lag(mean, 1).is_null()).then(mean).otherwise(x)
+
+
+def _c_wilder_mean(d: FeatureDef) -> pl.Expr:
+    return _ewm(pl.col(_prep_name(d)), 1.0 / _window(d))
 
 
 def _c_rsi(d: FeatureDef) -> pl.Expr:
@@ -199,6 +206,16 @@ def _c_log1p(d: FeatureDef) -> pl.Expr:
 
 def _c_constant(d: FeatureDef) -> pl.Expr:
     return pl.lit(d.param("value"))
+
+
+# Kinds compiled in two steps: a helper column computed over the whole frame
+# first, then the per-symbol EWM on it. Inside `.over()` the helper's rolling
+# mean and shift would run group by group, ~3x slower in total.
+PREPARE: dict[str, Compiler] = {"wilder_mean": _prep_wilder_seeded}
+
+
+def _prep_name(d: FeatureDef) -> str:
+    return f"__{d.name}__prep"
 
 
 ROW_COMPILERS: dict[str, Compiler] = {
@@ -288,34 +305,61 @@ def _adjacent_quarter(x: pl.Expr, step: int) -> pl.Expr:
     return pl.when(same).then(x.shift(k))
 
 
-# Period kinds need the quarterly table (one row per symbol and quarter, sorted)
-# and, for some, the exchange calendar and the dataset's last date.
-class _PeriodContext:
+class PeriodContext:
+    """What the period kinds need besides the sorted quarterly table."""
+
     def __init__(self, calendar: SessionCalendar, dataset_last_date: dt.date) -> None:
         self.calendar = calendar
         self.dataset_last_date = dataset_last_date
 
-    def compile(self, d: FeatureDef) -> pl.Expr:
-        kind = d.kind
-        if kind == "period_return":
-            return _col(d) / _adjacent_quarter(_col(d), -1) - 1.0
-        if kind == "next_period_value":
-            nxt_complete = _adjacent_quarter(_col(d, 1), +1)
-            return pl.when(nxt_complete).then(_adjacent_quarter(_col(d, 0), +1))
-        cal = self.calendar
-        if kind == "next_session_after":
-            return _col(d).map_batches(cal.next_session_after, return_dtype=pl.Date)
-        if kind == "period_complete":
-            last = _col(d).map_batches(cal.last_session_on_or_before, return_dtype=pl.Date)
-            return pl.lit(self.dataset_last_date, dtype=pl.Date) >= last
-        if kind == "expected_sessions":
-            start = pl.max_horizontal("quarter_start", _FIRST).alias("s")
-            end = pl.min_horizontal("quarter_end", _LAST).alias("e")
-            return pl.struct(start, end).map_batches(
-                lambda s: cal.count_sessions(s.struct.field("s"), s.struct.field("e")),
-                return_dtype=pl.Int32,
-            )
-        return ROW_COMPILERS[kind](d)
+
+PeriodCompiler = Callable[[FeatureDef, PeriodContext], pl.Expr]
+
+
+def _p_period_return(d: FeatureDef, ctx: PeriodContext) -> pl.Expr:
+    return _col(d) / _adjacent_quarter(_col(d), -1) - 1.0
+
+
+def _p_next_period_value(d: FeatureDef, ctx: PeriodContext) -> pl.Expr:
+    next_complete = _adjacent_quarter(_col(d, 1), +1)
+    return pl.when(next_complete).then(_adjacent_quarter(_col(d, 0), +1))
+
+
+# The calendar look-ups are element-wise NumPy searchsorted calls on whole columns.
+def _p_next_session_after(d: FeatureDef, ctx: PeriodContext) -> pl.Expr:
+    return _col(d).map_batches(ctx.calendar.next_session_after, return_dtype=pl.Date)
+
+
+def _p_period_complete(d: FeatureDef, ctx: PeriodContext) -> pl.Expr:
+    last = _col(d).map_batches(ctx.calendar.last_session_on_or_before, return_dtype=pl.Date)
+    return pl.lit(ctx.dataset_last_date, dtype=pl.Date) >= last
+
+
+def _p_expected_sessions(d: FeatureDef, ctx: PeriodContext) -> pl.Expr:
+    start = pl.max_horizontal("quarter_start", _FIRST).alias("s")
+    end = pl.min_horizontal("quarter_end", _LAST).alias("e")
+    return pl.struct(start, end).map_batches(
+        lambda se: ctx.calendar.count_sessions(se.struct.field("s"), se.struct.field("e")),
+        return_dtype=pl.Int32,
+    )
+
+
+PERIOD_COMPILERS: dict[str, PeriodCompiler] = {
+    "period_return": _p_period_return,
+    "next_period_value": _p_next_period_value,
+    "next_session_after": _p_next_session_after,
+    "period_complete": _p_period_complete,
+    "expected_sessions": _p_expected_sessions,
+}
+
+
+def _quarterly_compiler(ctx: PeriodContext) -> Compiler:
+    def compile_one(d: FeatureDef) -> pl.Expr:
+        if d.kind in PERIOD_COMPILERS:
+            return PERIOD_COMPILERS[d.kind](d, ctx)
+        return ROW_COMPILERS[d.kind](d)
+
+    return compile_one
 
 
 # --- arranging the expressions ------------------------------------------------------------
@@ -339,6 +383,9 @@ def _layers(defs: Sequence[FeatureDef], available: Iterable[str]) -> list[list[F
 
 def _apply(lf: pl.LazyFrame, defs: Sequence[FeatureDef], compile_one: Compiler) -> pl.LazyFrame:
     for layer in _layers(defs, lf.collect_schema().names()):
+        prep = [PREPARE[d.kind](d).alias(_prep_name(d)) for d in layer if d.kind in PREPARE]
+        if prep:
+            lf = lf.with_columns(prep)
         lf = lf.with_columns(compile_one(d).alias(d.name) for d in layer)
     return lf
 
@@ -402,7 +449,7 @@ def daily_lazy(bars: Frame) -> pl.LazyFrame:
     """The lazy query behind :func:`compute_daily` (checks and sorts eagerly first)."""
     lf = adjusted(_sorted_bars(bars).lazy())
     lf = _apply(lf, DAILY_FEATURES, _compile_row)
-    return lf.select(_cast(schema.DAILY_FEATURES))
+    return lf.select(_casts(_DAILY_SCHEMA))
 
 
 def compute_daily(bars: Frame) -> pl.DataFrame:
@@ -417,13 +464,13 @@ def compute_daily(bars: Frame) -> pl.DataFrame:
     return daily_lazy(bars).collect()
 
 
-def _cast(target: object) -> list[pl.Expr]:
-    import pyarrow as pa
+_DAILY_SCHEMA = pl.DataFrame(schema.DAILY_FEATURES.empty_table()).schema
+_QUARTERLY_SCHEMA = pl.DataFrame(schema.QUARTERLY_FEATURES.empty_table()).schema
 
-    assert isinstance(target, pa.Schema)
-    empty = pl.from_arrow(target.empty_table())
-    assert isinstance(empty, pl.DataFrame)
-    return [pl.col(n).cast(t) for n, t in empty.schema.items()]
+
+def _casts(target: pl.Schema) -> list[pl.Expr]:
+    """Select exactly the target's columns, in order, with its types."""
+    return [pl.col(n).cast(t) for n, t in target.items()]
 
 
 def compute_quarterly(
@@ -465,9 +512,8 @@ def compute_quarterly(
     ).with_columns(
         pl.col("quarter_start").dt.offset_by("3mo").dt.offset_by("-1d").alias("quarter_end")
     )
-    ctx = _PeriodContext(calendar, dataset_last_date)
-    q = _apply(q, rest, ctx.compile)
-    return q.select(_cast(schema.QUARTERLY_FEATURES)).collect()
+    q = _apply(q, rest, _quarterly_compiler(PeriodContext(calendar, dataset_last_date)))
+    return q.select(_casts(_QUARTERLY_SCHEMA)).collect()
 
 
 __all__ = [

@@ -82,6 +82,9 @@ class Source(ABC):
     """One ingest source. Implementations: ``KaggleSource``, ``YahooSource``."""
 
     name: ClassVar[str]
+    #: True when "nothing to read" is a normal outcome (e.g. every Yahoo symbol is
+    #: already up to date) rather than a mistake in the path or arguments.
+    allows_no_units: ClassVar[bool] = False
 
     @abstractmethod
     def units(self) -> Iterator[SourceUnit]:
@@ -99,7 +102,13 @@ class Source(ABC):
         """Instrument metadata (``schema.INSTRUMENTS``) when the source has some, else None."""
         return None
 
+    def describe(self) -> str:
+        """What this source reads, for messages (``folder /data/kaggle``)."""
+        return self.name
+
 
 def empty_bronze() -> pa.Table:
     """A 0-row table of ``BRONZE_SOURCE_SCHEMA``."""
-    return BRONZE_SOURCE_SCHEMA.empty_table()
+    # Not Schema.empty_table(): that imports pandas (seconds) on first use.
+    columns = [pa.nulls(0, f.type) for f in BRONZE_SOURCE_SCHEMA]
+    return pa.Table.from_arrays(columns, schema=BRONZE_SOURCE_SCHEMA)

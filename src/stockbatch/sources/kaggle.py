@@ -333,6 +333,10 @@ class KaggleSource(Source):
                 ref=str(self.root),
             )
 
+    def describe(self) -> str:
+        """``folder <root>``."""
+        return f"folder {self.root}"
+
     def _walk(self) -> Iterator[tuple[str, Path]]:
         """(ref, path) of every non-hidden file under the root, sorted by ref."""
         found: list[tuple[str, Path]] = []

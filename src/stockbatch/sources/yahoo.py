@@ -101,6 +101,7 @@ class YahooSource(Source):
     """
 
     name = "yahoo"
+    allows_no_units = True
 
     def __init__(
         self,
@@ -114,7 +115,8 @@ class YahooSource(Source):
         sleep: Callable[[float], None] = time.sleep,
         now: Callable[[], datetime] = _utcnow,
     ) -> None:
-        self.symbols = list(symbols)
+        # Yahoo's spelling, each symbol once, in the order given.
+        self.symbols = list(dict.fromkeys(s for s in map(yahoo_symbol, symbols) if s))
         self.start = start
         self.end = end
         self.last_dates = dict(last_dates)
@@ -125,15 +127,15 @@ class YahooSource(Source):
         self._last: _Fetched | None = None  # the latest response, for events()
         self._instruments: dict[str, dict[str, Any]] = {}
 
+    def describe(self) -> str:
+        """``symbols A, B, C`` (the first ten)."""
+        shown = ", ".join(self.symbols[:10]) + (", ..." if len(self.symbols) > 10 else "")
+        return f"symbols {shown}" if self.symbols else "no symbols"
+
     def units(self) -> Iterator[SourceUnit]:
         """One unit per distinct symbol that is not up to date, in the given order."""
         end = self.end or self._now().astimezone(UTC).date()
-        seen: set[str] = set()
-        for raw in self.symbols:
-            symbol = yahoo_symbol(raw)
-            if not symbol or symbol in seen:
-                continue
-            seen.add(symbol)
+        for symbol in self.symbols:
             start = self.start or self.settings.default_start
             last = self.last_dates.get(symbol)
             if last is not None:

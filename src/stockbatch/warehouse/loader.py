@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
@@ -140,48 +141,73 @@ BulkInserter = Callable[[sa.Connection, sa.Table, list[str], Iterator[pa.RecordB
 """(connection, table, column names, batches) -> rows inserted; runs in the caller's transaction."""
 
 
-def _sqlite_values(arr: pa.Array, sql_type: sa.types.TypeEngine[Any], dialect: Any) -> list[Any]:
-    """One Arrow column as the Python values sqlite3 binds fastest, stored as SQLAlchemy would."""
+def _sqlite_values(arr: pa.Array, sql_type: sa.types.TypeEngine[Any], dialect: Any) -> Any:
+    """One Arrow column as values sqlite3 binds fastest, stored the way SQLAlchemy stores them.
+
+    Returns a list, or for float columns a float64 numpy array (its nulls are NaN,
+    which SQLite stores as NULL: ``sqlite3_bind_double`` of NaN binds NULL).
+    """
     if pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type):
         arr = _join_lists(arr)
     if _is_float_sql(sql_type) and pa.types.is_floating(arr.type):
-        # numpy's tolist is ~2x faster than Arrow's to_pylist; nulls become NaN, which SQLite
-        # stores as NULL (sqlite3_bind_double), exactly like a real NaN.
-        return arr.to_numpy(zero_copy_only=False).tolist()  # type: ignore[no-any-return]
+        return arr.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
     if isinstance(sql_type, sa.Date) and (pa.types.is_date32(arr.type) or pa.types.is_date64(arr.type)):
         # SQLAlchemy stores SQLite dates as 'YYYY-MM-DD' text; Arrow's cast writes that form.
-        return arr.cast(pa.string()).to_pylist()  # type: ignore[no-any-return]
+        return arr.cast(pa.string()).to_pylist()
     values = arr.to_pylist()
-    if isinstance(sql_type, (sa.String, sa.Integer, sa.Float, sa.Boolean)) and not isinstance(
-        sql_type, sa.JSON
-    ):
-        return values  # type: ignore[no-any-return]
+    if isinstance(sql_type, (sa.String, sa.Integer, sa.Float, sa.Boolean)):
+        return values
     process = sql_type.bind_processor(dialect)  # DateTime, JSON, Date given as Python objects
     if process is None:
-        return values  # type: ignore[no-any-return]
+        return values
     return [None if v is None else process(v) for v in values]
+
+
+def _sqlite_rows_per_statement(dbapi_conn: sqlite3.Connection, n_columns: int) -> int:
+    """Rows per multi-row ``VALUES`` statement: ~2,400 bound values, within SQLite's limit.
+
+    Binding many rows per statement amortises sqlite3's per-statement work
+    (step, reset, rowcount): measured ~2x the rows/s of one row per statement.
+    """
+    limit = dbapi_conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    return max(1, min(200, 2_400 // n_columns, limit // n_columns))
 
 
 def _bulk_insert_sqlite(
     conn: sa.Connection, table: sa.Table, columns: list[str], batches: Iterator[pa.RecordBatch]
 ) -> int:
-    """executemany of plain tuples on the sqlite3 cursor (no per-row SQLAlchemy work)."""
+    """executemany on the sqlite3 cursor of plain value lists, ``k`` rows per statement.
+
+    No per-row SQLAlchemy work: each chunk becomes a 2-D numpy object array
+    (filled column by column in C), reshaped so one parameter list holds ``k``
+    rows, and handed to ``executemany``; the tail of a chunk goes one row per
+    statement.
+    """
     qualified = f'"{table.schema}"."{table.name}"' if table.schema else f'"{table.name}"'
-    sql = (
-        f"INSERT INTO {qualified} ({', '.join(_quoted(columns))}) "
-        f"VALUES ({', '.join('?' * len(columns))})"
-    )
+    dbapi_conn = conn.connection.driver_connection
+    assert isinstance(dbapi_conn, sqlite3.Connection)
+    n_cols = len(columns)
+    k = _sqlite_rows_per_statement(dbapi_conn, n_cols)
+    head = f"INSERT INTO {qualified} ({', '.join(_quoted(columns))}) VALUES "
+    one_row = "(" + ", ".join("?" * n_cols) + ")"
+    sql_k, sql_1 = head + ", ".join([one_row] * k), head + one_row
     types = [table.c[c].type for c in columns]
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    cursor = dbapi_conn.cursor()
     n = 0
     try:
         for batch in batches:
-            cols = [
-                _sqlite_values(batch.column(i), types[i], conn.dialect)
-                for i in range(len(columns))
-            ]
-            cursor.executemany(sql, zip(*cols, strict=True))
-            n += batch.num_rows
+            rows = batch.num_rows
+            if rows == 0:
+                continue
+            grid = np.empty((rows, n_cols), dtype=object)
+            for j in range(n_cols):
+                grid[:, j] = _sqlite_values(batch.column(j), types[j], conn.dialect)
+            full = rows - rows % k
+            if full:
+                cursor.executemany(sql_k, grid[:full].reshape(-1, k * n_cols).tolist())
+            if full < rows:
+                cursor.executemany(sql_1, grid[full:].tolist())
+            n += rows
     finally:
         cursor.close()
     return n
