@@ -26,6 +26,10 @@ import numpy as np
 import polars as pl
 
 DEFAULT_CODE = "XNYS"
+DEFAULT_START = dt.date(1962, 1, 1)
+"""Default first day: the Kaggle Huge set starts on 1962-01-02. Sessions before it
+are not verified here (the NYSE also traded on Saturdays until 1952, which
+exchange_calendars' Monday-Friday week does not model)."""
 _EPOCH = dt.date(1970, 1, 1)
 
 
@@ -64,11 +68,14 @@ class SessionCalendar:
 
     Every method accepts either one ``datetime.date`` or a Polars ``Date`` Series
     (nulls pass through as nulls). A date outside [start, end] raises
-    ``ValueError`` rather than answering from a truncated calendar; use
+    ``ValueError`` rather than answering from a truncated calendar (except in
+    :meth:`is_session` on a Series, which answers null there); use
     :meth:`covering` to get a calendar with a safe margin.
     """
 
-    def __init__(self, code: str = DEFAULT_CODE, *, start: dt.date, end: dt.date) -> None:
+    def __init__(
+        self, code: str = DEFAULT_CODE, *, start: dt.date = DEFAULT_START, end: dt.date
+    ) -> None:
         if end < start:
             raise ValueError(f"calendar end {end} is before start {start}")
         self.code = code
@@ -98,12 +105,12 @@ class SessionCalendar:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _days_of(self, dates: pl.Series) -> tuple[np.ndarray, np.ndarray]:
-        """(day numbers with nulls as 0, validity mask); checks the range."""
+    def _days_of(self, dates: pl.Series, *, check: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """(day numbers with nulls as the range start, validity mask); checks the range."""
         ints = dates.cast(pl.Date).cast(pl.Int32)
         valid = ints.is_not_null().to_numpy()
         days = ints.fill_null(self._lo).to_numpy().astype(np.int64)
-        if days.size and (days.min() < self._lo or days.max() > self._hi):
+        if check and days.size and (days.min() < self._lo or days.max() > self._hi):
             raise ValueError(
                 f"date outside the calendar range {self.start}..{self.end} of {self!r}: "
                 f"{_from_day(int(days.min()))}..{_from_day(int(days.max()))}"
@@ -134,10 +141,17 @@ class SessionCalendar:
     @overload
     def is_session(self, dates: pl.Series) -> pl.Series: ...
     def is_session(self, dates: dt.date | pl.Series) -> bool | pl.Series:
-        """Whether each date is an exchange session."""
+        """Whether each date is an exchange session.
+
+        A Series may hold dates outside the calendar's range (this is also asked of
+        raw, not yet validated rows): the answer there is null, "unknown". A single
+        date outside the range raises ``ValueError``.
+        """
         if isinstance(dates, dt.date):
-            return bool(self.is_session(pl.Series([dates]))[0])
-        days, valid = self._days_of(dates)
+            self._days_of(pl.Series([dates], dtype=pl.Date))  # range check
+            return bool(self.is_session(pl.Series([dates], dtype=pl.Date))[0])
+        days, valid = self._days_of(dates, check=False)
+        valid = valid & (days >= self._lo) & (days <= self._hi)
         idx = np.searchsorted(self._days, days, side="left")
         hit = np.zeros(days.size, dtype=bool)
         inside = idx < self._days.size

@@ -411,7 +411,8 @@ def _duplicates(work: pl.DataFrame) -> tuple[pl.Series, pl.Series]:
     cmp_exprs: list[pl.Expr] = []
     for name in g.compare:
         v = pl.col(num_col(name))
-        # -0.0 and 0.0 are equal numbers but hash differently: normalise.
+        # -0.0 == 0.0: Polars 1.44 already hashes them alike; normalise anyway so the
+        # declared semantics don't hang on a hashing detail.
         cmp_exprs.append(pl.when(v == 0).then(0.0).otherwise(v).alias(f"__cmp_{name}"))
         cmp_exprs.append(pl.when(pl.col(bad_col(name))).then(pl.col(name)).alias(f"__cmpt_{name}"))
     order = [*keys, *g.keep_order, ROW]
@@ -420,7 +421,7 @@ def _duplicates(work: pl.DataFrame) -> tuple[pl.Series, pl.Series]:
         .sort(order, nulls_last=True, maintain_order=True)
         .with_columns(
             (pl.struct(pl.col("^__cmp.*$")).n_unique().over(keys) > 1).alias(DUP),
-            (pl.int_range(pl.len()).over(keys) < 0).alias(COLLAPSED),
+            (pl.int_range(pl.len()).over(keys) > 0).alias(COLLAPSED),
         )
     )
     dup_rows = multi.filter(pl.col(DUP))[ROW]
@@ -574,8 +575,8 @@ def validate(
     winners = choose_winners(pairs, source_priority)
     if pairs.height != len(winners):  # some symbol has clean rows from several sources
         clean = _flag_superseded(clean, winners)
-    clean = _sort_silver(clean).cast(dict(SILVER_SCHEMA))
-    quarantine = quarantine.cast(dict(QUARANTINE_SCHEMA))
+    clean = _sort_silver(clean).cast(SILVER_SCHEMA)
+    quarantine = quarantine.cast(QUARANTINE_SCHEMA)
     superseded = clean["superseded"]
     reason_row = reason_df.row(0) if reason_df.height else (0,) * len(RULES)
     per_file: dict[str | None, dict[str, int]] = {

@@ -119,6 +119,18 @@ def test_out_of_range_raises(cal: SessionCalendar) -> None:
         SessionCalendar(start=D(2018, 1, 1), end=D(2017, 1, 1))
 
 
+def test_is_session_on_a_series_answers_null_outside_the_range(cal: SessionCalendar) -> None:
+    # Validation asks this of raw rows, whose dates may be anything: unknown, not a crash.
+    days = pl.Series([D(1961, 12, 29), D(1962, 1, 2), D(2019, 1, 2), None])
+    assert cal.is_session(days).to_list() == [None, True, None, None]
+
+
+def test_default_start_is_1962() -> None:
+    c = SessionCalendar("XNYS", end=D(2018, 12, 31))
+    assert c.start == D(1962, 1, 1)
+    assert c.sessions[0] == D(1962, 1, 2)
+
+
 def test_covering_whole_years_plus_one_and_cache() -> None:
     c = SessionCalendar.covering(D(1962, 1, 2), D(2017, 11, 10))
     assert (c.start, c.end) == (D(1962, 1, 1), D(2018, 12, 31))

@@ -13,9 +13,10 @@ Append-only tables (``replace_run_rows``): the run's rows are deleted and
 inserted again in one transaction, so reloading a run never duplicates.
 
 The only dialect-specific step is the bulk insert (``_BULK_INSERTERS``):
-SQLite uses ``executemany`` of plain tuples on the DBAPI cursor; any other
-dialect falls back to SQLAlchemy's ``executemany`` until its fast path
-(PostgreSQL: ``COPY``) is registered there. Everything else is SQLAlchemy
+SQLite uses ``executemany`` on the sqlite3 cursor with plain value lists,
+many rows per ``INSERT ... VALUES`` statement; any other dialect falls back
+to SQLAlchemy's ``executemany`` until its fast path (PostgreSQL: ``COPY``
+into the staging table) is registered there. Everything else is SQLAlchemy
 Core that both SQLite and PostgreSQL compile.
 
 Values: NaN in a float column is stored as NULL (SQLite cannot store NaN; the
@@ -151,7 +152,9 @@ def _sqlite_values(arr: pa.Array, sql_type: sa.types.TypeEngine[Any], dialect: A
         arr = _join_lists(arr)
     if _is_float_sql(sql_type) and pa.types.is_floating(arr.type):
         return arr.to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-    if isinstance(sql_type, sa.Date) and (pa.types.is_date32(arr.type) or pa.types.is_date64(arr.type)):
+    if isinstance(sql_type, sa.Date) and (
+        pa.types.is_date32(arr.type) or pa.types.is_date64(arr.type)
+    ):
         # SQLAlchemy stores SQLite dates as 'YYYY-MM-DD' text; Arrow's cast writes that form.
         return arr.cast(pa.string()).to_pylist()
     values = arr.to_pylist()
@@ -228,7 +231,9 @@ def _bulk_insert_generic(
             if pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type):
                 arr = _join_lists(arr)
             data[name] = _nan_to_null(arr).to_pylist()
-        rows = [dict(zip(columns, values, strict=True)) for values in zip(*data.values())]
+        rows = [
+            dict(zip(columns, values, strict=True)) for values in zip(*data.values(), strict=True)
+        ]
         if rows:
             conn.execute(table.insert(), rows)
         n += batch.num_rows
@@ -241,7 +246,7 @@ _BULK_INSERTERS: dict[str, BulkInserter] = {"sqlite": _bulk_insert_sqlite}
 def bulk_insert(
     conn: sa.Connection, table: sa.Table, columns: list[str], batches: Iterator[pa.RecordBatch]
 ) -> int:
-    """Insert ``batches`` into ``table`` with the dialect's fastest path, in ``conn``'s transaction."""
+    """Insert ``batches`` into ``table`` by the dialect's fastest path (caller's transaction)."""
     inserter = _BULK_INSERTERS.get(conn.dialect.name, _bulk_insert_generic)
     return inserter(conn, table, columns, (_select(b, columns, table) for b in batches))
 
@@ -316,6 +321,10 @@ def load_table(
             raise DuplicateKeyError(
                 f"the batches for {table_name} repeat a key {key}: {exc}"
             ) from exc
+        if conn.dialect.name == "postgresql":
+            # A fresh temp table has no statistics; without them the planner may choose
+            # a nested loop for the counting join. (SQLite's plan is right without them.)
+            conn.exec_driver_sql(f'ANALYZE "{stage.name}"')
         stats = _merge(conn, table, stage, columns, key)
         stage.drop(conn)
     return LoadStats(stats[0], stats[1], stats[2], time.perf_counter() - started)
@@ -333,7 +342,10 @@ def _merge(
     columns: list[str],
     key: tuple[str, ...],
 ) -> tuple[int, int, int]:
-    """Count staged rows against the target, then upsert them; returns (inserted, updated, unchanged)."""
+    """Count staged rows against the target, then upsert them.
+
+    Returns (inserted, updated, unchanged).
+    """
     on = sa.and_(*[stage.c[k] == table.c[k] for k in key])
     total, matched = conn.execute(
         sa.select(sa.func.count(), sa.func.count(table.c[key[0]])).select_from(
@@ -526,4 +538,6 @@ def audit(
                 detail=None if detail is None else _json_safe(dict(detail)),
             )
         )
-        return int(result.inserted_primary_key[0])
+        key = result.inserted_primary_key
+        assert key is not None
+        return int(key[0])

@@ -42,12 +42,14 @@ metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 SYMBOL = sa.String(64)
 """Tickers are short; 64 leaves room for Yahoo's longest forms (``EURUSD=X``, ``^GSPC``)."""
 
-JSON_DOC = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+# none_as_null: a missing document is SQL NULL, not the JSON text 'null'.
+JSON_DOC = sa.JSON(none_as_null=True).with_variant(
+    postgresql.JSONB(none_as_null=True), "postgresql"
+)
 
-# SQLite only auto-numbers an INTEGER PRIMARY KEY (the rowid alias); PostgreSQL gets a bigint identity.
+# SQLite only auto-numbers an INTEGER PRIMARY KEY (the rowid alias); PostgreSQL gets a bigint
+# identity.
 BIG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-
-SQLITE_NO_ROWID = {"sqlite_with_rowid": False}
 
 
 def _double(name: str, nullable: bool = True) -> sa.Column[float]:
@@ -63,7 +65,7 @@ instruments = sa.Table(
     sa.Column("is_etf", sa.Boolean()),
     sa.Column("source", sa.String(32)),
     sa.Column("updated_at", sa.DateTime(timezone=True)),
-    **SQLITE_NO_ROWID,
+    sqlite_with_rowid=False,
 )
 
 daily_bars = sa.Table(
@@ -80,12 +82,10 @@ daily_bars = sa.Table(
     sa.Column("source", sa.String(32), nullable=False),
     # Mirrors the silver validation (FEATURES.md section 4): non_positive_price, high_below_low,
     # negative_volume. adj_close is not checked because validation does not refuse it either.
-    sa.CheckConstraint(
-        "open > 0 AND high > 0 AND low > 0 AND close > 0", name="prices_positive"
-    ),
+    sa.CheckConstraint("open > 0 AND high > 0 AND low > 0 AND close > 0", name="prices_positive"),
     sa.CheckConstraint("high >= low", name="high_not_below_low"),
     sa.CheckConstraint("volume >= 0", name="volume_not_negative"),
-    **SQLITE_NO_ROWID,
+    sqlite_with_rowid=False,
 )
 
 daily_features = sa.Table(
@@ -94,7 +94,7 @@ daily_features = sa.Table(
     sa.Column("symbol", SYMBOL, primary_key=True),
     sa.Column("trade_date", sa.Date(), primary_key=True),
     *[_double(name) for name in schema.DAILY_FEATURE_COLUMNS],
-    **SQLITE_NO_ROWID,
+    sqlite_with_rowid=False,
 )
 
 
@@ -124,7 +124,7 @@ quarterly_features = sa.Table(
     metadata,
     *_quarterly_columns(),
     sa.Index(None, "quarter"),  # the API and the ML export filter by quarter
-    **SQLITE_NO_ROWID,
+    sqlite_with_rowid=False,
 )
 
 quarantine = sa.Table(

@@ -11,6 +11,7 @@ import datetime as dt
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import sqlalchemy as sa
 
@@ -21,15 +22,33 @@ SYMBOLS_PER_QUERY = 500
 """Symbols per ``IN (...)`` list (SQLite caps bound parameters per statement)."""
 
 
+def _raw(col: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """Select ``col`` without SQLAlchemy's per-value result processing (``_to_arrow`` converts)."""
+    return sa.type_coerce(col, sa.types.NullType()).label(col.key)
+
+
+def _array(values: Sequence[Any], type_: pa.DataType) -> pa.Array:
+    """Driver values of one column -> an Arrow array of ``type_``."""
+    if pa.types.is_floating(type_):
+        # numpy turns None into NaN at C speed; from_pandas makes NaN null again (the warehouse
+        # stores no NaN: the loader writes NaN as NULL).
+        return pa.array(np.array(values, dtype=np.float64), type=type_, from_pandas=True)
+    if pa.types.is_date(type_):
+        sample = next((v for v in values if v is not None), None)
+        if isinstance(sample, str):  # SQLite keeps dates as ISO text
+            return pa.array(values, pa.string()).cast(type_)
+        return pa.array(values, type=type_)
+    if pa.types.is_boolean(type_):  # SQLite returns 0/1
+        return pa.array([None if v is None else bool(v) for v in values], type=type_)
+    return pa.array(values, type=type_)
+
+
 def _to_arrow(rows: Sequence[Sequence[Any]], target: pa.Schema) -> pa.Table:
-    """Rows (tuples in ``target``'s column order) -> an Arrow table of exactly ``target``."""
+    """Rows (in ``target``'s column order, raw driver values) -> a table of exactly ``target``."""
     if not rows:
         return target.empty_table()
     columns = list(zip(*rows, strict=True))
-    arrays = [
-        pa.array(values, type=f.type, from_pandas=False)
-        for values, f in zip(columns, target, strict=True)
-    ]
+    arrays = [_array(values, f.type) for values, f in zip(columns, target, strict=True)]
     return pa.Table.from_arrays(arrays, schema=target)
 
 
@@ -41,7 +60,7 @@ def quarterly_table(
     ``quarters`` / ``symbols`` restrict the rows (the ``quarter`` index serves the first).
     """
     t = models.quarterly_features
-    stmt = sa.select(*[t.c[n] for n in schema.QUARTERLY_FEATURES.names]).order_by(
+    stmt = sa.select(*[_raw(t.c[n]) for n in schema.QUARTERLY_FEATURES.names]).order_by(
         t.c.symbol, t.c.quarter
     )
     if quarters is not None:
@@ -56,8 +75,8 @@ def quarterly_table(
 def _daily_select() -> sa.Select[Any]:
     bars, feats = models.daily_bars, models.daily_features
     on = sa.and_(bars.c.symbol == feats.c.symbol, bars.c.trade_date == feats.c.trade_date)
-    cols = [bars.c[n] for n in schema.DAILY_BAR_COLUMNS] + [
-        feats.c[n] for n in schema.DAILY_FEATURE_COLUMNS
+    cols = [_raw(bars.c[n]) for n in schema.DAILY_BAR_COLUMNS] + [
+        _raw(feats.c[n]) for n in schema.DAILY_FEATURE_COLUMNS
     ]
     # LEFT JOIN: a bar whose features are not loaded yet still shows, with null features.
     return (
@@ -114,16 +133,14 @@ def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def instruments(
-    engine: sa.Engine, search: str | None = None, limit: int | None = None
-) -> pa.Table:
+def instruments(engine: sa.Engine, search: str | None = None, limit: int | None = None) -> pa.Table:
     """Instruments (``schema.INSTRUMENTS``) ordered by symbol.
 
     ``search``: the SQL fallback of the search index: case-insensitive prefix
     of the symbol or substring of the name (``%`` and ``_`` match literally).
     """
     t = models.instruments
-    stmt = sa.select(*[t.c[n] for n in schema.INSTRUMENTS.names]).order_by(t.c.symbol)
+    stmt = sa.select(*[_raw(t.c[n]) for n in schema.INSTRUMENTS.names]).order_by(t.c.symbol)
     if search:
         needle = _like_escape(search.lower())
         stmt = stmt.where(
@@ -153,11 +170,7 @@ def runs(engine: sa.Engine, last: int = 20) -> list[dict[str, Any]]:
     plus ``quality``: ``{metric: value}`` from ``data_quality``.
     """
     r, q = models.pipeline_runs, models.data_quality
-    stmt = (
-        sa.select(r)
-        .order_by(r.c.started_at.desc().nulls_last(), r.c.run_id.desc())
-        .limit(last)
-    )
+    stmt = sa.select(r).order_by(r.c.started_at.desc().nulls_last(), r.c.run_id.desc()).limit(last)
     with engine.connect() as conn:
         result = [dict(row._mapping) for row in conn.execute(stmt)]
         ids = [row["run_id"] for row in result]

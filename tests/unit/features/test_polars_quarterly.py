@@ -179,3 +179,9 @@ def test_calendar_must_cover_the_data(daily: pl.DataFrame) -> None:
     short = SessionCalendar(start=D(2017, 1, 1), end=D(2017, 12, 31))
     with pytest.raises(ValueError, match="calendar range"):
         compute_quarterly(daily, short, D(2017, 11, 10))  # available_at of Q4 is in 2018
+
+
+def test_empty_input(bars_of: BarsOf) -> None:
+    q = compute_quarterly(compute_daily(bars_of("A", [])), CAL, D(2017, 11, 10))
+    assert q.height == 0
+    assert q.columns == list(schema.QUARTERLY_FEATURES.names)

@@ -223,3 +223,12 @@ def test_quarterly_matches_pandas(daily: pl.DataFrame) -> None:
         assert ours[name].to_list() == ref[name].dt.date.tolist()
     # The last quarter (2017Q4) is in progress on 2017-11-10.
     assert ours.filter(pl.col("quarter") == "2017Q4")["q_complete"].to_list() == [False] * 3
+
+
+def test_a_symbol_alone_gives_the_same_bits(silver: pl.DataFrame, daily: pl.DataFrame) -> None:
+    # A symbol's features depend on its own rows only, not on which symbols share its
+    # frame (bucket): a full and an incremental run must agree bit for bit. ZBZX follows
+    # RSLS in the combined frame; its flat stretches need avg_loss == 0 exactly.
+    for symbol in ("PG", "RSLS", "ZBZX"):
+        alone = compute_daily(silver.filter(pl.col("symbol") == symbol))
+        assert alone.equals(daily.filter(pl.col("symbol") == symbol)), symbol

@@ -34,7 +34,7 @@ def test_migrate_creates_folder_and_is_idempotent(url: str, tmp_path: Path) -> N
         db.migrate(url)  # second run: nothing to do, nothing fails
         assert db.current_revision(engine) == "0001"
         assert sa.inspect(engine).get_table_names() == before
-        assert TABLES <= set(before)
+        assert set(before) >= TABLES
     finally:
         engine.dispose()
 
@@ -81,7 +81,7 @@ def test_downgrade_then_upgrade(url: str) -> None:
             command.downgrade(cfg, "base")
         assert set(sa.inspect(engine).get_table_names()) == {"alembic_version"}
         db.migrate(url)
-        assert TABLES <= set(sa.inspect(engine).get_table_names())
+        assert set(sa.inspect(engine).get_table_names()) >= TABLES
     finally:
         engine.dispose()
 
@@ -91,3 +91,27 @@ def test_packaged_alembic_files_exist() -> None:
     assert (db.MIGRATIONS_DIR / "env.py").is_file()
     assert (db.MIGRATIONS_DIR / "script.py.mako").is_file()
     assert (db.MIGRATIONS_DIR / "versions" / "0001_initial.py").is_file()
+
+
+def test_alembic_cli_with_the_packaged_ini(url: str, tmp_path: Path) -> None:
+    # The command line path of env.py (its own engine, -x url=...), in a subprocess so its
+    # logging configuration stays out of this process.
+    import os
+    import subprocess
+    import sys
+
+    import stockbatch
+
+    src = str(Path(stockbatch.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    base = [sys.executable, "-m", "alembic", "-c", str(db.ALEMBIC_INI), "-x", f"url={url}"]
+    subprocess.run([*base, "upgrade", "head"], check=True, env=env, cwd=tmp_path)
+    current = subprocess.run(
+        [*base, "current"], check=True, env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert "0001 (head)" in current.stdout
+    engine = db.engine_for(url)
+    try:
+        assert set(sa.inspect(engine).get_table_names()) >= TABLES
+    finally:
+        engine.dispose()

@@ -6,8 +6,9 @@ import csv
 import datetime as dt
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -22,7 +23,7 @@ KEY = ("symbol", "trade_date")
 D = dt.date
 
 
-def bars(rows: list[tuple[object, ...]]) -> pa.Table:
+def bars(rows: Sequence[tuple[Any, ...]]) -> pa.Table:
     """Hand-made daily bars (symbol, date, o, h, l, c, adj, vol, source) for edge cases."""
     cols = list(zip(*rows, strict=True))
     return pa.Table.from_arrays(
@@ -261,8 +262,7 @@ def test_nan_is_stored_as_null(engine: sa.Engine) -> None:
             "symbol": ["A", "A"],
             "trade_date": pa.array([D(2020, 1, 2), D(2020, 1, 3)]),
             **{
-                n: pa.array([float("nan"), 1.5], pa.float64())
-                for n in schema.DAILY_FEATURE_COLUMNS
+                n: pa.array([float("nan"), 1.5], pa.float64()) for n in schema.DAILY_FEATURE_COLUMNS
             },
         }
     )
@@ -291,7 +291,7 @@ def test_extreme_floats_round_trip(engine: sa.Engine) -> None:
 def test_text_is_stored_verbatim(engine: sa.Engine) -> None:
     # Hand-made edge case: quotes, semicolons, SQL, unicode, emoji, backslashes.
     names = [
-        "O'Reilly; \"Automotive\"",
+        'O\'Reilly; "Automotive"',
         "Robert'); DROP TABLE instruments;--",
         "Société Générale — Ünïcödé 株式会社 📈",
         "back\\slash, comma, 100% _under_",
@@ -355,7 +355,7 @@ def test_generic_bulk_insert_matches_the_sqlite_fast_path(
 
 def quarantine_rows(n: int, start_line: int = 2) -> pa.Table:
     """Hand-made quarantine rows (schema.QUARANTINE) with awkward raw text."""
-    raw = ['12,5', " 001.50 ", 'NaN', '"quoted"; x', "é📉"]
+    raw = ["12,5", " 001.50 ", "NaN", '"quoted"; x', "é📉"]
     return pa.table(
         {
             "symbol": ["AAA"] * n,
@@ -385,7 +385,7 @@ def test_replace_run_rows_is_idempotent_per_run(engine: sa.Engine) -> None:
     assert loader.replace_run_rows(engine, "quarantine", "run-2", [quarantine_rows(2)]) == 2
     assert loader.replace_run_rows(engine, "quarantine", "run-1", [quarantine_rows(3)]) == 3
     with engine.connect() as conn:
-        per_run = dict(
+        per_run: dict[str, int] = dict(
             conn.execute(sa.select(q.c.run_id, sa.func.count()).group_by(q.c.run_id)).all()
         )
         assert per_run == {"run-1": 3, "run-2": 2}
@@ -485,6 +485,11 @@ def test_audit(engine: sa.Engine) -> None:
         ("cli", "load", {"tables": ["daily_bars"], "day": "2024-01-02"}),
         ("api:admin", "export", None),
     ]
+    with engine.connect() as conn:  # a missing detail is SQL NULL, not the JSON text 'null'
+        assert (
+            conn.exec_driver_sql("SELECT count(*) FROM audit_log WHERE detail IS NULL").scalar()
+            == 1
+        )
 
 
 # --------------------------------------------------------------------------- timing
@@ -515,7 +520,9 @@ def synthetic_bars(n_symbols: int, n_days: int) -> pa.Table:
     )
 
 
-def test_timing_of_a_one_million_row_load(engine: sa.Engine, capsys: pytest.CaptureFixture[str]) -> None:
+def test_timing_of_a_one_million_row_load(
+    engine: sa.Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Prints rows/s of a 1M-row daily_bars load and rerun (not asserted: machines differ)."""
     table = synthetic_bars(500, 2000)
     first = loader.load_table(engine, "daily_bars", [table], key=KEY)

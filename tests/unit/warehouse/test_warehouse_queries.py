@@ -150,9 +150,7 @@ def test_daily_table_joins_orders_and_streams(engine: sa.Engine) -> None:
     feat_by_key = {(r["symbol"], r["trade_date"]): r for r in feats.to_pylist()}
     for bar in sorted(bars.to_pylist(), key=lambda r: (r["symbol"], r["trade_date"])):
         f = feat_by_key.get((bar["symbol"], bar["trade_date"]), {})
-        expected_rows.append(
-            {**bar, **{n: f.get(n) for n in schema.DAILY_FEATURE_COLUMNS}}
-        )
+        expected_rows.append({**bar, **{n: f.get(n) for n in schema.DAILY_FEATURE_COLUMNS}})
     assert got.equals(pa.Table.from_pylist(expected_rows, schema=schema.DAILY_FEATURES))
     # The bar without features is there, with null features.
     last_bbb = got.slice(7, 1).to_pylist()[0]
@@ -180,11 +178,15 @@ def test_last_dates(engine: sa.Engine) -> None:
     assert queries.last_dates(engine) == {}
     bars, _ = _bars_and_features()
     loader.load_table(
-        engine, "daily_bars", [bars.filter(pa.compute.field("trade_date") < D(2021, 3, 4))],
+        engine,
+        "daily_bars",
+        [bars.filter(pa.compute.field("trade_date") < D(2021, 3, 4))],
         key=("symbol", "trade_date"),
     )
     loader.load_table(
-        engine, "daily_bars", [bars.filter(pa.compute.field("symbol") == "BBB")],
+        engine,
+        "daily_bars",
+        [bars.filter(pa.compute.field("symbol") == "BBB")],
         key=("symbol", "trade_date"),
     )
     assert queries.last_dates(engine) == {
@@ -197,14 +199,34 @@ def test_last_dates(engine: sa.Engine) -> None:
 def test_instruments_search(engine: sa.Engine) -> None:
     inst = pa.Table.from_pylist(
         [
-            {"symbol": "AGM", "name": "Federal Agricultural Mortgage", "exchange": "N",
-             "is_etf": False, "source": "kaggle-nasdaq"},
-            {"symbol": "AGM_A", "name": "Federal Agricultural Mortgage pref A", "exchange": "N",
-             "is_etf": False, "source": "kaggle-nasdaq"},
-            {"symbol": "AGMXA", "name": "Another 100% thing", "exchange": "Q",
-             "is_etf": True, "source": "kaggle-nasdaq"},
-            {"symbol": "SPY", "name": "SPDR S&P 500 ETF Trust", "exchange": "P",
-             "is_etf": True, "source": "yahoo"},
+            {
+                "symbol": "AGM",
+                "name": "Federal Agricultural Mortgage",
+                "exchange": "N",
+                "is_etf": False,
+                "source": "kaggle-nasdaq",
+            },
+            {
+                "symbol": "AGM_A",
+                "name": "Federal Agricultural Mortgage pref A",
+                "exchange": "N",
+                "is_etf": False,
+                "source": "kaggle-nasdaq",
+            },
+            {
+                "symbol": "AGMXA",
+                "name": "Another 100% thing",
+                "exchange": "Q",
+                "is_etf": True,
+                "source": "kaggle-nasdaq",
+            },
+            {
+                "symbol": "SPY",
+                "name": "SPDR S&P 500 ETF Trust",
+                "exchange": "P",
+                "is_etf": True,
+                "source": "yahoo",
+            },
         ],
         schema=schema.INSTRUMENTS,
     )

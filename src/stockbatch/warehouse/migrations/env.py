@@ -10,6 +10,7 @@ Used two ways:
 from __future__ import annotations
 
 from logging.config import fileConfig
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import context
@@ -31,7 +32,8 @@ def _url() -> str:
         return configured
     from stockbatch.settings import Settings
 
-    return Settings().warehouse_url
+    settings_cls: Any = Settings  # fields all have defaults; the env fills them in
+    return str(settings_cls().warehouse_url)
 
 
 def _configure(connection: sa.Connection) -> None:
