@@ -267,6 +267,8 @@ def parse(bronze: pl.DataFrame) -> pl.DataFrame:
     finds repeated keys and sorts far faster than the three columns.
     """
     d = pl.col("trade_date")
+    sym_rank, sym_bits = _lexical_rank(bronze["symbol"])
+    src_rank, src_bits = _lexical_rank(bronze["source"])
     parsed = (
         bronze.lazy()
         .with_row_index(ROW)
@@ -277,6 +279,8 @@ def parse(bronze: pl.DataFrame) -> pl.DataFrame:
             pl.when(d.str.contains(DATE_PATTERN))
             .then(d.str.to_date(DATE_FORMAT, strict=False))
             .alias(DATE),
+            pl.lit(sym_rank).alias("__sym_rank"),
+            pl.lit(src_rank).alias("__src_rank"),
         )
         .with_columns(
             pl.when(pl.col(DATE) >= pl.lit(MIN_DATE)).then(pl.col(DATE)).alias(DATE),
@@ -290,37 +294,47 @@ def parse(bronze: pl.DataFrame) -> pl.DataFrame:
             ],
         )
     )
-    key = _packed_key(bronze)
-    return parsed.with_columns(key.alias(KEY)).collect()
+    return (
+        parsed.with_columns(_packed_key(sym_bits, src_bits).alias(KEY))
+        .drop("__sym_rank", "__src_rank")
+        .collect()
+    )
 
 
 _KEY_BITS = 32
 """Bits of the packed key left for symbol and source ranks (the date takes the other 32)."""
 
 
-def _packed_key(bronze: pl.DataFrame) -> pl.Expr:
+def _lexical_rank(s: pl.Series) -> tuple[pl.Series, int]:
+    """Rank of each value among the sorted distinct values (null stays null), and its bit width.
+
+    Rows arrive in long runs of one symbol (and source): rank the runs, then
+    spread run ranks back to rows, ~3x cheaper than casting every row.
+    """
+    runs = s.rle().struct.field("value")
+    categories = runs.drop_nulls().unique().sort()
+    ranks = runs.cast(pl.Enum(categories)).to_physical().cast(pl.UInt64)
+    return ranks.gather(s.rle_id()).alias(s.name), max(1, len(categories).bit_length())
+
+
+def _packed_key(sym_bits: int, src_bits: int) -> pl.Expr:
     """u64 ``symbol rank | date | source rank`` on rows where all three are present.
 
-    Ranks come from Enum casts over the sorted distinct values, so the key
-    orders like (symbol, trade_date, source) with Polars' (byte-wise) string
-    order. When the ranks don't fit in ``_KEY_BITS``, a dense rank of the
-    three columns (slower, same order) stands in.
+    Ranks are lexical (Polars' byte-wise string order), so the key orders like
+    (symbol, trade_date, source). When the ranks don't fit in ``_KEY_BITS``, a
+    dense rank of the three columns (slower, same order) stands in.
     """
     eligible = pl.col(ARITY_OK) & ~_blank("symbol") & ~_blank("source") & pl.col(DATE).is_not_null()
-    symbols = bronze["symbol"].drop_nulls().unique().sort()
-    sources = bronze["source"].drop_nulls().unique().sort()
-    src_bits = max(1, len(sources).bit_length())
-    sym_bits = max(1, len(symbols).bit_length())
     if src_bits + sym_bits > _KEY_BITS:
         return pl.when(eligible).then(
             pl.struct("symbol", DATE, "source").rank("dense").cast(pl.UInt64)
         )
-    sym = pl.col("symbol").cast(pl.Enum(symbols)).to_physical().cast(pl.UInt64)
-    src = pl.col("source").cast(pl.Enum(sources)).to_physical().cast(pl.UInt64)
     day = (pl.col(DATE).cast(pl.Int32).cast(pl.Int64) + (1 << 31)).cast(pl.UInt64)
     shift_sym = pl.lit(1 << (32 + src_bits), dtype=pl.UInt64)
     shift_day = pl.lit(1 << src_bits, dtype=pl.UInt64)
-    return pl.when(eligible).then(sym * shift_sym + day * shift_day + src)
+    return pl.when(eligible).then(
+        pl.col("__sym_rank") * shift_sym + day * shift_day + pl.col("__src_rank")
+    )
 
 
 def _value(name: str) -> pl.Expr:
@@ -440,7 +454,19 @@ class ValidationInvariantError(RuntimeError):
 
 @dataclass
 class ValidationResult:
-    """Outcome of :func:`validate` for one bucket of bronze rows."""
+    """Outcome of :func:`validate` for one bucket of bronze rows.
+
+    ``clean``: ``schema.SILVER_BARS`` columns, sorted by (symbol, trade_date,
+    source), superseded rows included. ``quarantine``: ``schema.QUARANTINE``
+    columns (the bronze row as arrived + ``reasons`` in REASON_CODES order),
+    sorted by (source_file, line_no). ``counts``: ``rows_in``, ``rows_clean``
+    (superseded included), ``rows_quarantined``, ``rows_deduplicated``,
+    ``rows_superseded``, ``reasons`` {code: quarantined rows having it, every
+    code}, ``health`` {zero_volume, off_calendar (None when no calendar was
+    given), suspect_jump} over clean non-superseded rows, and ``per_file``
+    {source_file: {rows_in, rows_clean, rows_quarantined, rows_deduplicated}}.
+    ``winners``: {symbol: source} of section 5, for the run manifest.
+    """
 
     clean: pl.DataFrame
     quarantine: pl.DataFrame

@@ -492,7 +492,7 @@ def test_reconciliation_and_per_file_counts() -> None:
 
 
 def test_reconcile_raises_on_a_lost_row() -> None:
-    counts = {
+    counts: dict[str, Any] = {
         "rows_in": 3,
         "rows_clean": 2,
         "rows_quarantined": 0,
@@ -630,7 +630,10 @@ def test_is_session_must_answer_per_date() -> None:
 
 def huge_bronze(root: Path, files: list[Path]) -> pl.DataFrame:
     """Bronze rows of Huge-layout files by plain line splitting (independent of the adapters)."""
-    names, line_nos, lines, symbols = [], [], [], []
+    names: list[str] = []
+    symbols: list[str] = []
+    lines: list[str] = []
+    line_nos: list[int] = []
     for f in files:
         text = f.read_text().splitlines()
         body = text[1:]  # header: Date,Open,High,Low,Close,Volume,OpenInt

@@ -2,8 +2,9 @@
 
 - ``models``: the tables (SQLAlchemy Core), one definition for both databases;
 - ``db``: ``engine_for(url)``, ``migrate(url)`` (Alembic, migrations shipped in this package);
-- ``loader``: transactional upserts from Arrow (``load_table``), run-scoped
-  replaces (``replace_run_rows``), ``record_run``, ``audit``;
+- ``loader``: transactional upserts from Arrow (``load_table``), the quarantine
+  (``replace_quarantine``), run-scoped replaces (``replace_run_rows``),
+  ``record_run``, ``audit``;
 - ``queries``: the reads of the API, the dashboard and the ML export.
 """
 
@@ -14,6 +15,7 @@ from stockbatch.warehouse.loader import (
     audit,
     load_table,
     record_run,
+    replace_quarantine,
     replace_run_rows,
 )
 from stockbatch.warehouse.models import UPSERT_KEYS, metadata
@@ -30,5 +32,6 @@ __all__ = [
     "metadata",
     "migrate",
     "record_run",
+    "replace_quarantine",
     "replace_run_rows",
 ]

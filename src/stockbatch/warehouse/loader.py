@@ -58,11 +58,18 @@ class LoadStats:
     updated: int
     unchanged: int
     seconds: float = field(default=0.0, compare=False)
+    deleted: int = 0
+    """Stored rows removed (only ``replace_quarantine`` removes rows)."""
 
     @property
     def rows(self) -> int:
         """Input rows."""
         return self.inserted + self.updated + self.unchanged
+
+    @property
+    def changed(self) -> int:
+        """Rows written or removed: 0 when the load found the warehouse up to date."""
+        return self.inserted + self.updated + self.deleted
 
     @property
     def rows_per_s(self) -> float:
@@ -263,7 +270,14 @@ def _dialect_insert(conn: sa.Connection, table: sa.Table) -> Any:
 
 
 def _staging_table(table: sa.Table, columns: list[str], key: tuple[str, ...]) -> sa.Table:
-    """A temporary copy of ``table``'s columns, keyed so a duplicate input key fails fast."""
+    """A temporary copy of ``table``'s columns; keyed (if ``key``) so a repeated key fails fast."""
+    if not key:
+        return sa.Table(
+            f"_stage_{table.name}",
+            sa.MetaData(),
+            *[sa.Column(c, table.c[c].type) for c in columns],
+            prefixes=["TEMPORARY"],
+        )
     return sa.Table(
         f"_stage_{table.name}",
         sa.MetaData(),
@@ -414,6 +428,75 @@ def replace_run_rows(engine: sa.Engine, table_name: str, run_id: str, batches: B
         return bulk_insert(conn, table, columns, _prepend(first, chunks))
 
 
+QUARANTINE_PROVENANCE = ("run_id", "ingest_run_id")
+"""Quarantine columns that say where a row came from, not what it is."""
+
+
+def replace_quarantine(
+    engine: sa.Engine, batches: Batches, *, run_id: str | None = None
+) -> LoadStats:
+    """Make ``quarantine`` hold exactly ``batches`` (``schema.QUARANTINE`` rows); one transaction.
+
+    ``batches`` is the complete silver quarantine (the process stage rebuilds it
+    whole), so the table is replaced, not appended to. With ``run_id`` only that
+    run's rows are replaced and the new rows get that ``run_id``; without it the
+    whole table is replaced and each row's ``run_id`` is its ``ingest_run_id``
+    (the bronze batch that brought it), which keeps reruns deterministic.
+
+    Rows are compared by content (``EXCEPT``, null-safe), i.e. every column but
+    the provenance ones (``run_id``, ``ingest_run_id``): a forced re-ingest of
+    the same files brings the same quarantined lines from a new bronze batch,
+    which is not a change. ``inserted`` are new rows, ``deleted`` stored rows
+    that are gone, ``unchanged`` the rest. When nothing differs nothing is
+    written (the stored rows, their ids and first provenance stay).
+    """
+    table = models.quarantine
+    started = time.perf_counter()
+
+    def with_run_id() -> Iterator[pa.RecordBatch]:
+        for batch in _chunks(batches):
+            if "run_id" in batch.schema.names:
+                batch = batch.drop_columns(["run_id"])
+            if run_id is not None:
+                ids = pa.array([run_id] * batch.num_rows, pa.string())
+            elif "ingest_run_id" in batch.schema.names:
+                ids = pc.fill_null(batch.column("ingest_run_id").cast(pa.string()), "unknown")
+            else:
+                ids = pa.array(["unknown"] * batch.num_rows, pa.string())
+            yield batch.append_column("run_id", ids)
+
+    chunks = with_run_id()
+    first = next(chunks, None)
+    scope = sa.true() if run_id is None else table.c.run_id == run_id
+    with engine.begin() as conn:
+        if first is None:
+            deleted = conn.execute(sa.delete(table).where(scope)).rowcount
+            return LoadStats(0, 0, 0, time.perf_counter() - started, deleted=deleted)
+        columns = _columns_of(first, table)
+        stage = _staging_table(table, columns, ())
+        stage.drop(conn, checkfirst=True)
+        stage.create(conn)
+        total = bulk_insert(conn, stage, columns, _prepend(first, chunks))
+        content = [c for c in columns if c not in QUARANTINE_PROVENANCE]
+        new_rows = sa.select(*[stage.c[c] for c in content])
+        old_rows = sa.select(*[table.c[c] for c in content]).where(scope)
+
+        def count(query: sa.CompoundSelect[Any]) -> int:
+            return int(
+                conn.execute(sa.select(sa.func.count()).select_from(query.subquery())).scalar_one()
+            )
+
+        inserted = count(new_rows.except_(old_rows))
+        deleted = count(old_rows.except_(new_rows))
+        if inserted or deleted:
+            conn.execute(sa.delete(table).where(scope))
+            conn.execute(
+                table.insert().from_select(columns, sa.select(*[stage.c[c] for c in columns]))
+            )
+        stage.drop(conn)
+    return LoadStats(inserted, 0, total - inserted, time.perf_counter() - started, deleted=deleted)
+
+
 # --------------------------------------------------------------------------- runs and audit
 
 
@@ -446,32 +529,42 @@ def _number(value: Any) -> float | None:
 
 
 def quality_rows(run_id: str, counts: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """``data_quality`` rows of a manifest's ``counts``.
+    """``data_quality`` rows of a manifest's ``counts`` (see ``summary_counts``).
 
-    Top-level numbers are ``kind='count'`` (``rows_in`` ...); numbers inside a
-    nested mapping are named by their dotted path and take the top-level key as
-    kind (``reasons.duplicate`` of kind ``reasons``). Every reason code and
-    health flag of the contract is present (0 when absent) when the manifest
-    has a ``reasons`` / ``health`` mapping, so dashboards see explicit zeros.
+    Top-level numbers are ``kind='count'`` (``rows_in`` ...); the numbers of a
+    flat mapping are named ``<key>.<name>`` and take the key as kind
+    (``reasons.duplicate`` of kind ``reasons``). Every reason code and health
+    flag of the contract is present (0 when absent) when the manifest has a
+    ``reasons`` / ``health`` mapping, so dashboards see explicit zeros.
     """
-    rows: dict[str, dict[str, Any]] = {}
-
-    def walk(prefix: str, kind: str, value: Any) -> None:
-        if isinstance(value, Mapping):
-            for k, v in value.items():
-                walk(f"{prefix}.{k}", kind, v)
-            return
-        number = _number(value)
-        if number is not None:
-            rows[prefix] = {"run_id": run_id, "metric": prefix, "kind": kind, "value": number}
-
-    for name, value in counts.items():
+    rows: list[dict[str, Any]] = []
+    for name, value in summary_counts(counts).items():
         if isinstance(value, Mapping):
             defaults = {"reasons": schema.REASON_CODES, "health": schema.HEALTH_FLAGS}.get(name, ())
-            walk(name, name, {**dict.fromkeys(defaults, 0), **value})
+            for k, v in {**dict.fromkeys(defaults, 0), **value}.items():
+                rows.append(
+                    {"run_id": run_id, "metric": f"{name}.{k}", "kind": name, "value": float(v)}
+                )
         else:
-            walk(name, "count", value)
-    return list(rows.values())
+            rows.append({"run_id": run_id, "metric": name, "kind": "count", "value": float(value)})
+    return rows
+
+
+def summary_counts(counts: Mapping[str, Any]) -> dict[str, Any]:
+    """The run-level part of ``counts``: top-level numbers and flat mappings of numbers.
+
+    Deeper detail (e.g. ``per_file``: thousands of files per run) stays in the
+    lake manifest; the warehouse keeps what the runs page and the API show.
+    """
+    out: dict[str, Any] = {}
+    for name, value in counts.items():
+        if isinstance(value, Mapping):
+            flat = {str(k): _number(v) for k, v in value.items()}
+            if flat and all(v is not None for v in flat.values()):
+                out[name] = flat
+        elif (number := _number(value)) is not None:
+            out[name] = number if isinstance(value, float) else int(number)
+    return out
 
 
 def _count(counts: Mapping[str, Any], name: str) -> int | None:
@@ -504,7 +597,7 @@ def record_run(engine: sa.Engine, manifest: Mapping[str, Any]) -> None:
         "status": manifest.get("status"),
         "command": manifest.get("command"),
         "params": _json_safe(manifest.get("params")),
-        "counts": _json_safe(counts),
+        "counts": _json_safe(summary_counts(counts)),
         "rows_in": _count(counts, "rows_in"),
         "rows_clean": _count(counts, "rows_clean"),
         "rows_quarantined": _count(counts, "rows_quarantined"),

@@ -421,6 +421,68 @@ def test_quarantine_raw_text_is_verbatim(engine: sa.Engine) -> None:
     assert opens == ["12,5", " 001.50 ", "NaN", '"quoted"; x', "é📉"]
 
 
+def stored_quarantine(engine: sa.Engine) -> list[tuple[Any, ...]]:
+    q = models.quarantine
+    with engine.connect() as conn:
+        return [
+            tuple(r)
+            for r in conn.execute(
+                sa.select(q.c.id, q.c.run_id, q.c.line_no, q.c.open).order_by(q.c.line_no)
+            )
+        ]
+
+
+def test_replace_quarantine_replaces_the_whole_table(engine: sa.Engine) -> None:
+    first = loader.replace_quarantine(engine, [quarantine_rows(4)])
+    assert first == loader.LoadStats(inserted=4, updated=0, unchanged=0, deleted=0)
+    before = stored_quarantine(engine)
+    assert [r[1] for r in before] == ["ingest-1"] * 4  # run_id = the bronze batch
+    # The same silver quarantine again: nothing written, ids kept.
+    again = loader.replace_quarantine(engine, [quarantine_rows(4)])
+    assert again == loader.LoadStats(inserted=0, updated=0, unchanged=4, deleted=0)
+    assert again.changed == 0
+    assert stored_quarantine(engine) == before
+    # Same lines from a new bronze batch (a forced re-ingest): provenance is not content.
+    reingested = quarantine_rows(4).set_column(
+        14, "ingest_run_id", pa.array(["ingest-2"] * 4, pa.string())
+    )
+    assert loader.replace_quarantine(engine, [reingested]).changed == 0
+    assert stored_quarantine(engine) == before
+    # Lines 3..6 instead of 2..5: line 2 is gone, line 6 is new, and lines 3..5 differ in
+    # their raw open text (rows are compared whole), so they count as replaced.
+    moved = loader.replace_quarantine(engine, [quarantine_rows(4, start_line=3)])
+    assert moved.deleted == 4 and moved.inserted == 4
+    assert [r[2] for r in stored_quarantine(engine)] == [3, 4, 5, 6]
+    # Fewer rows, identical to stored ones: only deletions.
+    fewer = loader.replace_quarantine(engine, [quarantine_rows(4, start_line=3).slice(0, 2)])
+    assert fewer == loader.LoadStats(inserted=0, updated=0, unchanged=2, deleted=2)
+    assert [r[2] for r in stored_quarantine(engine)] == [3, 4]
+    empty = loader.replace_quarantine(engine, [])
+    assert empty.deleted == 2
+    assert stored_quarantine(engine) == []
+
+
+def test_replace_quarantine_for_one_run_keeps_the_others(engine: sa.Engine) -> None:
+    loader.replace_quarantine(engine, [quarantine_rows(3)], run_id="p1")
+    loader.replace_quarantine(engine, [quarantine_rows(2)], run_id="p2")
+    stats = loader.replace_quarantine(engine, [quarantine_rows(1)], run_id="p1")
+    assert stats == loader.LoadStats(inserted=0, updated=0, unchanged=1, deleted=2)
+    assert sorted(r[1] for r in stored_quarantine(engine)) == ["p1", "p2", "p2"]
+
+
+def test_replace_quarantine_rolls_back_on_failure(engine: sa.Engine) -> None:
+    loader.replace_quarantine(engine, [quarantine_rows(4)])
+    before = stored_quarantine(engine)
+
+    def batches() -> Iterator[pa.Table]:
+        yield quarantine_rows(2, start_line=100)
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        loader.replace_quarantine(engine, batches())
+    assert stored_quarantine(engine) == before
+
+
 # --------------------------------------------------------------------------- runs and audit
 
 MANIFEST = {
@@ -467,6 +529,17 @@ def test_runs_newest_first(engine: sa.Engine) -> None:
             {"run_id": f"r{i}", "started_at": dt.datetime(2024, 1, 1 + i, tzinfo=dt.UTC)},
         )
     assert [r["run_id"] for r in queries.runs(engine, last=2)] == ["r2", "r1"]
+
+
+def test_record_run_keeps_run_level_counts_only(engine: sa.Engine) -> None:
+    per_file = {f"Stocks/s{i}.us.txt": {"rows_in": 10, "rows_clean": 10} for i in range(50)}
+    counts = {**MANIFEST["counts"], "rows_superseded": 5, "per_file": per_file}  # type: ignore[dict-item]
+    loader.record_run(engine, {**MANIFEST, "counts": counts})
+    [run] = queries.runs(engine)
+    assert "per_file" not in run["counts"]  # stays in the lake manifest
+    assert run["counts"]["reasons"] == {"duplicate": 4, "weekend_date": 3}
+    assert run["quality"]["rows_superseded"] == 5
+    assert not any(k.startswith("per_file") for k in run["quality"])
 
 
 def test_record_run_needs_a_run_id(engine: sa.Engine) -> None:
