@@ -53,16 +53,23 @@ def stockbatch_commands(data_dir: Path, as_of: str) -> list[list[str]]:
     """The stockbatch command lines of one measurement (the only place that names them)."""
     exe = str(Path(PYTHON).with_name("stockbatch"))
     return [
-        [exe, "ingest", "--source", "kaggle", "--path", str(data_dir), "--as-of", as_of,
-         "--quiet"],
+        [exe, "ingest", "--source", "kaggle", "--path", str(data_dir), "--as-of", as_of, "--quiet"],
         [exe, "process", "--as-of", as_of, "--quiet"],
     ]
 
 
 def peer_command(data_dir: Path, out_dir: Path, as_of: str) -> list[str]:
     """The pandas peer's command line."""
-    return [PYTHON, str(HERE / "pandas_peer.py"), "--path", str(data_dir), "--out", str(out_dir),
-            "--as-of", as_of]
+    return [
+        PYTHON,
+        str(HERE / "pandas_peer.py"),
+        "--path",
+        str(data_dir),
+        "--out",
+        str(out_dir),
+        "--as-of",
+        as_of,
+    ]
 
 
 def dataset(size: str) -> Path:
@@ -203,15 +210,18 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def print_table(results: list[dict[str, Any]]) -> None:
     """The human summary."""
-    head = (f"{'size':<7} {'tool':<11} {'runs':>4} {'time s':>9} {'peak MB':>9} "
-            f"{'rows_in':>11} {'clean':>11} {'quarant.':>9} {'dedup':>6}")
+    head = (
+        f"{'size':<7} {'tool':<11} {'runs':>4} {'time s':>9} {'peak MB':>9} "
+        f"{'rows_in':>11} {'clean':>11} {'quarant.':>9} {'dedup':>6}"
+    )
     print(head)
     print("-" * len(head))
     for res in results:
         for tool, t in res["tools"].items():
             c = t["counts"]
+            wall = _fmt(t["wall_s_median"], ".1f")
             print(
-                f"{res['size']:<7} {tool:<11} {t['ok_runs']:>4} {_fmt(t['wall_s_median'], '.1f'):>9} "
+                f"{res['size']:<7} {tool:<11} {t['ok_runs']:>4} {wall:>9} "
                 f"{_fmt(t['peak_mb_median'], '.0f'):>9} {c.get('rows_in', '-'):>11} "
                 f"{c.get('rows_clean', '-'):>11} {c.get('rows_quarantined', '-'):>9} "
                 f"{c.get('rows_deduplicated', '-'):>6}"
@@ -230,10 +240,20 @@ def print_table(results: list[dict[str, Any]]) -> None:
 def environment() -> dict[str, Any]:
     """What the figures depend on."""
     try:
-        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, check=False).stdout.strip()
-        dirty = bool(subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "src"],
-                                    capture_output=True, text=True, check=False).stdout.strip())
+        commit = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "-C", str(REPO), "status", "--porcelain", "src"],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.strip()
+        )
     except OSError:
         commit, dirty = "", False
     versions = {}
@@ -259,14 +279,22 @@ def main(argv: list[str] | None = None) -> int:
         description="Time stockbatch's process stage against the plain-pandas peer "
         "(wall time and peak RSS; ratios vs targets).",
     )
-    parser.add_argument("--sizes", default="sample,10x",
-                        help="comma-separated: sample (shared 10%% Huge sample), 10x (synth.py "
-                        "scale-up, built and cached on first use). Default: sample,10x")
-    parser.add_argument("--repeat", type=int, default=None,
-                        help="runs per tool and size (default: 3 for sample, 1 for 10x)")
+    parser.add_argument(
+        "--sizes",
+        default="sample,10x",
+        help="comma-separated: sample (shared 10%% Huge sample), 10x (synth.py "
+        "scale-up, built and cached on first use). Default: sample,10x",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help="runs per tool and size (default: 3 for sample, 1 for 10x)",
+    )
     parser.add_argument("--as-of", default=AS_OF, help=f"as-of date (default {AS_OF})")
-    parser.add_argument("--tools", default="stockbatch,pandas",
-                        help="comma-separated subset of stockbatch,pandas")
+    parser.add_argument(
+        "--tools", default="stockbatch,pandas", help="comma-separated subset of stockbatch,pandas"
+    )
     args = parser.parse_args(argv)
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]
@@ -275,17 +303,25 @@ def main(argv: list[str] | None = None) -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     env = environment()
     if env["load_avg_at_start"][0] > BUSY_LOAD:
-        print(f"warning: load average {env['load_avg_at_start'][0]} on {env['cpus']} CPUs: "
-              "other work is running, figures will be noisy", file=sys.stderr)
+        print(
+            f"warning: load average {env['load_avg_at_start'][0]} on {env['cpus']} CPUs: "
+            "other work is running, figures will be noisy",
+            file=sys.stderr,
+        )
     results = [
         bench_size(size, args.repeat or DEFAULT_REPEAT.get(size, 1), args.as_of, tools)
         for size in sizes
     ]
     print_table(results)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    report = {"benchmark": "process", "as_of": args.as_of, "created_utc": stamp,
-              "targets": {"time_ratio_max": TIME_TARGET, "memory_ratio_below": MEMORY_TARGET},
-              "environment": env, "results": results}
+    report = {
+        "benchmark": "process",
+        "as_of": args.as_of,
+        "created_utc": stamp,
+        "targets": {"time_ratio_max": TIME_TARGET, "memory_ratio_below": MEMORY_TARGET},
+        "environment": env,
+        "results": results,
+    }
     path = OUT / f"bench_process-{stamp}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     shutil.copyfile(path, OUT / "bench_process-latest.json")

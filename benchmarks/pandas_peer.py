@@ -17,18 +17,30 @@ Input layouts (detected per ``--path``; several ``--path`` may be given):
 - Kaggle NASDAQ (``stocks/*.csv``, ``etfs/*.csv``: ``Date,Open,High,Low,Close,Adj Close,Volume``),
   source ``kaggle-nasdaq``, symbol = file stem.
 
-Decisions where the contract leaves room (kept in step with the README):
+Decisions where the contract leaves room. The peer was written from the
+contract alone; where stockbatch's quality.py / sources/kaggle.py documented a
+reading before the cross-check, the peer follows the same reading so the two
+can be compared row for row (marked *):
 
-- Blank lines are not rows (as ``read_csv`` treats them); the header line is line 1.
-- A line whose field count differs from the header is ``unparseable`` and nothing else.
-- An empty field is *missing* (``missing_price``/``missing_volume``); a non-empty
-  field that does not parse as a finite number, or a date that is not ``%Y-%m-%d``,
-  is ``unparseable``. The other rules are evaluated on the fields that did parse.
-- Identical twins: rows of one (source, symbol, trade_date) whose parsed values
-  (and missing/unparseable status) are all equal collapse into the first one
-  (file order, then line order); the survivor is then validated like any row.
-  Rows whose date does not parse take part in neither twin nor duplicate checks.
-- Section 5: per symbol, the highest-priority source among its *clean* rows wins.
+- Blank lines are not rows; the first non-blank line is the header (*).
+- Fields are stripped of surrounding ASCII whitespace; an empty field is
+  *missing* (``missing_price``/``missing_volume``), not unparseable (*).
+- A line whose field count differs from the header is ``unparseable`` only (*).
+- A number parses when it matches ``NUMBER_GRAMMAR`` and is finite; a date
+  when it is exactly ``YYYY-MM-DD`` and a real date (*). Rules needing a value
+  that is missing or unparseable do not fire.
+- ``non_positive_price`` also looks at ``adj_close`` when present (*).
+- open/close outside range: beyond ``1e-6 * max(|low|, |high|)`` (*).
+- Duplicates: rows of one (source, symbol, trade_date) that all agree (same
+  parsed numbers, same text where a field did not parse, missing equals
+  missing) collapse into the first by file then line, which is then validated
+  like any row; if any row of the group disagrees, every row of it is
+  quarantined as ``duplicate`` (*). Rows without a parsed date take part in neither.
+- Section 5: per symbol, the highest-priority source among its *clean* rows wins (*).
+- Health counts (summary.json) are over the clean rows of the winning source (*).
+- Symbols: the file name minus its layout's suffix, upper-cased. stockbatch
+  also turns a share-class dot into a dash (``BRK.B`` -> ``BRK-B``); the peer
+  does not (no two sources of one security are compared here).
 
 Run: ``python benchmarks/pandas_peer.py --path DIR --out OUTDIR --as-of 2017-11-30``.
 Writes ``OUTDIR/silver/{bars,quarantine}.parquet``,
@@ -69,7 +81,9 @@ REASON_CODES = (
 )
 PRICES = ["open", "high", "low", "close"]
 VALUES = [*PRICES, "adj_close", "volume"]
-RANGE_TOL = 1e-6
+RANGE_TOL = 1e-6  # relative to the bar's scale, max(|low|, |high|)
+WHITESPACE = " \t\r\n\x0b\x0c"  # ASCII only: what "blank" and "stripped" mean
+NUMBER_GRAMMAR = r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?"
 SQRT_252 = float(np.sqrt(252.0))
 
 DAILY_FEATURE_COLUMNS = [
@@ -122,22 +136,41 @@ HUGE = Layout(
     "kaggle-huge",
     True,
     ("Date", "Open", "High", "Low", "Close", "Volume", "OpenInt"),
-    {"trade_date": "Date", "open": "Open", "high": "High", "low": "Low", "close": "Close",
-     "volume": "Volume"},
+    {
+        "trade_date": "Date",
+        "open": "Open",
+        "high": "High",
+        "low": "Low",
+        "close": "Close",
+        "volume": "Volume",
+    },
 )
 SP500 = Layout(
     "kaggle-sp500",
     False,
     ("date", "open", "high", "low", "close", "volume", "Name"),
-    {"trade_date": "date", "open": "open", "high": "high", "low": "low", "close": "close",
-     "volume": "volume"},
+    {
+        "trade_date": "date",
+        "open": "open",
+        "high": "high",
+        "low": "low",
+        "close": "close",
+        "volume": "volume",
+    },
 )
 NASDAQ = Layout(
     "kaggle-nasdaq",
     False,
     ("Date", "Open", "High", "Low", "Close", "Adj Close", "Volume"),
-    {"trade_date": "Date", "open": "Open", "high": "High", "low": "Low", "close": "Close",
-     "adj_close": "Adj Close", "volume": "Volume"},
+    {
+        "trade_date": "Date",
+        "open": "Open",
+        "high": "High",
+        "low": "Low",
+        "close": "Close",
+        "adj_close": "Adj Close",
+        "volume": "Volume",
+    },
 )
 
 
@@ -196,22 +229,32 @@ def read_file(layout: Layout, path: Path) -> pd.DataFrame:
 
 
 def read_file_careful(layout: Layout, path: Path) -> pd.DataFrame:
-    """Line-by-line reading of a file with irregular rows (few files, rarely used)."""
+    """Line-by-line reading of a file with irregular rows (few files, rarely used).
+
+    Blank lines are skipped, the first other line is the header; fields are
+    stripped of ASCII whitespace; a number must match ``NUMBER_GRAMMAR`` and be
+    finite; the text of a field that does not parse is kept in ``bad_text``
+    (two rows with different garbage are not identical twins).
+    """
     lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
     width = len(layout.header)
     rows: list[list[str]] = []
     numbers: list[int] = []
     arity: list[int] = []
     raw_lines: list[str | None] = []
-    for no, line in enumerate(lines[1:], start=2):
+    header_seen = False
+    for no, line in enumerate(lines, start=1):
         line = line.removesuffix("\r")
-        if not line.strip():
+        if not line.strip(WHITESPACE):
+            continue
+        if not header_seen:
+            header_seen = True
             continue
         parts = line.split(",")
         numbers.append(no)
         arity.append(len(parts))
         if len(parts) == width:
-            rows.append([p.strip() for p in parts])
+            rows.append([p.strip(WHITESPACE) for p in parts])
             raw_lines.append(None)
         else:
             rows.append([""] * width)
@@ -223,16 +266,19 @@ def read_file_careful(layout: Layout, path: Path) -> pd.DataFrame:
     frame["raw_line"] = pd.Series(raw_lines, dtype=object)
     frame["arity_ok"] = frame["n_fields"] == width
     frame["bad_value"] = False
+    frame["bad_text"] = ""
     for col in VALUES:
         if col not in layout.columns:
             continue
         field = text[layout.columns[col]]
-        parsed = pd.to_numeric(field, errors="coerce").astype("float64")
+        grammar = field.str.fullmatch(NUMBER_GRAMMAR)
+        parsed = pd.to_numeric(field.where(grammar), errors="coerce").astype("float64")
         empty = (field == "") & frame["arity_ok"]
         unparsed = ~empty & ~np.isfinite(parsed) & frame["arity_ok"]
         frame[col] = parsed.where(~unparsed)
         frame[f"_missing_{col}"] = empty
         frame["bad_value"] |= unparsed
+        frame["bad_text"] += (col + "=" + field + ";").where(unparsed, "")
     frame["miss_price"] = frame[[f"_missing_{c}" for c in PRICES]].any(axis=1)
     frame["miss_volume"] = frame["_missing_volume"]
     frame["trade_date"] = frame["trade_date"].where(frame["arity_ok"])
@@ -260,78 +306,120 @@ def read_sources(roots: Iterable[Path]) -> tuple[pd.DataFrame, int]:
                 frames.append(frame.assign(file_id=len(files) - 1))
     bars = pd.concat(frames, ignore_index=True)
     # Rows of the fast path have no parse-status columns: they parsed cleanly.
-    for col, default in (("arity_ok", True), ("bad_value", False), ("miss_price", False),
-                         ("miss_volume", False)):
+    for col, default in (
+        ("arity_ok", True),
+        ("bad_value", False),
+        ("miss_price", False),
+        ("miss_volume", False),
+        ("bad_text", ""),
+    ):
         bars[col] = bars[col].fillna(default) if col in bars else default
-    bars = bars.astype({"arity_ok": bool, "bad_value": bool, "miss_price": bool,
-                        "miss_volume": bool})
+    bars = bars.astype(
+        {
+            "arity_ok": bool,
+            "bad_value": bool,
+            "miss_price": bool,
+            "miss_volume": bool,
+            "bad_text": "category",
+        }
+    )
     if "raw_line" not in bars:
         bars["raw_line"] = None
     if "adj_close" not in bars:
         bars["adj_close"] = np.nan
-    bars = bars.join(pd.DataFrame(files), on="file_id")
+    # One row per file; its repeated text columns become categoricals (pandas' advice for
+    # low-cardinality strings), the per-row join then copies small integer codes.
+    file_table = pd.DataFrame(files)
+    for col in ("symbol", "source", "source_file"):
+        file_table[col] = file_table[col].astype(
+            pd.CategoricalDtype(sorted(file_table[col].unique()))
+        )
+    bars = bars.join(file_table, on="file_id").drop(columns="file_id")
     width = bars.pop("width")
-    bars["n_fields"] = (bars["n_fields"].fillna(width) if "n_fields" in bars else width).astype("int16")
+    bars["n_fields"] = (bars["n_fields"].fillna(width) if "n_fields" in bars else width).astype(
+        "int16"
+    )
     bars = bars.rename(columns={"trade_date": "date_text"})
-    bars["trade_date"] = pd.to_datetime(bars["date_text"], format="%Y-%m-%d", errors="coerce")
+    # YYYY-MM-DD exactly: the length test refuses the "2017-1-5" that %Y-%m-%d would take.
+    bars["trade_date"] = pd.to_datetime(
+        bars["date_text"].where(bars["date_text"].str.len() == 10),
+        format="%Y-%m-%d",
+        errors="coerce",
+    )
     return bars, len(files)
 
 
 # ----------------------------------------------------------------------------- validation
 
 
-def validate(bars: pd.DataFrame, as_of: dt.date) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
+def validate(
+    bars: pd.DataFrame, as_of: dt.date
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
     """Section 4: split rows into clean, quarantined (with reasons) and collapsed twins."""
-    keyed = bars["arity_ok"] & bars["trade_date"].notna()
     key = ["source", "symbol", "trade_date"]
-    twin = keyed & bars.duplicated(
-        subset=[*key, *VALUES, "bad_value", "miss_price", "miss_volume"], keep="first"
-    )
-    rest = bars[~twin]
-    keyed_rest = keyed[~twin]
+    keyed = bars["arity_ok"] & bars["trade_date"].notna()
+    # Rows sharing a key are rare: find them first, then look for identical twins among them.
+    shared = keyed & bars.duplicated(subset=key, keep=False)
+    twin = pd.Series(False, index=bars.index)
+    duplicate = pd.Series(False, index=bars.index)
+    if shared.any():
+        # Equal = same parsed numbers, same garbage text where a field did not parse,
+        # missing equals missing. A group whose rows all agree collapses into its first
+        # row (file, then line order); a group with any disagreement is all quarantined.
+        group = bars[shared].assign(**{c: bars.loc[shared, c].replace(-0.0, 0.0) for c in VALUES})
+        versions = ~group.duplicated(subset=[*key, *VALUES, "bad_text"])
+        disagree = versions.groupby([group[k] for k in key], observed=True).transform("sum") > 1
+        duplicate[shared] = disagree
+        twin[shared] = ~disagree & group.duplicated(subset=key, keep="first")
+    n_twins = int(twin.sum())
+    if n_twins:
+        bars, duplicate = bars[~twin], duplicate[~twin]
 
-    o, h, lo, c, v = (rest[n] for n in ("open", "high", "low", "close", "volume"))
+    o, h, lo, c, v = (bars[n] for n in ("open", "high", "low", "close", "volume"))
+    date = bars["trade_date"]
+    tol = RANGE_TOL * np.maximum(lo.abs(), h.abs())
     reasons = pd.DataFrame(
         {
-            "unparseable": ~rest["arity_ok"] | (rest["arity_ok"] & rest["trade_date"].isna())
-            | rest["bad_value"],
-            "missing_price": rest["miss_price"],
-            "missing_volume": rest["miss_volume"],
-            "non_positive_price": (rest[PRICES] <= 0).any(axis=1),
+            "unparseable": ~bars["arity_ok"] | (bars["arity_ok"] & date.isna()) | bars["bad_value"],
+            "missing_price": bars["miss_price"],
+            "missing_volume": bars["miss_volume"],
+            "non_positive_price": (bars[[*PRICES, "adj_close"]] <= 0).any(axis=1),
             "high_below_low": h < lo,
-            "open_outside_range": (o < lo - RANGE_TOL * lo.abs()) | (o > h + RANGE_TOL * h.abs()),
-            "close_outside_range": (c < lo - RANGE_TOL * lo.abs()) | (c > h + RANGE_TOL * h.abs()),
+            "open_outside_range": (o < lo - tol) | (o > h + tol),
+            "close_outside_range": (c < lo - tol) | (c > h + tol),
             "negative_volume": v < 0,
-            "weekend_date": rest["trade_date"].dt.day_of_week >= 5,
-            "duplicate": keyed_rest & rest.duplicated(subset=key, keep=False),
-            "future_date": rest["trade_date"] > pd.Timestamp(as_of),
+            "weekend_date": date.dt.day_of_week >= 5,
+            "duplicate": duplicate,
+            "future_date": date > pd.Timestamp(as_of),
         }
     )
     bad = reasons.any(axis=1)
 
-    clean = rest[~bad].copy()
-    quarantine = rest[bad].copy()
+    quarantine = bars[bad].copy()
     flags = reasons[bad].to_numpy()
     codes = np.array(REASON_CODES)
     quarantine["reasons"] = [list(codes[row]) for row in flags]
+    clean = bars.loc[
+        ~bad, ["symbol", "trade_date", *VALUES, "source", "is_adjusted", "source_file", "line_no"]
+    ]
 
     # Section 5: one source per symbol; the others stay in silver, flagged.
-    rank = clean["source"].map({s: i for i, s in enumerate(SOURCE_PRIORITY)}).fillna(
-        len(SOURCE_PRIORITY)
-    )
+    rank = clean["source"].map({s: i for i, s in enumerate(SOURCE_PRIORITY)}).astype("float64")
+    rank = rank.fillna(len(SOURCE_PRIORITY))
     clean["superseded"] = rank != rank.groupby(clean["symbol"]).transform("min")
 
     counts = {
-        "rows_in": len(bars),
+        "rows_in": len(bars) + n_twins,
         "rows_clean": len(clean),
         "rows_quarantined": len(quarantine),
-        "rows_deduplicated": int(twin.sum()),
+        "rows_deduplicated": n_twins,
         "rows_superseded": int(clean["superseded"].sum()),
     }
     counts["reasons"] = {code: int(reasons[code].sum()) for code in REASON_CODES}  # type: ignore[assignment]
-    assert counts["rows_in"] == counts["rows_clean"] + counts["rows_quarantined"] + counts[
-        "rows_deduplicated"
-    ]
+    assert (
+        counts["rows_in"]
+        == counts["rows_clean"] + counts["rows_quarantined"] + counts["rows_deduplicated"]
+    )
     return clean, quarantine, counts
 
 
@@ -369,9 +457,10 @@ def rolling_std(x: pd.Series, by: pd.Series, n: int, ddof: int) -> pd.Series:
 
 def daily_features(clean: pd.DataFrame) -> pd.DataFrame:
     """Section 2 on the winning source's clean rows, one row per bar."""
-    df = clean[~clean["superseded"]].sort_values(["symbol", "trade_date"], ignore_index=True)
-    df = df[["symbol", "trade_date", "open", "high", "low", "close", "adj_close", "volume",
-             "source"]]
+    bar_cols = ["symbol", "trade_date", *VALUES, "source"]
+    df = clean.loc[~clean["superseded"], bar_cols].sort_values(
+        ["symbol", "trade_date"], ignore_index=True
+    )
     factor = (df["adj_close"] / df["close"]).where(df["adj_close"].notna() & (df["close"] > 0), 1.0)
     o, h, lo, c = (df[p] * factor for p in PRICES)
     v = df["volume"] / factor
@@ -380,7 +469,7 @@ def daily_features(clean: pd.DataFrame) -> pd.DataFrame:
     t = sym.groupby(sym).cumcount()
 
     prev_c = g.shift()
-    feats = pd.DataFrame(index=df.index)
+    feats = df  # features become columns of this sorted copy (no concat copy at the end)
     feats["ret_1d"] = c / prev_c - 1
     feats["log_ret_1d"] = np.log(c / prev_c)
     for n in (5, 20, 50, 200):
@@ -411,10 +500,9 @@ def daily_features(clean: pd.DataFrame) -> pd.DataFrame:
     feats["volume_z_20"] = (v - v_mean) / v_std.where(v_std != 0)
     feats["dollar_volume"] = df["close"] * df["volume"]
 
-    out = pd.concat([df, feats], axis=1)
-    # Adjusted series the quarterly table needs; dropped before writing.
-    out["_o"], out["_h"], out["_l"], out["_c"] = o, h, lo, c
-    return out
+    # Adjusted series the quarterly table needs; not written.
+    df["_o"], df["_h"], df["_l"], df["_c"] = o, h, lo, c
+    return df
 
 
 def xnys_sessions(first: pd.Timestamp, last: pd.Timestamp) -> pd.DatetimeIndex:
@@ -467,8 +555,8 @@ def quarterly_features(daily: pd.DataFrame, sessions: pd.DatetimeIndex) -> pd.Da
     lo = np.maximum(q["quarter_start"], q["symbol"].map(span["min"]))
     hi = np.minimum(q["quarter_end"], q["symbol"].map(span["max"]))
     s = sessions.to_numpy()
-    q["q_expected_days"] = (
-        np.searchsorted(s, hi.to_numpy(), side="right") - np.searchsorted(s, lo.to_numpy())
+    q["q_expected_days"] = np.searchsorted(s, hi.to_numpy(), side="right") - np.searchsorted(
+        s, lo.to_numpy()
     )
     q["q_missing_days"] = q["q_expected_days"] - q["q_trading_days"]
     q["close_to_sma_200_end"] = q["q_close"] / q["sma_200_end"] - 1
@@ -512,12 +600,13 @@ def quarterly_features(daily: pd.DataFrame, sessions: pd.DatetimeIndex) -> pd.Da
     ]
 
 
-def health(clean: pd.DataFrame, daily: pd.DataFrame, sessions: pd.DatetimeIndex) -> dict[str, int]:
-    """Kept-but-counted conditions of section 4."""
+def health(daily: pd.DataFrame, sessions: pd.DatetimeIndex) -> dict[str, int]:
+    """Kept-but-counted conditions of section 4, over the winning source's clean rows."""
     ratio = daily["_c"] / daily["_c"].groupby(daily["symbol"]).shift()
     return {
-        "zero_volume": int((clean["volume"] == 0).sum()),
-        "off_calendar": int((~clean["trade_date"].isin(sessions)).sum()),
+        "zero_volume": int((daily["volume"] == 0).sum()),
+        # Weekends are quarantined already, so "not a session" means a weekday holiday.
+        "off_calendar": int((~daily["trade_date"].isin(sessions)).sum()),
         "suspect_jump": int(((ratio > 5) | (ratio < 0.2)).sum()),
     }
 
@@ -531,20 +620,40 @@ def _dates(frame: pd.DataFrame, cols: Iterable[str]) -> pd.DataFrame:
 
 
 def write_outputs(
-    out: Path, clean: pd.DataFrame, quarantine: pd.DataFrame, daily: pd.DataFrame,
+    out: Path,
+    clean: pd.DataFrame,
+    quarantine: pd.DataFrame,
+    daily: pd.DataFrame,
     quarterly: pd.DataFrame,
 ) -> None:
     """Parquet files of the silver and gold layers (zstd, like stockbatch's lake)."""
     (out / "silver").mkdir(parents=True, exist_ok=True)
     (out / "gold").mkdir(parents=True, exist_ok=True)
-    silver_cols = ["symbol", "trade_date", *VALUES, "source", "is_adjusted", "superseded",
-                   "source_file", "line_no"]
+    silver_cols = [
+        "symbol",
+        "trade_date",
+        *VALUES,
+        "source",
+        "is_adjusted",
+        "superseded",
+        "source_file",
+        "line_no",
+    ]
     silver = clean.sort_values(["symbol", "trade_date", "source"])[silver_cols]
     _dates(silver, ["trade_date"]).to_parquet(
         out / "silver" / "bars.parquet", index=False, compression="zstd"
     )
-    quarantine_cols = ["symbol", "source", "source_file", "line_no", "n_fields", "raw_line",
-                       "date_text", *VALUES, "reasons"]
+    quarantine_cols = [
+        "symbol",
+        "source",
+        "source_file",
+        "line_no",
+        "n_fields",
+        "raw_line",
+        "date_text",
+        *VALUES,
+        "reasons",
+    ]
     quarantine[quarantine_cols].rename(columns={"date_text": "trade_date"}).to_parquet(
         out / "silver" / "quarantine.parquet", index=False, compression="zstd"
     )
@@ -578,7 +687,7 @@ def run(paths: list[Path], out: Path, as_of: dt.date) -> dict[str, Any]:
     sessions = xnys_sessions(clean["trade_date"].min(), clean["trade_date"].max())
     quarterly = quarterly_features(daily, sessions)
     lap("quarterly_features")
-    checks = health(clean, daily, sessions)
+    checks = health(daily, sessions)
     write_outputs(out, clean, quarantine, daily, quarterly)
     lap("write")
     timings["total"] = round(time.perf_counter() - t0, 3)
@@ -601,11 +710,20 @@ def run(paths: list[Path], out: Path, as_of: dt.date) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--path", type=Path, action="append", required=True,
-                        help="dataset folder (repeat for several sources)")
+    parser.add_argument(
+        "--path",
+        type=Path,
+        action="append",
+        required=True,
+        help="dataset folder (repeat for several sources)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--as-of", type=dt.date.fromisoformat, required=True,
-                        help="YYYY-MM-DD; later rows are quarantined as future_date")
+    parser.add_argument(
+        "--as-of",
+        type=dt.date.fromisoformat,
+        required=True,
+        help="YYYY-MM-DD; later rows are quarantined as future_date",
+    )
     args = parser.parse_args(argv)
     s = run(args.path, args.out, args.as_of)
     print(

@@ -236,7 +236,10 @@ def build(src: Path, out: Path, verify: bool = False, quiet: bool = False) -> Pa
                 path = tmp / target
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(payload)
-                outputs[target.as_posix()] = {"sha256": sha256_bytes(payload), "bytes": len(payload)}
+                outputs[target.as_posix()] = {
+                    "sha256": sha256_bytes(payload),
+                    "bytes": len(payload),
+                }
         if not quiet:
             print(f"synth: {first + len(chunk)}/{len(files)} input files", file=sys.stderr)
     manifest = {
@@ -262,11 +265,17 @@ def build(src: Path, out: Path, verify: bool = False, quiet: bool = False) -> Pa
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--src", type=Path, default=None, help="Huge-layout folder (default: "
-                        "$STOCKBATCH_SHARED_DATA/kaggle/huge-stock-market-sample)")
+    parser.add_argument(
+        "--src",
+        type=Path,
+        default=None,
+        help="Huge-layout folder (default: "
+        "$STOCKBATCH_SHARED_DATA/kaggle/huge-stock-market-sample)",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"default {DEFAULT_OUT}")
-    parser.add_argument("--verify", action="store_true",
-                        help="re-hash existing outputs before deciding to skip")
+    parser.add_argument(
+        "--verify", action="store_true", help="re-hash existing outputs before deciding to skip"
+    )
     args = parser.parse_args(argv)
     build(args.src or default_src(), args.out, verify=args.verify)
     return 0

@@ -7,9 +7,9 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export STOCKBATCH_HOME="${STOCKBATCH_HOME:-.stockbatch/demo}"
 SB=.venv/bin/stockbatch
-# The demo data ends in 2018-02; an as-of just after it makes the demo reproducible.
+# The demo data ends in 2023-04 (CPAAW); a fixed as-of keeps the demo reproducible.
 set +e
-$SB run --source kaggle --path data/demo/kaggle --as-of 2018-03-31 "$@"
+$SB run --source kaggle --path data/demo/kaggle --as-of 2023-06-30 "$@"
 rc=$?
 set -e
 if [ "$rc" -ne 0 ] && [ "$rc" -ne 3 ]; then exit "$rc"; fi

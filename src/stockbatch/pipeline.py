@@ -340,8 +340,7 @@ def ingest(
         task.close()
     instruments = source.instruments()
     if instruments is not None and instruments.num_rows:
-        _merge_instruments(settings, instruments)
-        result.instruments = instruments.num_rows
+        result.instruments = _merge_instruments(settings, instruments)
     if new_entries:
         # The catalog is written last: a crash before this point leaves orphan
         # bronze files that no catalog entry activates, so a rerun lands them again.
@@ -363,14 +362,18 @@ def _instruments_path(settings: Settings) -> Path:
     return settings.lake_path / lake.SILVER / "instruments" / "part-00000.parquet"
 
 
-def _merge_instruments(settings: Settings, table: pa.Table) -> None:
+def _merge_instruments(settings: Settings, table: pa.Table) -> int:
+    """Merge instrument metadata (newest wins); returns how many rows were new or changed."""
     path = _instruments_path(settings)
     new = pl.from_arrow(table.cast(schema.INSTRUMENTS))
     assert isinstance(new, pl.DataFrame)
-    if path.exists():
-        new = pl.concat([new, pl.read_parquet(path)])
-    merged = new.unique(subset="symbol", keep="first").sort("symbol")
-    lake.write_parquet_atomic(merged.to_arrow(), path, settings.lake.compression)
+    new = new.unique(subset="symbol", keep="first")
+    old = pl.read_parquet(path) if path.exists() else new.clear()
+    changed = len(new.join(old, on=new.columns, how="anti", nulls_equal=True))
+    if changed:
+        merged = pl.concat([new, old]).unique(subset="symbol", keep="first").sort("symbol")
+        lake.write_parquet_atomic(merged.to_arrow(), path, settings.lake.compression)
+    return changed
 
 
 # ----------------------------------------------------------------------------- process

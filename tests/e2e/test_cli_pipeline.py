@@ -39,7 +39,7 @@ def last_run(home: Path) -> dict:
 def demo_home(tmp_path_factory: pytest.TempPathFactory, demo_data: Path) -> Path:
     home = tmp_path_factory.mktemp("demo")
     code, output = sb(home, "run", "--source", "kaggle", "--path", str(demo_data),
-                      "--as-of", "2018-03-31", "-q")
+                      "--as-of", "2023-06-30", "-q")
     assert code == 0, output
     return home
 
@@ -70,7 +70,7 @@ def test_demo_counts_reconcile(demo_home: Path, demo_data: Path) -> None:
 def test_demo_rerun_changes_nothing(demo_home: Path, demo_data: Path) -> None:
     before = {p: p.stat().st_mtime_ns for p in (demo_home / "lake" / "gold").rglob("*.parquet")}
     code, output = sb(demo_home, "run", "--source", "kaggle", "--path", str(demo_data),
-                      "--as-of", "2018-03-31", "-q")
+                      "--as-of", "2023-06-30", "-q")
     assert code == 0, output
     assert "nothing changed" in output
     run = last_run(demo_home)
@@ -85,7 +85,7 @@ def test_demo_forced_rerun_same_data(demo_home: Path, demo_data: Path) -> None:
     gold = demo_home / "lake" / "gold" / "quarterly_features" / "part-00000.parquet"
     before = pl.read_parquet(gold)
     code, output = sb(demo_home, "run", "--source", "kaggle", "--path", str(demo_data),
-                      "--as-of", "2018-03-31", "--force", "-q")
+                      "--as-of", "2023-06-30", "--force", "-q")
     assert code == 0, output
     assert pl.read_parquet(gold).equals(before)
     assert last_run(demo_home)["rows_changed_in_warehouse"] == 0
@@ -128,7 +128,7 @@ def test_export_daily_contract(demo_home: Path, tmp_path: Path) -> None:
     df = pl.from_arrow(table)
     assert set(df["symbol"].unique()) == {"AAPL", "EPR"}
     gold = (
-        pl.read_parquet(demo_home / "lake" / "gold" / "daily_features")
+        pl.read_parquet(demo_home / "lake" / "gold" / "daily_features", hive_partitioning=False)
         .filter(pl.col("symbol").is_in(["AAPL", "EPR"]))
         .sort("symbol", "trade_date")
     )

@@ -81,6 +81,6 @@ def test_other_layouts_reconcile(
     lines, _ = data_lines(path)
     assert run["rows_in"] == lines
     assert run["rows_in"] == run["rows_clean"] + run["rows_quarantined"] + run["rows_deduplicated"]
-    daily = pl.read_parquet(tmp_path / "lake" / "gold" / "daily_features")
+    daily = pl.read_parquet(tmp_path / "lake" / "gold" / "daily_features", hive_partitioning=False)
     assert daily.columns == list(schema.DAILY_FEATURES.names)
     assert daily["source"].unique().to_list() == [source]
