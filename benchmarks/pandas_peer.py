@@ -354,7 +354,7 @@ def read_sources(roots: Iterable[Path]) -> tuple[pd.DataFrame, int]:
 
 def validate(
     bars: pd.DataFrame, as_of: dt.date
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Section 4: split rows into clean, quarantined (with reasons) and collapsed twins."""
     key = ["source", "symbol", "trade_date"]
     keyed = bars["arity_ok"] & bars["trade_date"].notna()
@@ -408,14 +408,14 @@ def validate(
     rank = rank.fillna(len(SOURCE_PRIORITY))
     clean["superseded"] = rank != rank.groupby(clean["symbol"]).transform("min")
 
-    counts = {
+    counts: dict[str, Any] = {
         "rows_in": len(bars) + n_twins,
         "rows_clean": len(clean),
         "rows_quarantined": len(quarantine),
         "rows_deduplicated": n_twins,
         "rows_superseded": int(clean["superseded"].sum()),
     }
-    counts["reasons"] = {code: int(reasons[code].sum()) for code in REASON_CODES}  # type: ignore[assignment]
+    counts["reasons"] = {code: int(reasons[code].sum()) for code in REASON_CODES}
     assert (
         counts["rows_in"]
         == counts["rows_clean"] + counts["rows_quarantined"] + counts["rows_deduplicated"]
@@ -551,17 +551,19 @@ def quarterly_features(daily: pd.DataFrame, sessions: pd.DatetimeIndex) -> pd.Da
     q["quarter_start"] = q["period"].dt.start_time.dt.normalize()
     q["quarter_end"] = q["period"].dt.end_time.dt.normalize()
 
-    span = df.groupby("symbol")["trade_date"].agg(["min", "max"])
-    lo = np.maximum(q["quarter_start"], q["symbol"].map(span["min"]))
-    hi = np.minimum(q["quarter_end"], q["symbol"].map(span["max"]))
-    s = sessions.to_numpy()
-    q["q_expected_days"] = np.searchsorted(s, hi.to_numpy(), side="right") - np.searchsorted(
-        s, lo.to_numpy()
-    )
+    # Sessions in the quarter between the symbol's first and last row overall.
+    span = df.groupby("symbol", observed=True)["trade_date"].agg(first="min", last="max")
+    bounds = q[["symbol"]].join(span, on="symbol")
+    lo = q["quarter_start"].where(q["quarter_start"] > bounds["first"], bounds["first"])
+    hi = q["quarter_end"].where(q["quarter_end"] < bounds["last"], bounds["last"])
+    s = sessions.to_numpy(dtype="datetime64[ns]")
+    q["q_expected_days"] = s.searchsorted(
+        hi.to_numpy(dtype="datetime64[ns]"), side="right"
+    ) - s.searchsorted(lo.to_numpy(dtype="datetime64[ns]"))
     q["q_missing_days"] = q["q_expected_days"] - q["q_trading_days"]
     q["close_to_sma_200_end"] = q["q_close"] / q["sma_200_end"] - 1
 
-    after = np.searchsorted(s, q["quarter_end"].to_numpy(), side="right")
+    after = s.searchsorted(q["quarter_end"].to_numpy(dtype="datetime64[ns]"), side="right")
     q["available_at"] = s[after]
     last_session = s[after - 1]
     q["q_complete"] = df["trade_date"].max() >= last_session

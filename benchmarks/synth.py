@@ -42,6 +42,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -221,7 +222,7 @@ def build(src: Path, out: Path, verify: bool = False, quiet: bool = False) -> Pa
     started = time.perf_counter()
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    outputs: dict[str, dict[str, object]] = {}
+    outputs: dict[str, dict[str, Any]] = {}
     batch = 100  # files per vectorised pass: bounded memory, few Python-level calls
     for first in range(0, len(files), batch):
         chunk = files[first : first + batch]
@@ -254,7 +255,7 @@ def build(src: Path, out: Path, verify: bool = False, quiet: bool = False) -> Pa
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     if not quiet:
-        total = sum(int(e["bytes"]) for e in outputs.values())  # type: ignore[call-overload]
+        total = sum(int(e["bytes"]) for e in outputs.values())
         print(
             f"synth: wrote {len(outputs)} files ({total / 1e6:.0f} MB) to {out} "
             f"in {time.perf_counter() - started:.0f}s"

@@ -311,6 +311,11 @@ def ingest(
             sha = unit.sha256 or _table_sha256(table)
             if n == 0:
                 result.empty_units += 1
+                if unit.sha256 is None:
+                    # An API answer with no rows (e.g. no session since the last fetch)
+                    # landed nothing; only files are remembered, so an empty file is
+                    # counted once and then skipped while unchanged.
+                    continue
             else:
                 symbols = table.column("symbol").unique().to_pylist()
                 for s in symbols:
