@@ -38,9 +38,8 @@ can be compared row for row (marked *):
   quarantined as ``duplicate`` (*). Rows without a parsed date take part in neither.
 - Section 5: per symbol, the highest-priority source among its *clean* rows wins (*).
 - Health counts (summary.json) are over the clean rows of the winning source (*).
-- Symbols: the file name minus its layout's suffix, upper-cased. stockbatch
-  also turns a share-class dot into a dash (``BRK.B`` -> ``BRK-B``); the peer
-  does not (no two sources of one security are compared here).
+- Symbols: the file name minus its layout's suffix, upper-cased, a share-class
+  dot turned into a dash (``BRK.B_data.csv`` -> ``BRK-B``) (*).
 
 Run: ``python benchmarks/pandas_peer.py --path DIR --out OUTDIR --as-of 2017-11-30``.
 Writes ``OUTDIR/silver/{bars,quarantine}.parquet``,
@@ -123,13 +122,15 @@ class Layout:
     columns: dict[str, str]  # canonical name -> header name
 
     def symbol(self, path: Path) -> str:
-        """Symbol of one file, from its name."""
+        """Symbol of one file: its name minus the layout's suffix, upper-cased, ``.`` -> ``-``."""
         name = path.name
         if self.source == "kaggle-huge":
-            return name.removesuffix(".us.txt").upper()
-        if self.source == "kaggle-sp500":
-            return name.removesuffix("_data.csv").upper()
-        return path.stem.upper()
+            stem = name.removesuffix(".us.txt")
+        elif self.source == "kaggle-sp500":
+            stem = name.removesuffix("_data.csv")
+        else:
+            stem = path.stem
+        return stem.upper().replace(".", "-")
 
 
 HUGE = Layout(

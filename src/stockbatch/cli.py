@@ -48,8 +48,9 @@ EXIT_PARTIAL = 3
 
 HomeOpt = Annotated[
     Path | None,
-    typer.Option("--home", help="Lake + embedded warehouse folder [env STOCKBATCH_HOME].",
-                 show_default=False),
+    typer.Option(
+        "--home", help="Lake + embedded warehouse folder [env STOCKBATCH_HOME].", show_default=False
+    ),
 ]
 EngineOpt = Annotated[
     str | None, typer.Option("--engine", help="polars | spark [env STOCKBATCH_PROCESS__ENGINE].")
@@ -66,8 +67,10 @@ SearchOpt = Annotated[
 ]
 AsOfOpt = Annotated[
     str | None,
-    typer.Option("--as-of", help="YYYY-MM-DD: rows dated after it are quarantined "
-                 "(future_date). Default: today (UTC)."),
+    typer.Option(
+        "--as-of",
+        help="YYYY-MM-DD: rows dated after it are quarantined (future_date). Default: today (UTC).",
+    ),
 ]
 SourceOpt = Annotated[str, typer.Option("--source", help="kaggle | yahoo.")]
 PathOpt = Annotated[
@@ -106,7 +109,9 @@ def _settings(
         if engine is not None:
             s.process = s.process.model_validate({**s.process.model_dump(), "engine": engine})
         if warehouse is not None:
-            s.warehouse = s.warehouse.model_validate({**s.warehouse.model_dump(), "kind": warehouse})
+            s.warehouse = s.warehouse.model_validate(
+                {**s.warehouse.model_dump(), "kind": warehouse}
+            )
         if search is not None:
             s.search = s.search.model_validate({**s.search.model_dump(), "kind": search})
         if quiet or not sys.stderr.isatty():
@@ -239,8 +244,9 @@ def run(
     src = _make_source(s, source, path, symbols, start)
     with _progress(s.progress) as prog:
         res = _guard(
-            lambda: pipeline.run(s, src, as_of=_parse_date(as_of, "--as-of"), force=force,
-                                 progress=prog)
+            lambda: pipeline.run(
+                s, src, as_of=_parse_date(as_of, "--as-of"), force=force, progress=prog
+            )
         )
     assert res.ingest and res.process and res.load
     _report_rejected(res.ingest.rejected)
@@ -276,8 +282,12 @@ def ingest(
     with _progress(s.progress) as prog:
         res = _guard(lambda: pipeline.ingest(s, src, force=force, progress=prog))
     pipeline.write_run_manifest(
-        s, run_id=res.run_id, command="ingest", started_at=started,
-        status="partial" if res.rejected else "succeeded", ingest_result=res,
+        s,
+        run_id=res.run_id,
+        command="ingest",
+        started_at=started,
+        status="partial" if res.rejected else "succeeded",
+        ingest_result=res,
         params={"source": source},
     )
     _report_rejected(res.rejected)
@@ -300,11 +310,16 @@ def process(
     started = dt.datetime.now(dt.UTC)
     with _progress(s.progress) as prog:
         res = _guard(
-            lambda: pipeline.process(s, as_of=_parse_date(as_of, "--as-of"), force=force,
-                                     progress=prog)
+            lambda: pipeline.process(
+                s, as_of=_parse_date(as_of, "--as-of"), force=force, progress=prog
+            )
         )
     pipeline.write_run_manifest(
-        s, run_id=res.run_id, command="process", started_at=started, status="succeeded",
+        s,
+        run_id=res.run_id,
+        command="process",
+        started_at=started,
+        status="succeeded",
         process_result=res,
     )
     out.print(res.summary())
@@ -325,7 +340,11 @@ def load(
     with _progress(s.progress) as prog:
         res = _guard(lambda: pipeline.load(s, force=force, progress=prog))
     pipeline.write_run_manifest(
-        s, run_id=res.run_id, command="load", started_at=started, status="succeeded",
+        s,
+        run_id=res.run_id,
+        command="load",
+        started_at=started,
+        status="succeeded",
         load_result=res,
     )
     out.print(res.summary())
@@ -349,12 +368,19 @@ def runs(
         return
     from rich.table import Table
 
-    table = Table("run id", "command", "status", "rows in", "clean", "quarantined", "dedup",
-                  "seconds")
+    table = Table(
+        "run id", "command", "status", "rows in", "clean", "quarantined", "dedup", "seconds"
+    )
     for r in rows:
         table.add_row(
-            r["run_id"], r["command"], r["status"], f"{r['rows_in']:,}", f"{r['rows_clean']:,}",
-            f"{r['rows_quarantined']:,}", f"{r['rows_deduplicated']:,}", f"{r['duration_s']:.1f}",
+            r["run_id"],
+            r["command"],
+            r["status"],
+            f"{r['rows_in']:,}",
+            f"{r['rows_clean']:,}",
+            f"{r['rows_quarantined']:,}",
+            f"{r['rows_deduplicated']:,}",
+            f"{r['duration_s']:.1f}",
         )
     out.print(table)
 

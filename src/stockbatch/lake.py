@@ -112,7 +112,7 @@ def write_manifest(lake_root: Path, run_id: str, manifest: dict[str, Any]) -> Pa
 
 def read_manifest(lake_root: Path, run_id: str) -> dict[str, Any]:
     """Load one run manifest."""
-    return json.loads((lake_root / RUNS / f"{run_id}.json").read_text())  # type: ignore[no-any-return]
+    return json.loads((lake_root / RUNS / f"{run_id}.json").read_text())
 
 
 def iter_manifests(lake_root: Path) -> Iterator[dict[str, Any]]:

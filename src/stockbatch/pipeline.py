@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 
 from stockbatch import __version__, lake, schema
 from stockbatch.settings import Settings
-from stockbatch.sources.base import Source, SourceError, SourceUnit
+from stockbatch.sources.base import Source, SourceError
 
 Progress = Callable[[str, int], "ProgressTask"]
 
@@ -250,7 +250,7 @@ class _BucketWriter:
         df = pl.from_arrow(table)
         assert isinstance(df, pl.DataFrame)
         for (bucket,), part in df.partition_by("bucket", as_dict=True).items():
-            self.buffers.setdefault(int(bucket), []).append(part.to_arrow())  # type: ignore[arg-type]
+            self.buffers.setdefault(int(bucket), []).append(part.to_arrow())
         self.buffered += table.num_rows
         if self.buffered >= self.flush_rows:
             self.flush()
@@ -280,10 +280,11 @@ def ingest(
     run_id = run_id or new_run_id()
     result = IngestResult(run_id=run_id, source=source.name)
     catalog = read_catalog(settings)
-    seen = {
-        (r["source"], r["ref"]): r["sha256"]
-        for r in active_units(settings).iter_rows(named=True)
-    } if not catalog.is_empty() else {}
+    seen = (
+        {(r["source"], r["ref"]): r["sha256"] for r in active_units(settings).iter_rows(named=True)}
+        if not catalog.is_empty()
+        else {}
+    )
     units = list(source.units())
     if not units and not source.allows_no_units:
         raise PipelineError(
@@ -605,8 +606,7 @@ def gold_checksums(settings: Settings) -> dict[str, str]:
     """SHA-256 of every gold file, keyed by its path relative to the lake."""
     root = settings.lake_path
     return {
-        str(p.relative_to(root)): lake.file_sha256(p)
-        for p in lake.parquet_files(root / lake.GOLD)
+        str(p.relative_to(root)): lake.file_sha256(p) for p in lake.parquet_files(root / lake.GOLD)
     }
 
 
@@ -650,8 +650,10 @@ def load(
     gold = settings.lake_path / lake.GOLD
     daily_files = lake.parquet_files(gold / "daily_features")
     todo = [
-        p for p in daily_files if prior.get(str(p.relative_to(settings.lake_path))) !=
-        checksums.get(str(p.relative_to(settings.lake_path)))
+        p
+        for p in daily_files
+        if prior.get(str(p.relative_to(settings.lake_path)))
+        != checksums.get(str(p.relative_to(settings.lake_path)))
     ]
     result.buckets_unchanged = len(daily_files) - len(todo)
     inst = _instruments_table(settings)
@@ -662,20 +664,29 @@ def load(
             daily = pq.read_table(p)
             bars = daily.select(list(schema.DAILY_BAR_COLUMNS))
             feats = daily.select(["symbol", "trade_date", *schema.DAILY_FEATURE_COLUMNS])
-            add("daily_bars", loader.load_table(
-                engine, "daily_bars", [bars], key=("symbol", "trade_date")))
-            add("daily_features", loader.load_table(
-                engine, "daily_features", [feats], key=("symbol", "trade_date")))
+            add(
+                "daily_bars",
+                loader.load_table(engine, "daily_bars", [bars], key=("symbol", "trade_date")),
+            )
+            add(
+                "daily_features",
+                loader.load_table(engine, "daily_features", [feats], key=("symbol", "trade_date")),
+            )
             result.buckets_loaded += 1
             task.advance()
         qpath = gold / "quarterly_features" / "part-00000.parquet"
-        add("quarterly_features", loader.load_table(
-            engine, "quarterly_features", [pq.read_table(qpath)], key=("symbol", "quarter")))
+        add(
+            "quarterly_features",
+            loader.load_table(
+                engine, "quarterly_features", [pq.read_table(qpath)], key=("symbol", "quarter")
+            ),
+        )
         task.advance()
     finally:
         task.close()
     quarantine = [
-        pq.read_table(p) for p in lake.parquet_files(settings.lake_path / lake.SILVER / "quarantine")
+        pq.read_table(p)
+        for p in lake.parquet_files(settings.lake_path / lake.SILVER / "quarantine")
     ]
     add("quarantine", loader.replace_quarantine(engine, quarantine))
     lake.atomic_write_bytes(
@@ -694,7 +705,9 @@ def _instruments_table(settings: Settings) -> pa.Table:
     syms = (
         pl.scan_parquet(files).select("symbol", "source").unique("symbol").collect()
         if files
-        else pl.DataFrame({"symbol": [], "source": []}, schema={"symbol": pl.String, "source": pl.String})
+        else pl.DataFrame(
+            {"symbol": [], "source": []}, schema={"symbol": pl.String, "source": pl.String}
+        )
     )
     meta = pl.read_parquet(path).drop("source") if path.exists() else None
     if meta is not None:
@@ -810,8 +823,12 @@ def _record_in_warehouse(settings: Settings, doc: dict[str, Any]) -> None:
 
     engine = db.engine_for(settings.warehouse_url)
     loader.record_run(engine, doc)
-    loader.audit(engine, actor=os.environ.get("USER", "stockbatch"), action=doc["command"],
-                 detail={"run_id": doc["run_id"], "status": doc["status"]})
+    loader.audit(
+        engine,
+        actor=os.environ.get("USER", "stockbatch"),
+        action=doc["command"],
+        detail={"run_id": doc["run_id"], "status": doc["status"]},
+    )
 
 
 def run(
@@ -835,14 +852,27 @@ def run(
         lod = load(settings, run_id=run_id, force=force, progress=progress)
     except Exception as exc:
         write_run_manifest(
-            settings, run_id=run_id, command=command, started_at=started_at, status="failed",
-            ingest_result=ing, process_result=proc, load_result=None, error=str(exc),
+            settings,
+            run_id=run_id,
+            command=command,
+            started_at=started_at,
+            status="failed",
+            ingest_result=ing,
+            process_result=proc,
+            load_result=None,
+            error=str(exc),
         )
         raise
     status = "partial" if ing.rejected else "succeeded"
     path = write_run_manifest(
-        settings, run_id=run_id, command=command, started_at=started_at, status=status,
-        ingest_result=ing, process_result=proc, load_result=lod,
+        settings,
+        run_id=run_id,
+        command=command,
+        started_at=started_at,
+        status=status,
+        ingest_result=ing,
+        process_result=proc,
+        load_result=lod,
         params={"source": source.name, "as_of": (as_of or today_utc()).isoformat()},
     )
     return RunResult(run_id, ing, proc, lod, path, status, time.perf_counter() - t0)
@@ -951,18 +981,14 @@ def export_quarterly(
     return int(table.num_rows)
 
 
-def export_daily(
-    settings: Settings, path: Path, suffix: str, symbols: list[str] | None
-) -> int:
+def export_daily(settings: Settings, path: Path, suffix: str, symbols: list[str] | None) -> int:
     """Write daily bars + features from the warehouse; returns the row count."""
     from stockbatch.warehouse import db, queries
 
     engine = db.engine_for(settings.warehouse_url)
     _require_loaded(engine)
     parts = list(queries.daily_table(engine, symbols))
-    table = (
-        pa.concat_tables(parts) if parts else schema.DAILY_FEATURES.empty_table()
-    )
+    table = pa.concat_tables(parts) if parts else schema.DAILY_FEATURES.empty_table()
     if symbols and table.num_rows == 0:
         raise PipelineError(f"no daily rows for {', '.join(symbols)}; check the symbols")
     meta = {k: v for k, v in _lineage(settings).items() if k != "stockbatch.label_columns"}

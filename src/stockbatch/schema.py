@@ -176,4 +176,3 @@ INSTRUMENTS = pa.schema(
         ("source", pa.string()),
     ]
 )
-

@@ -38,8 +38,9 @@ def last_run(home: Path) -> dict:
 @pytest.fixture(scope="module")
 def demo_home(tmp_path_factory: pytest.TempPathFactory, demo_data: Path) -> Path:
     home = tmp_path_factory.mktemp("demo")
-    code, output = sb(home, "run", "--source", "kaggle", "--path", str(demo_data),
-                      "--as-of", "2023-06-30", "-q")
+    code, output = sb(
+        home, "run", "--source", "kaggle", "--path", str(demo_data), "--as-of", "2023-06-30", "-q"
+    )
     assert code == 0, output
     return home
 
@@ -69,8 +70,17 @@ def test_demo_counts_reconcile(demo_home: Path, demo_data: Path) -> None:
 
 def test_demo_rerun_changes_nothing(demo_home: Path, demo_data: Path) -> None:
     before = {p: p.stat().st_mtime_ns for p in (demo_home / "lake" / "gold").rglob("*.parquet")}
-    code, output = sb(demo_home, "run", "--source", "kaggle", "--path", str(demo_data),
-                      "--as-of", "2023-06-30", "-q")
+    code, output = sb(
+        demo_home,
+        "run",
+        "--source",
+        "kaggle",
+        "--path",
+        str(demo_data),
+        "--as-of",
+        "2023-06-30",
+        "-q",
+    )
     assert code == 0, output
     assert "nothing changed" in output
     run = last_run(demo_home)
@@ -84,8 +94,18 @@ def test_demo_forced_rerun_same_data(demo_home: Path, demo_data: Path) -> None:
     """A forced full rebuild writes the same gold rows and changes no warehouse row."""
     gold = demo_home / "lake" / "gold" / "quarterly_features" / "part-00000.parquet"
     before = pl.read_parquet(gold)
-    code, output = sb(demo_home, "run", "--source", "kaggle", "--path", str(demo_data),
-                      "--as-of", "2023-06-30", "--force", "-q")
+    code, output = sb(
+        demo_home,
+        "run",
+        "--source",
+        "kaggle",
+        "--path",
+        str(demo_data),
+        "--as-of",
+        "2023-06-30",
+        "--force",
+        "-q",
+    )
     assert code == 0, output
     assert pl.read_parquet(gold).equals(before)
     assert last_run(demo_home)["rows_changed_in_warehouse"] == 0
@@ -196,8 +216,9 @@ def bad_dir(tmp_path: Path) -> Path:
 
 def test_bad_input_is_accounted_for(tmp_path: Path, bad_dir: Path) -> None:
     home = tmp_path / "home"
-    code, output = sb(home, "run", "--source", "kaggle", "--path", str(bad_dir),
-                      "--as-of", "2017-12-31", "-q")
+    code, output = sb(
+        home, "run", "--source", "kaggle", "--path", str(bad_dir), "--as-of", "2017-12-31", "-q"
+    )
     assert code == 3, output  # completed, but one file was rejected
     assert "mystery.csv" in output
     assert "Traceback" not in output
@@ -231,22 +252,41 @@ def test_empty_directory_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_missing_path_is_a_clear_error(tmp_path: Path) -> None:
-    code, output = sb(tmp_path / "home", "run", "--source", "kaggle", "--path",
-                      str(tmp_path / "nope"), "-q")
+    code, output = sb(
+        tmp_path / "home", "run", "--source", "kaggle", "--path", str(tmp_path / "nope"), "-q"
+    )
     assert code == 1
     assert "does not exist" in output
 
 
 def test_bad_as_of_is_a_usage_error(tmp_path: Path, bad_dir: Path) -> None:
-    code, output = sb(tmp_path / "home", "run", "--source", "kaggle", "--path", str(bad_dir),
-                      "--as-of", "yesterday", "-q")
+    code, output = sb(
+        tmp_path / "home",
+        "run",
+        "--source",
+        "kaggle",
+        "--path",
+        str(bad_dir),
+        "--as-of",
+        "yesterday",
+        "-q",
+    )
     assert code == 2
     assert "2017-11-30" in output
 
 
 def test_unavailable_backend_is_refused(tmp_path: Path, bad_dir: Path) -> None:
-    code, output = sb(tmp_path / "home", "run", "--source", "kaggle", "--path", str(bad_dir),
-                      "--engine", "spark", "-q")
+    code, output = sb(
+        tmp_path / "home",
+        "run",
+        "--source",
+        "kaggle",
+        "--path",
+        str(bad_dir),
+        "--engine",
+        "spark",
+        "-q",
+    )
     assert code == 1
     assert "not available" in output
 
@@ -256,9 +296,21 @@ def test_settings_from_environment(tmp_path: Path, demo_data: Path) -> None:
     home = tmp_path / "envhome"
     env = {**os.environ, "STOCKBATCH_HOME": str(home), "STOCKBATCH_LAKE__BUCKETS": "3"}
     res = subprocess.run(
-        [sys.executable, "-m", "stockbatch.cli", "ingest", "--source", "kaggle", "--path",
-         str(demo_data / "sp500"), "-q"],
-        env=env, capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "stockbatch.cli",
+            "ingest",
+            "--source",
+            "kaggle",
+            "--path",
+            str(demo_data / "sp500"),
+            "-q",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert res.returncode == 0, res.stderr
     buckets = {p.name for p in (home / "lake" / "bronze" / "bars").glob("batch=*/bucket=*")}

@@ -1,4 +1,4 @@
-"""`stockbatch run` on each shared Kaggle layout: counts reconcile, the ML table follows the contract."""
+"""`stockbatch run` on each shared Kaggle layout: counts reconcile, contract columns."""
 
 from __future__ import annotations
 
@@ -47,9 +47,7 @@ def test_huge_sample_reconciles(tmp_path: Path, huge_sample: Path) -> None:
     assert files == 900
     assert run["rows_in"] == lines
     assert run["rows_in"] == run["rows_clean"] + run["rows_quarantined"] + run["rows_deduplicated"]
-    manifest = json.loads(
-        (tmp_path / "lake" / "runs" / f"{run['run_id']}.json").read_text()
-    )
+    manifest = json.loads((tmp_path / "lake" / "runs" / f"{run['run_id']}.json").read_text())
     assert manifest["ingest"]["units_seen"] == 900
     assert manifest["ingest"]["empty_units"] == 2  # vist.us.txt and sbt.us.txt are empty
     per_file = manifest["counts"]["per_file"]

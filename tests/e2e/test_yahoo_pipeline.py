@@ -7,11 +7,11 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from support.yahoo_replay import NOT_FOUND, SPY_OK, ReplaySession
 
 from stockbatch import pipeline
 from stockbatch.settings import Settings
 from stockbatch.sources.yahoo import YahooSource
+from support.yahoo_replay import NOT_FOUND, SPY_OK, ReplaySession
 
 AFTER_CLOSE = dt.datetime(2026, 2, 21, 12, 0, tzinfo=dt.UTC)  # the Saturday after the last bar
 
@@ -39,7 +39,9 @@ def yahoo(settings: Settings, symbols: list[str], start: dt.date | None = None) 
 
 def test_yahoo_run_incremental_and_partial(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path)
-    first = pipeline.run(settings, yahoo(settings, ["SPY", "NOPE"], dt.date(2026, 2, 1)), as_of=dt.date(2026, 2, 21))
+    first = pipeline.run(
+        settings, yahoo(settings, ["SPY", "NOPE"], dt.date(2026, 2, 1)), as_of=dt.date(2026, 2, 21)
+    )
     # The unknown symbol fails alone, with a clear message; SPY goes all the way through.
     assert first.status == "partial"
     assert first.ingest is not None and first.process is not None

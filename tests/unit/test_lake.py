@@ -18,10 +18,14 @@ def test_symbol_bucket_is_stable_and_in_range() -> None:
     assert lake.symbol_bucket("AAPL", 1 << 32) == 0xB665575C
     assert lake.symbol_bucket("AAPL", 8) == 0xB665575C % 8
     assert lake.symbol_bucket("AAPL", 8) == lake.symbol_bucket("AAPL", 8)
-    assert {lake.symbol_bucket(s, 8) for s in ("A", "B", "C", "D", "E", "F", "G", "H", "I")} <= set(range(8))
+    assert {lake.symbol_bucket(s, 8) for s in ("A", "B", "C", "D", "E", "F", "G", "H", "I")} <= set(
+        range(8)
+    )
 
 
-def test_atomic_parquet_write_leaves_no_temp_on_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_atomic_parquet_write_leaves_no_temp_on_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     target = tmp_path / "x" / "part.parquet"
     table = pa.table({"a": [1, 2, 3]})
     lake.write_parquet_atomic(table, target)
