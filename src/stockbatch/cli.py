@@ -49,21 +49,21 @@ EXIT_PARTIAL = 3
 HomeOpt = Annotated[
     Path | None,
     typer.Option(
-        "--home", help="Lake + embedded warehouse folder [env STOCKBATCH_HOME].", show_default=False
+        "--home", help="Lake + embedded warehouse folder (env STOCKBATCH_HOME).", show_default=False
     ),
 ]
 EngineOpt = Annotated[
-    str | None, typer.Option("--engine", help="polars | spark [env STOCKBATCH_PROCESS__ENGINE].")
+    str | None, typer.Option("--engine", help="polars | spark (env STOCKBATCH_PROCESS__ENGINE).")
 ]
 TransportOpt = Annotated[
-    str | None, typer.Option("--transport", help="direct | kafka [env STOCKBATCH_TRANSPORT].")
+    str | None, typer.Option("--transport", help="direct | kafka (env STOCKBATCH_TRANSPORT).")
 ]
 WarehouseOpt = Annotated[
     str | None,
-    typer.Option("--warehouse", help="sqlite | postgresql [env STOCKBATCH_WAREHOUSE__KIND]."),
+    typer.Option("--warehouse", help="sqlite | postgresql (env STOCKBATCH_WAREHOUSE__KIND)."),
 ]
 SearchOpt = Annotated[
-    str | None, typer.Option("--search", help="none | opensearch [env STOCKBATCH_SEARCH__KIND].")
+    str | None, typer.Option("--search", help="none | opensearch (env STOCKBATCH_SEARCH__KIND).")
 ]
 AsOfOpt = Annotated[
     str | None,
@@ -75,6 +75,14 @@ AsOfOpt = Annotated[
 SourceOpt = Annotated[str, typer.Option("--source", help="kaggle | yahoo.")]
 PathOpt = Annotated[
     Path | None, typer.Option("--path", help="Kaggle: folder of the dataset's files.")
+]
+DatasetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--dataset",
+        help="Kaggle: download this dataset slug (owner/name) with kagglehub instead of "
+        "--path, e.g. borismarjanovic/price-volume-data-for-all-us-stocks-etfs.",
+    ),
 ]
 SymbolsOpt = Annotated[
     str | None, typer.Option("--symbols", help="Yahoo: comma-separated symbols, e.g. AAPL,MSFT.")
@@ -173,12 +181,20 @@ def _make_source(
     path: Path | None,
     symbols: str | None,
     start: str | None,
+    dataset: str | None = None,
 ) -> Any:
     if source == "kaggle":
-        from stockbatch.sources.kaggle import KaggleSource
+        from stockbatch.sources.kaggle import KaggleSource, kaggle_download
 
+        if dataset is not None:
+            console.print(f"downloading Kaggle dataset {dataset} (kagglehub cache) ...")
+            path = _guard(lambda: kaggle_download(dataset))
         if path is None:
-            _fail("--source kaggle needs --path DIR (a folder of the Kaggle dataset's files)", 2)
+            _fail(
+                "--source kaggle needs --path DIR (a folder of the Kaggle dataset's files) "
+                "or --dataset OWNER/NAME",
+                2,
+            )
         assert path is not None
         if not path.exists():
             _fail(f"--path {path} does not exist")
@@ -227,6 +243,7 @@ def _guard(fn: Any) -> Any:
 def run(
     source: SourceOpt = "kaggle",
     path: PathOpt = None,
+    dataset: DatasetOpt = None,
     symbols: SymbolsOpt = None,
     start: StartOpt = None,
     as_of: AsOfOpt = None,
@@ -241,7 +258,7 @@ def run(
     """Run the whole pipeline: ingest -> process -> load."""
     s = _settings(home, engine, transport, warehouse, search, quiet)
     _guard(lambda: pipeline.check_backends(s))
-    src = _make_source(s, source, path, symbols, start)
+    src = _make_source(s, source, path, symbols, start, dataset)
     with _progress(s.progress) as prog:
         res = _guard(
             lambda: pipeline.run(
@@ -266,6 +283,7 @@ def run(
 def ingest(
     source: SourceOpt = "kaggle",
     path: PathOpt = None,
+    dataset: DatasetOpt = None,
     symbols: SymbolsOpt = None,
     start: StartOpt = None,
     force: ForceOpt = False,
@@ -277,7 +295,7 @@ def ingest(
     """Land a source's data in the lake's bronze layer (as arrived)."""
     s = _settings(home, transport=transport, quiet=quiet)
     _guard(lambda: pipeline.check_backends(s))
-    src = _make_source(s, source, path, symbols, start)
+    src = _make_source(s, source, path, symbols, start, dataset)
     started = dt.datetime.now(dt.UTC)
     with _progress(s.progress) as prog:
         res = _guard(lambda: pipeline.ingest(s, src, force=force, progress=prog))
