@@ -12,8 +12,11 @@ one run:
 Each command runs under a fresh ``_measure.py`` wrapper (wall time; peak RSS,
 see that module for why two figures). stockbatch's time is the sum of its two
 commands, its memory the larger of their peaks. Repeats alternate the order of
-the two tools; the table reports medians. Targets: time ratio
-stockbatch/pandas <= 0.4 and stockbatch's peak memory below the peer's.
+the two tools; the table reports medians. Targets: wall-time ratio
+stockbatch/pandas <= 0.4 and stockbatch's peak memory below the peer's. CPU
+time (user + sys of the command's processes) is shown too: on a shared,
+busy machine it is the steadier of the two time figures (the load average
+before each command is recorded in the JSON).
 
 Results: a table on stdout and ``benchmarks/out/bench_process-<UTC time>.json``
 (plus ``bench_process-latest.json``).
@@ -88,9 +91,10 @@ def dataset(size: str) -> Path:
 def measured(cmd: list[str], env: dict[str, str], cwd: Path) -> dict[str, Any]:
     """Run one command under a fresh _measure.py wrapper and return its report."""
     wrapper = [PYTHON, str(HERE / "_measure.py"), "--cwd", str(cwd), "--", *cmd]
+    load = round(os.getloadavg()[0], 2)
     done = subprocess.run(wrapper, env=env, capture_output=True, text=True, check=True)
     report: dict[str, Any] = json.loads(done.stdout)
-    report["load_before"] = round(os.getloadavg()[0], 2)
+    report["load_before"] = load
     return report
 
 
@@ -123,6 +127,7 @@ def run_stockbatch(data_dir: Path, work: Path, as_of: str) -> dict[str, Any]:
         "tool": "stockbatch",
         "ok": ok,
         "wall_s": round(sum(s["wall_s"] for s in steps), 3),
+        "cpu_s": round(sum(s["user_s"] + s["sys_s"] for s in steps), 3),
         "peak_mb": max(s["peak_mb"] for s in steps),
         "counts": _counts_from_text(steps[-1]["stdout_tail"] + steps[-1]["stderr_tail"]),
         "steps": steps,
@@ -141,6 +146,7 @@ def run_peer(data_dir: Path, work: Path, as_of: str) -> dict[str, Any]:
         "tool": "pandas",
         "ok": step["returncode"] == 0,
         "wall_s": step["wall_s"],
+        "cpu_s": round(step["user_s"] + step["sys_s"], 3),
         "peak_mb": step["peak_mb"],
         "counts": {k: summary[k] for k in keys if k in summary},
         "phases_s": summary.get("timings_s"),
@@ -183,6 +189,7 @@ def bench_size(size: str, repeat: int, as_of: str, tools: list[str]) -> dict[str
     for tool, tool_runs in runs.items():
         summary["tools"][tool] = {
             "wall_s_median": _median(tool_runs, "wall_s"),
+            "cpu_s_median": _median(tool_runs, "cpu_s"),
             "peak_mb_median": _median(tool_runs, "peak_mb"),
             "ok_runs": sum(r["ok"] for r in tool_runs),
             "counts": next((r["counts"] for r in tool_runs if r["ok"]), {}),
@@ -194,6 +201,7 @@ def bench_size(size: str, repeat: int, as_of: str, tools: list[str]) -> dict[str
         m_ratio = sb["peak_mb_median"] / pd_["peak_mb_median"]
         summary["ratios"] = {
             "time": round(t_ratio, 3),
+            "cpu": round(sb["cpu_s_median"] / pd_["cpu_s_median"], 3),
             "time_target": TIME_TARGET,
             "time_verdict": "PASS" if t_ratio <= TIME_TARGET else "MISS",
             "memory": round(m_ratio, 3),
@@ -211,7 +219,7 @@ def _fmt(value: float | None, spec: str) -> str:
 def print_table(results: list[dict[str, Any]]) -> None:
     """The human summary."""
     head = (
-        f"{'size':<7} {'tool':<11} {'runs':>4} {'time s':>9} {'peak MB':>9} "
+        f"{'size':<7} {'tool':<11} {'runs':>4} {'time s':>9} {'cpu s':>9} {'peak MB':>9} "
         f"{'rows_in':>11} {'clean':>11} {'quarant.':>9} {'dedup':>6}"
     )
     print(head)
@@ -220,8 +228,9 @@ def print_table(results: list[dict[str, Any]]) -> None:
         for tool, t in res["tools"].items():
             c = t["counts"]
             wall = _fmt(t["wall_s_median"], ".1f")
+            cpu = _fmt(t["cpu_s_median"], ".1f")
             print(
-                f"{res['size']:<7} {tool:<11} {t['ok_runs']:>4} {wall:>9} "
+                f"{res['size']:<7} {tool:<11} {t['ok_runs']:>4} {wall:>9} {cpu:>9} "
                 f"{_fmt(t['peak_mb_median'], '.0f'):>9} {c.get('rows_in', '-'):>11} "
                 f"{c.get('rows_clean', '-'):>11} {c.get('rows_quarantined', '-'):>9} "
                 f"{c.get('rows_deduplicated', '-'):>6}"
@@ -229,7 +238,8 @@ def print_table(results: list[dict[str, Any]]) -> None:
         r = res.get("ratios")
         if r:
             print(
-                f"{res['size']:<7} {'ratio':<11} {'':>4} {r['time']:>8.2f}x {r['memory']:>8.2f}x"
+                f"{res['size']:<7} {'ratio':<11} {'':>4} {r['time']:>8.2f}x {r['cpu']:>8.2f}x "
+                f"{r['memory']:>8.2f}x"
                 f"   time {r['time_verdict']} (target <= {TIME_TARGET}x), "
                 f"memory {r['memory_verdict']} (target < {MEMORY_TARGET}x)"
                 + ("" if res.get("counts_agree", True) else "   ROW COUNTS DIFFER")

@@ -34,7 +34,6 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from stockbatch import __version__, lake, schema
 from stockbatch.settings import Settings
@@ -232,38 +231,57 @@ def active_units(settings: Settings) -> pl.DataFrame:
 
 
 class _BucketWriter:
-    """Buffers bronze rows per bucket and writes bounded Parquet parts."""
+    """Buffers landed tables and writes bounded bronze Parquet parts, one per bucket.
+
+    Tables are only collected on ``add``; the bucket and run id columns are
+    computed once per flush on the whole buffer (vectorised), which is much
+    cheaper than splitting every small file as it arrives.
+    """
 
     def __init__(self, settings: Settings, run_id: str) -> None:
         self.root = _bronze_root(settings) / f"batch={run_id}"
+        self.run_id = run_id
         self.buckets = settings.lake.buckets
         self.flush_rows = settings.lake.flush_rows
         self.compression = settings.lake.compression
-        self.buffers: dict[int, list[pa.Table]] = {}
+        self.pending: list[pa.Table] = []
         self.buffered = 0
         self.parts: dict[int, int] = {}
+        self.bucket_of: dict[str, int] = {}
         self.files: list[Path] = []
 
     def add(self, table: pa.Table) -> None:
         if table.num_rows == 0:
             return
-        df = pl.from_arrow(table)
-        assert isinstance(df, pl.DataFrame)
-        for (bucket,), part in df.partition_by("bucket", as_dict=True).items():
-            self.buffers.setdefault(int(bucket), []).append(part.to_arrow())
+        self.pending.append(table)
         self.buffered += table.num_rows
         if self.buffered >= self.flush_rows:
             self.flush()
 
     def flush(self) -> None:
-        for bucket, tables in sorted(self.buffers.items()):
-            k = self.parts.get(bucket, 0)
-            path = lake.bucket_dir(self.root, bucket) / f"part-{k:05d}.parquet"
-            table = pa.concat_tables(tables).cast(schema.BRONZE_BARS)
-            lake.write_parquet_atomic(table, path, self.compression)
+        if not self.pending:
+            return
+        df = pl.from_arrow(pa.concat_tables(self.pending))
+        assert isinstance(df, pl.DataFrame)
+        for sym in df["symbol"].unique().to_list():
+            if sym not in self.bucket_of:
+                self.bucket_of[sym] = lake.symbol_bucket(sym, self.buckets)
+        df = df.with_columns(
+            pl.lit(self.run_id).alias("ingest_run_id"),
+            pl.col("symbol").replace_strict(self.bucket_of, return_dtype=pl.Int16).alias("bucket"),
+        )
+        for (bucket,), part in sorted(
+            df.partition_by("bucket", as_dict=True, maintain_order=True).items()
+        ):
+            b = int(bucket)
+            k = self.parts.get(b, 0)
+            path = lake.bucket_dir(self.root, b) / f"part-{k:05d}.parquet"
+            lake.write_parquet_atomic(
+                lake.conform(part, schema.BRONZE_BARS), path, self.compression
+            )
             self.files.append(path)
-            self.parts[bucket] = k + 1
-        self.buffers.clear()
+            self.parts[b] = k + 1
+        self.pending.clear()
         self.buffered = 0
 
 
@@ -293,7 +311,6 @@ def ingest(
         )
     writer = _BucketWriter(settings, run_id)
     new_entries: list[dict[str, Any]] = []
-    bucket_of: dict[str, int] = {}
     task = progress(f"ingest {source.name}", len(units))
     try:
         for unit in units:
@@ -318,16 +335,7 @@ def ingest(
                     # counted once and then skipped while unchanged.
                     continue
             else:
-                symbols = table.column("symbol").unique().to_pylist()
-                for s in symbols:
-                    if s not in bucket_of:
-                        bucket_of[s] = lake.symbol_bucket(s, settings.lake.buckets)
-                buckets = pa.array(
-                    [bucket_of[s] for s in table.column("symbol").to_pylist()], pa.int16()
-                )
-                table = table.append_column("ingest_run_id", pa.array([run_id] * n, pa.string()))
-                table = table.append_column("bucket", buckets)
-                writer.add(table.select(schema.BRONZE_BARS.names))
+                writer.add(table)
             result.units_ingested += 1
             result.rows += n
             new_entries.append(
@@ -512,7 +520,7 @@ def process(
                 ("quarantine", res.quarantine, schema.QUARANTINE),
             ):
                 path = lake.bucket_dir(silver / name, b) / "part-00000.parquet"
-                lake.write_parquet_atomic(frame.to_arrow().cast(target), path, comp)
+                lake.write_parquet_atomic(lake.conform(frame, target), path, comp)
                 written.add(path)
             live = res.clean.filter(~pl.col("superseded"))
             if len(live):
@@ -536,7 +544,7 @@ def process(
             bars = pl.read_parquet(path).filter(~pl.col("superseded"))
             daily = polars_engine.compute_daily(bars)
             out = lake.bucket_dir(gold / "daily_features", b) / "part-00000.parquet"
-            lake.write_parquet_atomic(daily.to_arrow().cast(schema.DAILY_FEATURES), out, comp)
+            lake.write_parquet_atomic(lake.conform(daily, schema.DAILY_FEATURES), out, comp)
             written.add(out)
             daily_rows += len(daily)
             symbols += daily["symbol"].n_unique()
@@ -555,7 +563,7 @@ def process(
     )
     assert isinstance(quarterly, pl.DataFrame)
     qpath = gold / "quarterly_features" / "part-00000.parquet"
-    lake.write_parquet_atomic(quarterly.to_arrow().cast(schema.QUARTERLY_FEATURES), qpath, comp)
+    lake.write_parquet_atomic(lake.conform(quarterly, schema.QUARTERLY_FEATURES), qpath, comp)
 
     result = ProcessResult(
         run_id=run_id,
@@ -661,7 +669,7 @@ def load(
     task = progress("load", len(todo) + 1)
     try:
         for p in todo:
-            daily = pq.read_table(p)
+            daily = lake.read_canonical(p, schema.DAILY_FEATURES)
             bars = daily.select(list(schema.DAILY_BAR_COLUMNS))
             feats = daily.select(["symbol", "trade_date", *schema.DAILY_FEATURE_COLUMNS])
             add(
@@ -678,14 +686,17 @@ def load(
         add(
             "quarterly_features",
             loader.load_table(
-                engine, "quarterly_features", [pq.read_table(qpath)], key=("symbol", "quarter")
+                engine,
+                "quarterly_features",
+                [lake.read_canonical(qpath, schema.QUARTERLY_FEATURES)],
+                key=("symbol", "quarter"),
             ),
         )
         task.advance()
     finally:
         task.close()
     quarantine = [
-        pq.read_table(p)
+        lake.read_canonical(p, schema.QUARANTINE)
         for p in lake.parquet_files(settings.lake_path / lake.SILVER / "quarantine")
     ]
     add("quarantine", loader.replace_quarantine(engine, quarantine))
