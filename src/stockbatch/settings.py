@@ -11,7 +11,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Engine = Literal["polars", "spark"]
@@ -69,10 +69,35 @@ class SearchSettings(BaseModel):
 
 
 class KafkaSettings(BaseModel):
-    """Kafka transport (issue 3)."""
+    """Kafka transport: where the broker is, how to authenticate, how to batch.
 
-    bootstrap_servers: str | None = None
-    topic: str = "stockbatch.bars.raw.v1"
+    ``bootstrap_servers`` unset means: use the broker that ``stockbatch services
+    up kafka`` recorded under ``$STOCKBATCH_HOME`` (explicit settings win).
+    """
+
+    bootstrap_servers: str | None = Field(None, description="host:port[,host:port]")
+    topic: str = Field("stockbatch.bars.raw.v1", description="Raw bars topic.")
+    dead_letter_topic: str = Field(
+        "stockbatch.bars.dlq.v1", description="Undecodable messages, with a reason header."
+    )
+    partitions: int = Field(6, ge=1, description="Partitions when the topic is created.")
+    replication_factor: int = Field(1, ge=1, description="Replicas when the topic is created.")
+    consumer_group: str = Field("stockbatch-collector", description="Collector group id.")
+    compression: Literal["zstd", "lz4", "snappy", "gzip", "none"] = "zstd"
+    linger_ms: int = Field(20, ge=0, description="Producer batching delay.")
+    batch_rows: int = Field(
+        5_000, ge=1, description="Bars per message (a columnar batch of one symbol)."
+    )
+    timeout_s: float = Field(
+        30.0, gt=0, description="Give up on an unreachable broker after this long."
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = Field(None, description="CA bundle to verify the broker.")
+    ssl_certfile: Path | None = Field(None, description="Client certificate (mutual TLS).")
+    ssl_keyfile: Path | None = Field(None, description="Client key (mutual TLS).")
 
 
 class YahooSettings(BaseModel):
