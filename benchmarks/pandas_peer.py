@@ -342,10 +342,13 @@ def read_sources(roots: Iterable[Path]) -> tuple[pd.DataFrame, int]:
     )
     bars = bars.rename(columns={"trade_date": "date_text"})
     # YYYY-MM-DD exactly: the length test refuses the "2017-1-5" that %Y-%m-%d would take.
+    # read_csv keeps blanks around a date; strip them on the (rare) texts of another length.
+    date_text = bars["date_text"]
+    odd = date_text.str.len() != 10
+    if odd.any():
+        date_text = date_text.mask(odd, date_text[odd].str.strip(WHITESPACE))
     bars["trade_date"] = pd.to_datetime(
-        bars["date_text"].where(bars["date_text"].str.len() == 10),
-        format="%Y-%m-%d",
-        errors="coerce",
+        date_text.where(date_text.str.len() == 10), format="%Y-%m-%d", errors="coerce"
     )
     return bars, len(files)
 

@@ -2,7 +2,7 @@
 
 Exit codes: 0 success; 1 a failure the message explains; 2 bad usage;
 3 the run completed but some inputs were rejected (listed in the summary and
-the run manifest).
+the run manifest) or, with Kafka, some records were dead-lettered.
 """
 
 from __future__ import annotations
@@ -228,11 +228,12 @@ def _report_rejected(rejected: list[dict[str, str]]) -> None:
 
 def _guard(fn: Any) -> Any:
     """Turn expected failures into one clear line and exit code 1 (never a traceback)."""
+    from stockbatch.bus import TransportError
     from stockbatch.sources.base import SourceError
 
     try:
         return fn()
-    except (pipeline.PipelineError, SourceError, ValueError, OSError) as exc:
+    except (pipeline.PipelineError, SourceError, TransportError, ValueError, OSError) as exc:
         _fail(str(exc))
 
 
@@ -255,7 +256,10 @@ def run(
     search: SearchOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Run the whole pipeline: ingest -> process -> load."""
+    """Run the whole pipeline: ingest -> process -> load.
+
+    With --transport kafka: ingest -> Kafka -> collect -> process -> load.
+    """
     s = _settings(home, engine, transport, warehouse, search, quiet)
     _guard(lambda: pipeline.check_backends(s))
     src = _make_source(s, source, path, symbols, start, dataset)
@@ -268,6 +272,8 @@ def run(
     assert res.ingest and res.process and res.load
     _report_rejected(res.ingest.rejected)
     console.print(res.ingest.summary())
+    if res.collect is not None:
+        console.print(res.collect.summary())
     console.print(res.process.summary())
     console.print(res.load.summary())
     verdict = "changed" if res.changed else "nothing changed (inputs already processed)"
@@ -292,7 +298,11 @@ def ingest(
     transport: TransportOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Land a source's data in the lake's bronze layer (as arrived)."""
+    """Land a source's data in the lake's bronze layer (as arrived).
+
+    With --transport kafka: publish it to the Kafka topic instead (the producer
+    service); `stockbatch collect` then lands it in bronze.
+    """
     s = _settings(home, transport=transport, quiet=quiet)
     _guard(lambda: pipeline.check_backends(s))
     src = _make_source(s, source, path, symbols, start, dataset)
@@ -311,6 +321,59 @@ def ingest(
     _report_rejected(res.rejected)
     out.print(res.summary())
     if res.rejected:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+@app.command()
+def collect(
+    group: Annotated[
+        str | None,
+        typer.Option(
+            "--group",
+            help="Consumer group (env STOCKBATCH_KAFKA__CONSUMER_GROUP); collectors of one "
+            "group split the partitions.",
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout",
+            help="Seconds without progress before giving up (env STOCKBATCH_KAFKA__TIMEOUT_S).",
+        ),
+    ] = None,
+    join_grace: Annotated[
+        float,
+        typer.Option(
+            "--join-grace",
+            help="When starting several collectors together: stay in the group at least "
+            "this many seconds so each gets its share of the partitions.",
+        ),
+    ] = 0.0,
+    home: HomeOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Land what the Kafka topic holds in bronze (the batch consumer; one bounded batch).
+
+    Reads up to the end offsets seen at start, writes bronze, then commits.
+    Exit code 3 when some records were undecodable (sent to the dead-letter topic).
+    """
+    s = _settings(home, transport="kafka", quiet=quiet)
+    _guard(lambda: pipeline.check_backends(s))
+    started = dt.datetime.now(dt.UTC)
+    res = _guard(
+        lambda: pipeline.collect(s, group=group, timeout_s=timeout, join_grace_s=join_grace)
+    )
+    pipeline.write_run_manifest(
+        s,
+        run_id=res.run_id,
+        command="collect",
+        started_at=started,
+        status="partial" if res.dead_lettered else "succeeded",
+        collect_result=res,
+        params={"group": res.stats.group},
+    )
+    out.print(res.summary())
+    if res.dead_lettered:
         raise typer.Exit(EXIT_PARTIAL)
 
 

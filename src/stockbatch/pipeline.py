@@ -1,4 +1,4 @@
-"""The stage functions (ingest, process, load) and the run graph.
+"""The stage functions (ingest, collect, process, load) and the run graph.
 
 Every stage takes the settings and returns a result record; the CLI, the
 tests and (later) the Airflow DAGs all call these same functions.
@@ -8,6 +8,9 @@ Idempotency, stage by stage:
 - ingest remembers every unit it landed in ``bronze/_catalog.parquet``
   (source, ref, sha256, batch). An unchanged file is skipped; a changed file is
   landed again and its newest batch becomes the active one.
+- with ``transport=kafka`` ingest publishes the units to Kafka instead
+  (``bus.kafka``) and ``collect`` lands them in bronze and the same catalog,
+  exactly once (its offsets decide, see ``bus/kafka.py``); process is unchanged.
 - process fingerprints its inputs (the active bronze units, as-of date,
   contract and code versions, settings that change output). Same fingerprint
   as the gold layer already holds: nothing to do. Otherwise it rebuilds silver
@@ -19,14 +22,16 @@ Idempotency, stage by stage:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import hashlib
 import json
 import os
 import secrets
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,6 +83,8 @@ class IngestResult:
     units: list[dict[str, Any]] = field(default_factory=list)
     instruments: int = 0
     duration_s: float = 0.0
+    transport: str = "direct"
+    kafka: dict[str, Any] | None = None  # transport=kafka: topic, records, offsets written
 
     @property
     def changed(self) -> bool:
@@ -86,15 +93,57 @@ class IngestResult:
 
     def summary(self) -> str:
         """One line for people."""
-        parts = [
-            f"ingest {self.source}: {self.units_ingested} units landed ({self.rows:,} rows)",
-            f"{self.units_skipped} unchanged skipped",
-        ]
+        if self.kafka is not None:
+            head = (
+                f"ingest {self.source}: {self.units_ingested} units published to Kafka "
+                f"{self.kafka['topic']} ({self.rows:,} rows, {self.kafka['messages']:,} records, "
+                "all confirmed)"
+            )
+        else:
+            head = f"ingest {self.source}: {self.units_ingested} units landed ({self.rows:,} rows)"
+        parts = [head, f"{self.units_skipped} unchanged skipped"]
         if self.empty_units:
             parts.append(f"{self.empty_units} empty")
         if self.rejected:
             parts.append(f"{len(self.rejected)} REJECTED")
         return ", ".join(parts) + f" in {self.duration_s:.1f}s"
+
+
+@dataclass
+class CollectResult:
+    """What one collect took from Kafka into bronze (``bus.kafka.CollectStats`` inside)."""
+
+    run_id: str
+    stats: Any  # bus.kafka.CollectStats (imported lazily: confluent-kafka is optional)
+    duration_s: float = 0.0
+
+    @property
+    def changed(self) -> bool:
+        """True when any record was collected."""
+        return bool(self.stats.messages)
+
+    @property
+    def dead_lettered(self) -> int:
+        """Records sent to the dead-letter topic."""
+        return int(self.stats.dead_lettered)
+
+    def summary(self) -> str:
+        """One line for people."""
+        st = self.stats
+        ranges = ", ".join(
+            f"p{p}:{r['start']}..{r['end']}" for p, r in sorted(st.partitions.items())
+        )
+        line = (
+            f"collect {st.topic}: {st.messages:,} records, {st.rows:,} rows into bronze, "
+            f"{st.units_activated:,} units complete"
+        )
+        if st.dead_lettered:
+            line += f", {st.dead_lettered} DEAD-LETTERED to {st.dead_letter_topic}"
+        if st.duplicates_skipped:
+            line += f", {st.duplicates_skipped} duplicate records skipped"
+        if st.reconciled_files:
+            line += f", {st.reconciled_files} uncommitted files of an interrupted run replaced"
+        return line + f"; offsets {ranges or 'none new'} in {self.duration_s:.1f}s"
 
 
 @dataclass
@@ -174,7 +223,7 @@ def today_utc() -> dt.date:
 def check_backends(settings: Settings) -> None:
     """Refuse backends this version does not ship yet, with a clear message."""
     missing = []
-    if settings.transport != "direct":
+    if settings.transport not in ("direct", "kafka"):
         missing.append(f"transport={settings.transport}")
     if settings.process.engine != "polars":
         missing.append(f"engine={settings.process.engine}")
@@ -186,7 +235,7 @@ def check_backends(settings: Settings) -> None:
         raise PipelineError(
             "not available in this version: "
             + ", ".join(missing)
-            + ". Use the embedded defaults (--engine polars --transport direct "
+            + ". Use the embedded defaults (--engine polars --transport direct|kafka "
             "--warehouse sqlite --search none)."
         )
 
@@ -225,6 +274,47 @@ def active_units(settings: Settings) -> pl.DataFrame:
     if cat.is_empty():
         return cat
     return cat.sort("batch").group_by(["source", "ref"], maintain_order=True).last().sort("ref")
+
+
+@contextlib.contextmanager
+def bronze_lock(settings: Settings) -> Iterator[None]:
+    """Exclusive lock of the bronze metadata (catalog, Kafka ledger) across processes.
+
+    Collectors running in parallel (and an ingest) update the same catalog; the
+    read-modify-write happens under this lock so no update is lost. Not
+    re-entrant: a holder passes ``locked=True`` to the helpers below.
+    """
+    path = settings.lake_path / lake.BRONZE / ".lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def append_catalog(
+    settings: Settings, entries: Iterable[dict[str, Any]], *, locked: bool = False
+) -> int:
+    """Add unit versions to the bronze catalog (an entry already there is not added again).
+
+    Returns how many entries were new.
+    """
+    rows = list(entries)
+    if not rows:
+        return 0
+    with contextlib.nullcontext() if locked else bronze_lock(settings):
+        catalog = read_catalog(settings)
+        new = pl.DataFrame(rows, schema=pl.Schema(_CATALOG_SCHEMA))
+        if not catalog.is_empty():
+            new = new.join(catalog, on=["source", "ref", "sha256", "batch"], how="anti")
+        new = new.unique(subset=["source", "ref", "sha256", "batch"], keep="first")
+        if new.is_empty():
+            return 0
+        merged = pl.concat([catalog, new]) if not catalog.is_empty() else new
+        lake.write_parquet_atomic(merged.to_arrow(), _catalog_path(settings))
+        return len(new)
 
 
 # ----------------------------------------------------------------------------- ingest
@@ -293,10 +383,15 @@ def ingest(
     force: bool = False,
     progress: Progress = _no_progress,
 ) -> IngestResult:
-    """Land a source's units in bronze, skipping units already landed unchanged."""
+    """Land a source's units in bronze, skipping units already landed unchanged.
+
+    With ``settings.transport == "kafka"`` the units are published to Kafka
+    instead (``stockbatch collect`` lands them); the run fails, and remembers
+    nothing, unless every record was confirmed by the broker.
+    """
     started = time.perf_counter()
     run_id = run_id or new_run_id()
-    result = IngestResult(run_id=run_id, source=source.name)
+    result = IngestResult(run_id=run_id, source=source.name, transport=settings.transport)
     catalog = read_catalog(settings)
     seen = (
         {(r["source"], r["ref"]): r["sha256"] for r in active_units(settings).iter_rows(named=True)}
@@ -309,6 +404,14 @@ def ingest(
             f"{source.name}: found no input to ingest ({source.describe()}). "
             "Check the path or symbols."
         )
+    publisher = None
+    if settings.transport == "kafka":
+        from stockbatch.bus.kafka import UnitPublisher
+
+        publisher = UnitPublisher(settings, run_id)  # connects (bounded wait), makes the topic
+        # A unit counts as seen when it is in the lake already, or when a successful
+        # run delivered it to this cluster's topic (the collector may not have run yet).
+        seen = {**seen, **publisher.published()}
     writer = _BucketWriter(settings, run_id)
     new_entries: list[dict[str, Any]] = []
     task = progress(f"ingest {source.name}", len(units))
@@ -334,7 +437,9 @@ def ingest(
                     # landed nothing; only files are remembered, so an empty file is
                     # counted once and then skipped while unchanged.
                     continue
-            else:
+            if publisher is not None:
+                publisher.publish_unit(unit.source, unit.ref, sha, table)
+            elif n:
                 writer.add(table)
             result.units_ingested += 1
             result.rows += n
@@ -350,17 +455,28 @@ def ingest(
             )
             result.units.append({"ref": unit.ref, "source": unit.source, "rows": n, "sha256": sha})
         writer.flush()
+        instruments = source.instruments()
+        if instruments is not None and instruments.num_rows:
+            if publisher is not None:
+                # Sent along with changed units only, so a rerun with nothing new
+                # publishes nothing at all.
+                if result.units_ingested:
+                    publisher.publish_instruments(source.name, instruments)
+                    result.instruments = instruments.num_rows
+            else:
+                result.instruments = _merge_instruments(settings, instruments)
+        if publisher is not None:
+            result.kafka = publisher.finish().to_dict()
+    except BaseException:
+        if publisher is not None:
+            publisher.abort()
+        raise
     finally:
         task.close()
-    instruments = source.instruments()
-    if instruments is not None and instruments.num_rows:
-        result.instruments = _merge_instruments(settings, instruments)
-    if new_entries:
+    if publisher is None and new_entries:
         # The catalog is written last: a crash before this point leaves orphan
         # bronze files that no catalog entry activates, so a rerun lands them again.
-        new = pl.DataFrame(new_entries, schema=pl.Schema(_CATALOG_SCHEMA))
-        merged = pl.concat([catalog, new]) if not catalog.is_empty() else new
-        lake.write_parquet_atomic(merged.to_arrow(), _catalog_path(settings))
+        append_catalog(settings, new_entries)
     result.duration_s = time.perf_counter() - started
     return result
 
@@ -388,6 +504,34 @@ def _merge_instruments(settings: Settings, table: pa.Table) -> int:
         merged = pl.concat([new, old]).unique(subset="symbol", keep="first").sort("symbol")
         lake.write_parquet_atomic(merged.to_arrow(), path, settings.lake.compression)
     return changed
+
+
+# ----------------------------------------------------------------------------- collect
+
+
+def collect(
+    settings: Settings,
+    *,
+    run_id: str | None = None,
+    group: str | None = None,
+    timeout_s: float | None = None,
+    join_grace_s: float = 0.0,
+) -> CollectResult:
+    """Land what the Kafka topic holds in bronze: one bounded batch of the consumer group.
+
+    Reads each assigned partition from its committed offset up to its end offset
+    at assignment, writes bronze Parquet and the catalog, and only then commits.
+    Several collectors with the same ``group`` split the partitions. Undecodable
+    records go to the dead-letter topic and are counted (``dead_lettered``).
+    """
+    from stockbatch.bus.kafka import collect_to_bronze
+
+    started = time.perf_counter()
+    run_id = run_id or new_run_id()
+    stats = collect_to_bronze(
+        settings, run_id=run_id, group=group, timeout_s=timeout_s, join_grace_s=join_grace_s
+    )
+    return CollectResult(run_id=run_id, stats=stats, duration_s=time.perf_counter() - started)
 
 
 # ----------------------------------------------------------------------------- process
@@ -746,12 +890,14 @@ class RunResult:
     manifest_path: Path | None
     status: str
     duration_s: float
+    collect: CollectResult | None = None
 
     @property
     def changed(self) -> bool:
         """Whether the run changed anything at all."""
         return bool(
             (self.ingest and self.ingest.changed)
+            or (self.collect and self.collect.changed)
             or (self.process and not self.process.skipped)
             or (self.load and self.load.rows_changed)
         )
@@ -769,6 +915,7 @@ def write_run_manifest(
     load_result: LoadResult | None = None,
     params: dict[str, Any] | None = None,
     error: str | None = None,
+    collect_result: CollectResult | None = None,
 ) -> Path:
     """Record what a run read, produced and counted (``runs/<run_id>.json``)."""
     finished = dt.datetime.now(dt.UTC)
@@ -799,7 +946,14 @@ def write_run_manifest(
             "rejected": r.rejected,
             "units": r.units,
             "instruments": r.instruments,
+            "transport": r.transport,
         }
+        if r.kafka is not None:
+            doc["ingest"]["kafka"] = r.kafka
+    if collect_result is not None:
+        # The offset range per partition ([start, end), committed) is what makes a
+        # rerun of the same batch a no-op: the group's committed offsets are past it.
+        doc["collect"] = collect_result.stats.to_dict()
     if process_result is not None:
         p = process_result
         doc["process"] = {
@@ -851,14 +1005,16 @@ def run(
     progress: Progress = _no_progress,
     command: str = "run",
 ) -> RunResult:
-    """ingest -> process -> load, as one run with one manifest."""
+    """ingest -> [Kafka -> collect ->] process -> load, as one run with one manifest."""
     check_backends(settings)
     started_at = dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()
     run_id = new_run_id()
-    ing = proc = lod = None
+    ing = proc = lod = col = None
     try:
         ing = ingest(settings, source, run_id=run_id, force=force, progress=progress)
+        if settings.transport == "kafka":
+            col = collect(settings, run_id=run_id)
         proc = process(settings, run_id=run_id, as_of=as_of, force=force, progress=progress)
         lod = load(settings, run_id=run_id, force=force, progress=progress)
     except Exception as exc:
@@ -872,9 +1028,10 @@ def run(
             process_result=proc,
             load_result=None,
             error=str(exc),
+            collect_result=col,
         )
         raise
-    status = "partial" if ing.rejected else "succeeded"
+    status = "partial" if ing.rejected or (col and col.dead_lettered) else "succeeded"
     path = write_run_manifest(
         settings,
         run_id=run_id,
@@ -885,8 +1042,9 @@ def run(
         process_result=proc,
         load_result=lod,
         params={"source": source.name, "as_of": (as_of or today_utc()).isoformat()},
+        collect_result=col,
     )
-    return RunResult(run_id, ing, proc, lod, path, status, time.perf_counter() - t0)
+    return RunResult(run_id, ing, proc, lod, path, status, time.perf_counter() - t0, col)
 
 
 def last_manifests(settings: Settings, last: int = 1) -> list[dict[str, Any]]:

@@ -1,0 +1,181 @@
+"""``stockbatch services up|down|status``: run the real services on loopback.
+
+Registered in the main CLI as ``app.add_typer(services_app, name="services")``;
+also runnable alone: ``python -m stockbatch.services.cli`` (scripts/services.sh).
+
+Exit codes: 0 success; 1 a service failed (the message says why, with the tail of
+its log); 2 bad usage (unknown service); 3 ``status``: some service is not running.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from stockbatch.services.base import ServiceError, ServiceStatus
+from stockbatch.services.kafka import KAFKA_VERSION, ensure_kafka_jars, kafka_libs_dir
+from stockbatch.services.registry import SERVICES, get_service, service_names
+
+app = typer.Typer(
+    name="services",
+    help="Provision and run real services (Kafka) on 127.0.0.1, data under STOCKBATCH_HOME.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+services_app = app  # the name the main CLI imports
+
+# soft_wrap: one line per service even when piped (paths must stay copy-pasteable).
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
+
+EXIT_NOT_RUNNING = 3
+
+NamesArg = Annotated[
+    list[str] | None,
+    typer.Argument(help=f"Services (default: all): {', '.join(SERVICES)}.", show_default=False),
+]
+HomeOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--home",
+        help="Folder holding services/ and services.json (env STOCKBATCH_HOME).",
+        show_default=False,
+    ),
+]
+
+
+def _home(home: Path | None) -> Path:
+    if home is not None:
+        return home
+    from stockbatch.settings import Settings
+
+    return Settings().home
+
+
+def _names(names: list[str] | None) -> list[str]:
+    chosen = names or service_names()
+    unknown = [n for n in chosen if n not in SERVICES]
+    if unknown:
+        console.print(
+            f"[bold red]error:[/] unknown service(s) {', '.join(unknown)}; "
+            f"known: {', '.join(SERVICES)}"
+        )
+        raise typer.Exit(2)
+    return chosen
+
+
+def _describe(status: ServiceStatus) -> str:
+    ep = status.endpoint
+    where = ep.get("bootstrap_servers") or ep.get("url") or ""
+    extra = []
+    if ep.get("security_protocol"):
+        extra.append(str(ep["security_protocol"]))
+    if ep.get("sasl_username"):
+        extra.append(f"user {ep['sasl_username']}, password in services.json")
+    if status.pid:
+        extra.append(f"pid {status.pid}")
+    suffix = f" ({', '.join(extra)})" if extra else ""
+    return f"{status.state} at {where}{suffix}" if where else status.state
+
+
+@app.command("up")
+def up(
+    names: NamesArg = None,
+    home: HomeOpt = None,
+    port: Annotated[
+        int | None,
+        typer.Option("--port", help="Kafka client port on 127.0.0.1 (default: last one or free)."),
+    ] = None,
+    scram: Annotated[
+        bool | None,
+        typer.Option(
+            "--scram/--no-scram",
+            help="Kafka: SASL/SCRAM-SHA-512 on the client listener (default: as last time).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Provision (first time: download, format), start, wait until healthy, record endpoints."""
+    root = _home(home)
+    failed = False
+    for name in _names(names):
+        t0 = time.monotonic()
+        try:
+            if name == "kafka" and not (kafka_libs_dir().parent / "COMPLETE").exists():
+                console.print(
+                    f"kafka: resolving Apache Kafka {KAFKA_VERSION} jars from Maven Central "
+                    f"into {kafka_libs_dir().parent} (first time only) ..."
+                )
+                ensure_kafka_jars()
+            console.print(f"{name}: starting under {root.resolve() / 'services' / name} ...")
+            status = get_service(name, root, port=port, scram=scram).up()
+        except ServiceError as exc:
+            console.print(f"[bold red]error:[/] {name}: {exc}")
+            failed = True
+            continue
+        out.print(f"{name}: {_describe(status)}, ready in {time.monotonic() - t0:.1f} s")
+    if failed:
+        raise typer.Exit(1)
+    out.print(f"endpoints recorded in {root.resolve() / 'services.json'}")
+
+
+@app.command("down")
+def down(
+    names: NamesArg = None,
+    home: HomeOpt = None,
+    purge: Annotated[
+        bool, typer.Option("--purge", help="Also delete the data, logs and credentials.")
+    ] = False,
+) -> None:
+    """Stop services (SIGTERM, then SIGKILL after a timeout); data is kept unless --purge."""
+    root = _home(home)
+    failed = False
+    # Reverse start order: later services may depend on earlier ones.
+    for name in reversed(_names(names)):
+        t0 = time.monotonic()
+        service = get_service(name, root)
+        try:
+            pid = service.status().pid
+            was_running = service.down()
+            if purge:
+                service.purge()
+        except ServiceError as exc:
+            console.print(f"[bold red]error:[/] {name}: {exc}")
+            failed = True
+            continue
+        what = (
+            f"stopped (pid {pid}) in {time.monotonic() - t0:.1f} s"
+            if was_running
+            else ("was not running")
+        )
+        out.print(f"{name}: {what}" + ("; data deleted" if purge else ""))
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("status")
+def status(
+    names: NamesArg = None,
+    home: HomeOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Show each service's state and endpoint; exit 3 if any listed service is not running."""
+    root = _home(home)
+    statuses = {name: get_service(name, root).status() for name in _names(names)}
+    if as_json:
+        out.print_json(json.dumps({n: s.to_dict() for n, s in statuses.items()}))
+    else:
+        for name, st in statuses.items():
+            out.print(f"{name}: {_describe(st)}  [dim]data {st.data_dir}, log {st.log_file}[/]")
+    if not all(s.running for s in statuses.values()):
+        raise typer.Exit(EXIT_NOT_RUNNING)
+
+
+if __name__ == "__main__":
+    app()

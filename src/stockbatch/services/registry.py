@@ -1,0 +1,53 @@
+"""The services the project can provision, by name.
+
+Adding one (PostgreSQL, OpenSearch): write ``services/<name>.py`` with a class
+that satisfies :class:`stockbatch.services.base.Service` (``up``/``down``/
+``status``/``restart``, data under ``home/services/<name>``, its endpoint
+recorded with :func:`stockbatch.services.endpoints.record_endpoint`), then add a
+:class:`ServiceSpec` to :data:`SERVICES`. The CLI and the test fixtures pick it up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stockbatch.services.base import Service, ServiceError
+from stockbatch.services.kafka import KAFKA_VERSION, KafkaService
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """A provisionable service: its name, what it is, and how to build one for a home."""
+
+    name: str
+    description: str
+    factory: Callable[..., Service]
+    options: tuple[str, ...] = ()
+    """Keyword options the factory accepts besides ``home`` (the CLI passes only these)."""
+
+
+SERVICES: dict[str, ServiceSpec] = {
+    "kafka": ServiceSpec(
+        name="kafka",
+        description=f"Apache Kafka {KAFKA_VERSION} broker, KRaft mode, on 127.0.0.1",
+        factory=KafkaService,
+        options=("port", "scram"),
+    ),
+}
+
+
+def service_names() -> list[str]:
+    """Names of every provisionable service, in start order."""
+    return list(SERVICES)
+
+
+def get_service(name: str, home: Path, **options: Any) -> Service:
+    """Build service ``name`` for ``home``; options it does not take are ignored."""
+    spec = SERVICES.get(name)
+    if spec is None:
+        raise ServiceError(f"unknown service {name!r}; known: {', '.join(SERVICES)}")
+    kwargs = {k: v for k, v in options.items() if k in spec.options}
+    return spec.factory(home, **kwargs)

@@ -1,0 +1,95 @@
+"""Real services for integration tests, started once per test session.
+
+``kafka_broker`` is a real Apache Kafka 4 broker (KRaft) on 127.0.0.1, provisioned
+from Maven Central on first use (see deploy/services/README.md); ``kafka_broker_scram``
+is a second one with SASL/SCRAM-SHA-512 on its client listener. Both are stopped at
+the end of the session, whatever happened. A machine without Java or Maven fails
+these fixtures with what to install: integration tests never skip silently.
+
+Fault tests may stop, kill or restart ``kafka_broker.service``; they must leave it
+running (``kafka_broker.ensure_running()``) for the tests after them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stockbatch.services import KafkaService, ScramCredentials, ServiceError
+
+
+@dataclass
+class KafkaBroker:
+    """A running local broker: where it listens, its home, and its service handle."""
+
+    service: KafkaService
+    home: Path
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """``127.0.0.1:<port>``; stays the same across restarts."""
+        return self.service.bootstrap_servers
+
+    @property
+    def credentials(self) -> ScramCredentials | None:
+        """The client SCRAM user (SCRAM broker only)."""
+        return self.service.credentials
+
+    def client_config(self, **overrides: Any) -> dict[str, Any]:
+        """confluent-kafka config reaching this broker (with SCRAM settings when on)."""
+        return self.service.client_config(**overrides)
+
+    def env(self) -> dict[str, str]:
+        """STOCKBATCH_KAFKA__* variables pointing a stockbatch command at this broker."""
+        values = {"STOCKBATCH_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap_servers}
+        creds = self.credentials
+        if creds:
+            values |= {
+                "STOCKBATCH_KAFKA__SECURITY_PROTOCOL": self.service.security_protocol,
+                "STOCKBATCH_KAFKA__SASL_MECHANISM": creds.mechanism,
+                "STOCKBATCH_KAFKA__SASL_USERNAME": creds.username,
+                "STOCKBATCH_KAFKA__SASL_PASSWORD": creds.password,
+            }
+        return values
+
+    def ensure_running(self) -> None:
+        """Start the broker again if a test stopped it (same port, same data)."""
+        if not self.service.status().running:
+            self.service.up()
+
+
+@contextlib.contextmanager
+def _broker(home: Path, scram: bool) -> Iterator[KafkaBroker]:
+    service = KafkaService(home, scram=scram)
+    try:
+        try:
+            service.up()
+        except ServiceError as exc:
+            pytest.fail(
+                f"could not start the local Kafka broker{' (SCRAM)' if scram else ''}: {exc}",
+                pytrace=False,
+            )
+        yield KafkaBroker(service=service, home=home)
+    finally:
+        # Never leave a JVM behind, even when start-up or a test failed.
+        with contextlib.suppress(ServiceError):
+            service.down()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    """A PLAINTEXT Kafka broker for the whole session (its home is a fresh temp folder)."""
+    with _broker(tmp_path_factory.mktemp("kafka-home"), scram=False) as broker:
+        yield broker
+
+
+@pytest.fixture(scope="session")
+def kafka_broker_scram(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    """A Kafka broker whose client listener requires SASL/SCRAM-SHA-512."""
+    with _broker(tmp_path_factory.mktemp("kafka-scram-home"), scram=True) as broker:
+        yield broker
