@@ -67,11 +67,14 @@ class KafkaBroker:
 def _broker(home: Path, scram: bool) -> Iterator[KafkaBroker]:
     service = KafkaService(home, scram=scram)
     try:
+        error = None
         try:
             service.up()
         except ServiceError as exc:
+            error = str(exc)
+        if error is not None:  # outside the except: no chained traceback around the message
             pytest.fail(
-                f"could not start the local Kafka broker{' (SCRAM)' if scram else ''}: {exc}",
+                f"could not start the local Kafka broker{' (SCRAM)' if scram else ''}: {error}",
                 pytrace=False,
             )
         yield KafkaBroker(service=service, home=home)

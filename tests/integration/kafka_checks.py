@@ -102,15 +102,11 @@ def kafka_bronze_files(settings: Settings) -> list[Path]:
 def key_digest(df: pl.DataFrame) -> tuple[int, str]:
     """(row count, SHA-256 of the sorted keys): equal digests = the same rows, same multiplicity."""
     keys = df.select(KEY).sort(KEY)
-    text = "\n".join(
-        f"{s}|{d}|{f}|{n}" for s, d, f, n in keys.iter_rows()
-    )  # every key, in order
+    text = "\n".join(f"{s}|{d}|{f}|{n}" for s, d, f, n in keys.iter_rows())  # every key, in order
     return len(keys), hashlib.sha256(text.encode()).hexdigest()
 
 
-def read_topic(
-    broker: Any, topic: str, expected: int, timeout: float = 20.0
-) -> list[Any]:
+def read_topic(broker: Any, topic: str, expected: int, timeout: float = 20.0) -> list[Any]:
     """Read ``expected`` records of ``topic`` from the beginning (a throwaway group)."""
     import time
 

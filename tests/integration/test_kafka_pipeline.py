@@ -48,8 +48,7 @@ def sb(env: dict[str, str], *args: str) -> tuple[int, str]:
 def gold_digest(home: Path) -> dict[str, str]:
     root = home / "lake"
     return {
-        str(p.relative_to(root)): lake.file_sha256(p)
-        for p in lake.parquet_files(root / lake.GOLD)
+        str(p.relative_to(root)): lake.file_sha256(p) for p in lake.parquet_files(root / lake.GOLD)
     }
 
 
@@ -107,8 +106,11 @@ def test_run_through_kafka_equals_direct_and_reruns_do_nothing(
     # huge/sbt.us.txt included), only the batch ids differ.
     cols = ["source", "ref", "sha256", "rows"]
     direct = Settings(home=direct_home)
-    assert pipeline.read_catalog(s).select(cols).sort("ref").equals(
-        pipeline.read_catalog(direct).select(cols).sort("ref")
+    assert (
+        pipeline.read_catalog(s)
+        .select(cols)
+        .sort("ref")
+        .equals(pipeline.read_catalog(direct).select(cols).sort("ref"))
     )
     assert "huge/sbt.us.txt" in set(pipeline.read_catalog(s)["ref"])
 
@@ -153,7 +155,11 @@ def test_ingest_and_collect_as_separate_services_find_the_recorded_broker(
     assert doc["command"] == "collect" and doc["collect"]["instruments"] > 0
 
     # Explicit settings win over the recorded broker: a bogus address is used (and fails).
-    bogus = {**env, "STOCKBATCH_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9", "STOCKBATCH_KAFKA__TIMEOUT_S": "2"}
+    bogus = {
+        **env,
+        "STOCKBATCH_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9",
+        "STOCKBATCH_KAFKA__TIMEOUT_S": "2",
+    }
     started = time.monotonic()
     res = stockbatch_proc(bogus, "collect", "-q")
     assert res.returncode == 1
@@ -210,7 +216,11 @@ def test_scram_authentication(kafka_broker_scram: Any, demo_data: Path, tmp_path
     assert col.stats.rows == ing.rows == len(active_bronze(s)) > 0
 
     wrong = kafka_settings(
-        kafka_broker_scram, tmp_path / "wrong", sasl_password="not-the-password", timeout_s=10.0, **auth
+        kafka_broker_scram,
+        tmp_path / "wrong",
+        sasl_password="not-the-password",
+        timeout_s=10.0,
+        **auth,
     )
     for stage in (
         lambda: pipeline.ingest(wrong, KaggleSource(demo_data / "huge")),

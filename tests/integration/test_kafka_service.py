@@ -309,6 +309,7 @@ def test_status_of_a_never_started_broker(tmp_path: Path) -> None:
     assert status.state == "stopped" and status.pid is None
     assert recorded_endpoints(tmp_path) == {}
     assert KafkaService(tmp_path).down() is False
+    assert list(tmp_path.iterdir()) == []  # looking and stopping create nothing
 
 
 def test_missing_java_or_maven_is_a_clear_error(

@@ -181,6 +181,7 @@ def _connect(admin: Any, k: KafkaSettings, errors: _ClientErrors) -> Any:
         try:
             return admin.list_topics(timeout=max(0.1, min(1.0, remaining)))
         except KafkaException as exc:
+            admin.poll(0)  # serves error_cb: an authentication failure is reported there
             if errors.auth is not None:
                 raise TransportError(
                     f"Kafka at {k.bootstrap_servers} refused the credentials "

@@ -28,6 +28,11 @@ def services_file(home: Path) -> Path:
     return Path(home) / FILE_NAME
 
 
+def _lock_file(home: Path) -> Path:
+    # A separate lock file: services.json itself is replaced atomically (a new inode).
+    return Path(home) / f".{FILE_NAME}.lock"
+
+
 def recorded_endpoints(home: Path) -> dict[str, dict[str, Any]]:
     """Every recorded service endpoint under ``home`` ({} when none is recorded)."""
     path = services_file(home)
@@ -49,7 +54,7 @@ def recorded_endpoints(home: Path) -> dict[str, dict[str, Any]]:
 def record_endpoint(home: Path, name: str, endpoint: dict[str, Any]) -> None:
     """Record (or replace) the endpoint of service ``name``."""
     path = services_file(home)
-    with file_lock(path.with_name(FILE_NAME + ".lock")):
+    with file_lock(_lock_file(home)):
         data = recorded_endpoints(home)
         data[name] = endpoint
         write_private(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
@@ -58,7 +63,9 @@ def record_endpoint(home: Path, name: str, endpoint: dict[str, Any]) -> None:
 def forget_endpoint(home: Path, name: str) -> None:
     """Remove the entry of service ``name``; the file goes when it is empty."""
     path = services_file(home)
-    with file_lock(path.with_name(FILE_NAME + ".lock")):
+    if not path.exists():
+        return
+    with file_lock(_lock_file(home)):
         data = recorded_endpoints(home)
         if name not in data:
             return

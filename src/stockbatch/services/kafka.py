@@ -98,6 +98,20 @@ def kafka_libs_dir(version: str = KAFKA_VERSION, root: Path | None = None) -> Pa
     return (root or cache_root()) / f"kafka-{version}" / "libs"
 
 
+def java_version(java: str) -> str:
+    """The full version of ``java`` (``17.0.15``), from ``java -version``."""
+    try:
+        out = subprocess.run(
+            [java, "-version"], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ServiceError(f"`{java} -version` failed ({exc}): {_JAVA_HINT}") from exc
+    match = re.search(r'version "([^"]+)"', out.stderr + out.stdout)
+    if not match:
+        raise ServiceError(f"cannot read the Java version from `{java} -version`: {out.stderr}")
+    return match.group(1)
+
+
 def find_java() -> str:
     """The ``java`` to run (``$JAVA_HOME/bin/java`` first), checked to be Java 17+."""
     java_home = os.environ.get("JAVA_HOME")
@@ -105,18 +119,8 @@ def find_java() -> str:
     java = str(candidate) if candidate and candidate.exists() else shutil.which("java")
     if not java:
         raise ServiceError(f"`java` was not found on PATH (nor in $JAVA_HOME): {_JAVA_HINT}")
-    try:
-        out = subprocess.run(
-            [java, "-version"], capture_output=True, text=True, timeout=30, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ServiceError(f"`{java} -version` failed ({exc}): {_JAVA_HINT}") from exc
-    match = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
-    if not match:
-        raise ServiceError(f"cannot read the Java version from `{java} -version`: {out.stderr}")
-    major = int(match.group(1))
-    if major == 1 and match.group(2):  # "1.8.0_x" is Java 8
-        major = int(match.group(2))
+    parts = [int(p) for p in re.findall(r"\d+", java_version(java))[:2]] or [0]
+    major = parts[1] if parts[0] == 1 and len(parts) > 1 else parts[0]  # "1.8.0" is Java 8
     if major < MIN_JAVA:
         raise ServiceError(f"Kafka 4 needs Java {MIN_JAVA}+, {java} is Java {major}: {_JAVA_HINT}")
     return java
@@ -334,7 +338,9 @@ class KafkaService:
     a free one). ``scram=True`` puts SASL/SCRAM-SHA-512 on the client listener;
     :attr:`credentials` then holds the client user; ``scram=None`` (the default)
     means as at the last start, PLAINTEXT for a new broker.
-    ``heap`` is the JVM heap (-Xms = -Xmx).
+    ``heap`` is the JVM heap (-Xms = -Xmx). ``class_cache`` keeps a JVM class-data
+    sharing archive of Kafka's classes next to the jars (written at the first clean
+    stop, used by every later start: about a third off the start-up time).
     """
 
     name = "kafka"
@@ -350,6 +356,7 @@ class KafkaService:
         start_timeout: float = 120.0,
         stop_timeout: float = 30.0,
         cache: Path | None = None,
+        class_cache: bool = True,
     ) -> None:
         self.home = Path(home).expanduser().resolve()
         self.port = port
@@ -359,6 +366,7 @@ class KafkaService:
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self.cache = cache
+        self.class_cache = class_cache
         self._proc: subprocess.Popen[bytes] | None = None
 
     # -- paths ---------------------------------------------------------------
@@ -499,9 +507,37 @@ class KafkaService:
             return pid
         return None
 
+    def _class_archive(self, java: str, libs: Path) -> list[str]:
+        """JVM flags to use (or, the first time, to write) the class-data sharing archive.
+
+        The JVM dumps the archive when it exits normally; it dumps to a unique temp
+        name and ``down()`` renames it into place, so two brokers stopping at once
+        never write the same file and a killed broker leaves no half archive.
+        """
+        if not self.class_cache:
+            return []
+        archive = libs.parent / f"classes-jdk{java_version(java)}.jsa"
+        if archive.exists():
+            return [f"-XX:SharedArchiveFile={archive}"]
+        dump = archive.with_name(f"{archive.name}.{uuid.uuid4().hex[:8]}.tmp")
+        return [f"-XX:ArchiveClassesAtExit={dump}"]
+
+    @staticmethod
+    def _settle_class_archive(cmdline: list[str], clean_exit: bool) -> None:
+        """After the broker exited: publish a freshly dumped archive, or drop a partial one."""
+        for flag in cmdline:
+            if not flag.startswith("-XX:ArchiveClassesAtExit="):
+                continue
+            dump = Path(flag.split("=", 1)[1])
+            archive = dump.with_name(dump.name.rsplit(".", 2)[0])
+            if clean_exit and dump.exists() and dump.stat().st_size > 0 and not archive.exists():
+                os.replace(dump, archive)
+            dump.unlink(missing_ok=True)
+
     def _java_command(self, java: str, libs: Path) -> list[str]:
         return [
             java,
+            *self._class_archive(java, libs),
             f"-Xms{self.heap}",
             f"-Xmx{self.heap}",
             # Kafka's own launcher flags (bin/kafka-run-class.sh), minus the GC log.
@@ -677,15 +713,15 @@ class KafkaService:
             with open(self.stdout_file, "ab") as out:
                 stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
                 out.write(f"\n==== stockbatch: starting Kafka {self.version} at {stamp}\n".encode())
-            self._proc = start_detached(
-                self._java_command(java, libs), cwd=self.dir, output=self.stdout_file
-            )
+            command = self._java_command(java, libs)
+            self._proc = start_detached(command, cwd=self.dir, output=self.stdout_file)
             pid = self._proc.pid
             self._pid_file.write_text(f"{pid}\n")
             try:
                 self._wait_ready(pid, self.start_timeout)
             except ServiceError:
                 stop_process(pid, 5.0, self._proc)
+                self._settle_class_archive(command, clean_exit=False)
                 self._pid_file.unlink(missing_ok=True)
                 raise
             record_endpoint(self.home, self.name, {**self.endpoint(), "pid": pid})
@@ -696,10 +732,15 @@ class KafkaService:
 
         Returns True if a broker was running.
         """
+        if not self.dir.exists():  # never started here: nothing to stop, create nothing
+            forget_endpoint(self.home, self.name)
+            return False
         with file_lock(self.dir / ".lock"):
             pid = self._running_pid()
             if pid is not None:
-                stop_process(pid, self.stop_timeout, self._proc)
+                cmdline = process_cmdline(pid)
+                ended = stop_process(pid, self.stop_timeout, self._proc)
+                self._settle_class_archive(cmdline, clean_exit=ended == "terminated")
             self._pid_file.unlink(missing_ok=True)
             forget_endpoint(self.home, self.name)
             return pid is not None
@@ -712,7 +753,9 @@ class KafkaService:
         with file_lock(self.dir / ".lock"):
             pid = self._running_pid()
             if pid is not None:
+                cmdline = process_cmdline(pid)
                 kill_process(pid, self._proc)
+                self._settle_class_archive(cmdline, clean_exit=False)
             return pid is not None
 
     def restart(self) -> ServiceStatus:
@@ -734,7 +777,8 @@ class KafkaService:
             endpoint.pop("sasl_password", None)  # status output is for humans and logs
         state: State
         if pid is None:
-            state, detail = "stopped", "not running"
+            state = "stopped"
+            detail = "not running" if self._state_file.exists() else "never started here"
         elif probe_kafka(self.bootstrap_servers, timeout=2.0):
             state, detail = "running", f"Kafka {self.version} ({self.security_protocol})"
         else:
