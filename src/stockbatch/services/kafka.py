@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import functools
 import json
 import os
 import re
@@ -98,6 +99,7 @@ def kafka_libs_dir(version: str = KAFKA_VERSION, root: Path | None = None) -> Pa
     return (root or cache_root()) / f"kafka-{version}" / "libs"
 
 
+@functools.lru_cache(maxsize=8)
 def java_version(java: str) -> str:
     """The full version of ``java`` (``17.0.15``), from ``java -version``."""
     try:
@@ -520,7 +522,8 @@ class KafkaService:
         if archive.exists():
             return [f"-XX:SharedArchiveFile={archive}"]
         dump = archive.with_name(f"{archive.name}.{uuid.uuid4().hex[:8]}.tmp")
-        return [f"-XX:ArchiveClassesAtExit={dump}"]
+        # -Xlog:cds=off: the dump lists every class it skips, hundreds of harmless lines.
+        return [f"-XX:ArchiveClassesAtExit={dump}", "-Xlog:cds=off"]
 
     @staticmethod
     def _settle_class_archive(cmdline: list[str], clean_exit: bool) -> None:
@@ -604,9 +607,11 @@ class KafkaService:
 
     def _format(self, java: str, libs: Path, state: dict[str, Any]) -> None:
         """``kafka-storage format`` with the cluster id and both SCRAM users."""
+        archive = [f for f in self._class_archive(java, libs) if f.startswith("-XX:Shared")]
         cmd = [
             java,
             "-Xmx256m",
+            *archive,  # the broker's class archive serves the tool too (same jars)
             f"-Dlog4j2.configurationFile={self.dir / 'log4j2-tool.properties'}",
             "-cp",
             f"{libs}/*",
