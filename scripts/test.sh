@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/setup-services.sh
 if [ -z "${STOCKBATCH_SHARED_DATA:-}" ]; then
   # The shared real-data folder sits beside the checkout on development and CI machines.
   if [ -d "../shared/data/kaggle" ]; then
