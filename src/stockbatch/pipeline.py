@@ -264,7 +264,8 @@ def read_catalog(settings: Settings) -> pl.DataFrame:
     """The bronze catalog: one row per landed unit version (newest batch is active)."""
     path = _catalog_path(settings)
     if not path.exists():
-        return pl.from_arrow(_CATALOG_SCHEMA.empty_table())  # type: ignore[return-value]
+        # Not Schema.empty_table(): that imports pandas (half a second) on first use.
+        return pl.DataFrame(schema=pl.Schema(_CATALOG_SCHEMA))
     return pl.read_parquet(path)
 
 

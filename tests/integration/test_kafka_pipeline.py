@@ -32,7 +32,7 @@ from integration.kafka_checks import (
 from stockbatch import lake, pipeline
 from stockbatch.bus import TransportError, codec
 from stockbatch.cli import app
-from stockbatch.settings import KafkaSettings, Settings
+from stockbatch.settings import Settings
 from stockbatch.sources.kaggle import KaggleSource
 
 pytestmark = pytest.mark.integration
@@ -186,7 +186,7 @@ def test_two_collectors_in_one_group_split_the_partitions(
         stockbatch_proc(env, "collect", "--join-grace", "4", "-q", wait=False) for _ in range(2)
     ]
     outs = [p.communicate(timeout=120) for p in procs]
-    for p, (out, err) in zip(procs, outs, strict=True):
+    for p, (_out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err
     docs = [d for d in pipeline.last_manifests(s, 5) if d["command"] == "collect"]
     assert len(docs) == 2

@@ -195,4 +195,3 @@ def test_counts_parts_and_key_must_agree(good: codec.Envelope) -> None:
     assert _reason(good.key, good.value, latin) == "bad_header"
     ctype = _replace(good.headers, "content-type", b"application/json")
     assert _reason(good.key, good.value, ctype) == "bad_header"
-
