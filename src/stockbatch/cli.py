@@ -39,8 +39,13 @@ app = typer.Typer(
 export_app = typer.Typer(help="Export tables for the ML application (.parquet or .csv).")
 app.add_typer(export_app, name="export")
 
-console = Console(stderr=True)
-out = Console()
+from stockbatch.services.cli import services_app  # noqa: E402  (sub-app registered after app)
+
+app.add_typer(services_app, name="services")
+
+# soft_wrap: summaries stay one line each in logs (Rich would wrap them at 80 columns).
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 EXIT_PARTIAL = 3
 

@@ -39,10 +39,11 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from stockbatch import __version__, lake, schema
 from stockbatch.settings import Settings
-from stockbatch.sources.base import Source, SourceError
+from stockbatch.sources.base import Source, SourceError, SourceUnit
 
 Progress = Callable[[str, int], "ProgressTask"]
 
@@ -417,18 +418,24 @@ def ingest(
     new_entries: list[dict[str, Any]] = []
     task = progress(f"ingest {source.name}", len(units))
     try:
+        todo: list[SourceUnit] = []
         for unit in units:
-            result.units_seen += 1
-            task.advance()
             prior = seen.get((unit.source, unit.ref))
             if not force and unit.sha256 is not None and prior == unit.sha256:
+                result.units_seen += 1
                 result.units_skipped += 1
+                task.advance()
+            else:
+                todo.append(unit)
+        for unit, outcome in source.read_many(todo):
+            result.units_seen += 1
+            task.advance()
+            if isinstance(outcome, SourceError):
+                result.rejected.append(
+                    {"ref": unit.ref, "source": unit.source, "error": str(outcome)}
+                )
                 continue
-            try:
-                table = source.read(unit)
-            except SourceError as exc:
-                result.rejected.append({"ref": unit.ref, "source": unit.source, "error": str(exc)})
-                continue
+            table = outcome
             n = table.num_rows
             sha = unit.sha256 or _table_sha256(table)
             if n == 0:
@@ -561,22 +568,47 @@ def process_fingerprint(settings: Settings, as_of: dt.date, active: pl.DataFrame
     return hashlib.sha256(json.dumps(payload, default=str).encode()).hexdigest()
 
 
-def _read_bronze_bucket(settings: Settings, bucket: int, active: pl.DataFrame) -> pl.DataFrame:
-    files = [
-        p
-        for p in _bronze_root(settings).glob(f"batch=*/bucket={bucket:03d}/*.parquet")
-        if not p.name.startswith(".tmp-")
-    ]
-    if not files:
-        return pl.from_arrow(schema.BRONZE_BARS.empty_table())  # type: ignore[return-value]
-    keys = active.select(
-        pl.col("ref").alias("source_file"), pl.col("batch").alias("ingest_run_id")
-    ).lazy()
-    return (
-        pl.scan_parquet(sorted(files))
-        .join(keys, on=["source_file", "ingest_run_id"], how="semi")
-        .collect()
-    )
+def _bronze_batches(settings: Settings, active: pl.DataFrame) -> tuple[set[str], set[str]]:
+    """(batches whose every landed row is active, batches that are only partly active).
+
+    A batch is wholly active when none of its units was superseded by a newer
+    batch and its files hold exactly the rows the catalog lists for it (no orphan
+    rows, e.g. of a Kafka unit still missing parts). Those batches are read
+    without the row-level filter, which costs more than the read itself.
+    """
+    catalog = read_catalog(settings)
+    cat_rows = dict(catalog.group_by("batch").agg(pl.col("rows").sum()).iter_rows())
+    act_rows = dict(active.group_by("batch").agg(pl.col("rows").sum()).iter_rows())
+    file_rows: dict[str, int] = {}
+    for p in lake.parquet_files(_bronze_root(settings)):
+        batch = p.parent.parent.name.removeprefix("batch=")
+        file_rows[batch] = file_rows.get(batch, 0) + pq.ParquetFile(p).metadata.num_rows
+    whole = {b for b, n in act_rows.items() if n == cat_rows.get(b) == file_rows.get(b, 0)}
+    return whole, set(act_rows) - whole
+
+
+def _read_bronze_bucket(
+    settings: Settings,
+    bucket: int,
+    active: pl.DataFrame,
+    batches: tuple[set[str], set[str]],
+) -> pl.DataFrame:
+    whole, partial = batches
+    files = lake.parquet_files(_bronze_root(settings))
+    mine = [p for p in files if p.parent.name == f"bucket={bucket:03d}"]
+    direct = [p for p in mine if p.parent.parent.name.removeprefix("batch=") in whole]
+    filtered = [p for p in mine if p.parent.parent.name.removeprefix("batch=") in partial]
+    frames = [pl.scan_parquet(direct)] if direct else []
+    if filtered:
+        keys = active.select(
+            pl.col("ref").alias("source_file"), pl.col("batch").alias("ingest_run_id")
+        ).lazy()
+        frames.append(
+            pl.scan_parquet(filtered).join(keys, on=["source_file", "ingest_run_id"], how="semi")
+        )
+    if not frames:
+        return pl.DataFrame(schema=lake.polars_schema(schema.BRONZE_BARS))
+    return pl.concat(frames).collect()
 
 
 def _sum_counts(total: dict[str, Any], part: dict[str, Any]) -> None:
@@ -644,10 +676,11 @@ def process(
     min_dates: list[dt.date] = []
     calendar: SessionCalendar | None = None
 
+    batches = _bronze_batches(settings, active)
     task = progress("validate", buckets)
     try:
         for b in range(buckets):
-            bronze = _read_bronze_bucket(settings, b, active)
+            bronze = _read_bronze_bucket(settings, b, active, batches)
             if calendar is None:
                 calendar = SessionCalendar(
                     settings.process.calendar, end=as_of + dt.timedelta(days=400)

@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, TypeAlias
 
 import pyarrow as pa
 
@@ -78,6 +78,10 @@ class RateLimitedError(SourceError):
         super().__init__(message, ref=ref)
 
 
+ReadOutcome: TypeAlias = "pa.Table | SourceError"
+"""What ``Source.read_many`` yields per unit: its table, or why it could not be read."""
+
+
 class Source(ABC):
     """One ingest source. Implementations: ``KaggleSource``, ``YahooSource``."""
 
@@ -105,6 +109,18 @@ class Source(ABC):
     def describe(self) -> str:
         """What this source reads, for messages (``folder /data/kaggle``)."""
         return self.name
+
+    def read_many(self, units: list[SourceUnit]) -> Iterator[tuple[SourceUnit, ReadOutcome]]:
+        """``read`` every unit, in order; a unit-level failure is yielded, not raised.
+
+        Sequential here; a source whose reads are independent (files) may read
+        ahead in parallel, keeping the order and a bounded number in memory.
+        """
+        for unit in units:
+            try:
+                yield unit, self.read(unit)
+            except SourceError as exc:
+                yield unit, exc
 
 
 def empty_bronze() -> pa.Table:
