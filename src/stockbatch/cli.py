@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sys
+import tempfile
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -240,6 +243,17 @@ def _guard(fn: Any) -> Any:
         return fn()
     except (pipeline.PipelineError, SourceError, TransportError, ValueError, OSError) as exc:
         _fail(str(exc))
+    except typer.Exit:
+        raise
+    except Exception as exc:  # a bug: keep the traceback for the report, not for the screen
+        if os.environ.get("STOCKBATCH_DEBUG"):
+            raise
+        log = Path(tempfile.gettempdir()) / f"stockbatch-error-{os.getpid()}.log"
+        log.write_text(traceback.format_exc())
+        _fail(
+            f"internal error ({type(exc).__name__}: {exc}). This is a bug: please report it "
+            f"with {log} (full traceback); STOCKBATCH_DEBUG=1 shows it here."
+        )
 
 
 # ----------------------------------------------------------------------------- commands
