@@ -591,13 +591,17 @@ def _read_bronze_bucket(
     settings: Settings,
     bucket: int,
     active: pl.DataFrame,
-    batches: tuple[set[str], set[str]],
+    batches: tuple[set[str], set[str]] | None = None,
 ) -> pl.DataFrame:
-    whole, partial = batches
+    """Every active bronze row of one bucket (``batches``: see ``_bronze_batches``)."""
+    whole, _ = batches if batches is not None else _bronze_batches(settings, active)
     files = lake.parquet_files(_bronze_root(settings))
     mine = [p for p in files if p.parent.name == f"bucket={bucket:03d}"]
     direct = [p for p in mine if p.parent.parent.name.removeprefix("batch=") in whole]
-    filtered = [p for p in mine if p.parent.parent.name.removeprefix("batch=") in partial]
+    # Everything else goes through the row filter: partly superseded batches, and
+    # folders that are not one catalog batch (the Kafka collector's files, named by
+    # topic/partition/offsets, hold rows of several ingest runs).
+    filtered = [p for p in mine if p not in direct]
     frames = [pl.scan_parquet(direct)] if direct else []
     if filtered:
         keys = active.select(
