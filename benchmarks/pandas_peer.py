@@ -1,7 +1,7 @@
 """The plain-pandas peer of stockbatch's process stage (CSV -> silver -> gold).
 
 What a pandas user would otherwise write for the same contract
-(/work/shared/FEATURES.md sections 1-5): read every CSV with ``pd.read_csv``,
+(the FEATURES.md data contract, sections 1-5): read every CSV with ``pd.read_csv``,
 concatenate, validate (section 4), keep one source per symbol (section 5),
 compute the daily features with ``groupby`` + ``rolling``/``ewm`` (section 2)
 and the quarterly table (section 3), and write Parquet. It is idiomatic pandas,
