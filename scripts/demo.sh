@@ -14,6 +14,7 @@ rc=$?
 set -e
 if [ "$rc" -ne 0 ] && [ "$rc" -ne 3 ]; then exit "$rc"; fi
 $SB runs --last
+$SB runs --last --json   # counts per reason code and health flags
 $SB export quarterly --out "$STOCKBATCH_HOME/exports/quarterly.parquet"
 $SB export daily --symbols AAPL --out "$STOCKBATCH_HOME/exports/aapl_daily.csv"
 echo "demo: outputs are under $STOCKBATCH_HOME (lake/, warehouse.db, exports/)"

@@ -48,7 +48,7 @@ app.add_typer(services_app, name="services")
 
 # soft_wrap: summaries stay one line each in logs (Rich would wrap them at 80 columns).
 console = Console(stderr=True, soft_wrap=True)
-out = Console(soft_wrap=True)
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 
 EXIT_PARTIAL = 3
 
@@ -469,13 +469,22 @@ def runs(
     from rich.table import Table
 
     table = Table(
-        "run id", "command", "status", "rows in", "clean", "quarantined", "dedup", "seconds"
+        "run id",
+        "command",
+        "status",
+        "landed",
+        "rows in",
+        "clean",
+        "quarantined",
+        "dedup",
+        "seconds",
     )
     for r in rows:
         table.add_row(
             r["run_id"],
             r["command"],
             r["status"],
+            f"{r['rows_landed']:,}",
             f"{r['rows_in']:,}",
             f"{r['rows_clean']:,}",
             f"{r['rows_quarantined']:,}",

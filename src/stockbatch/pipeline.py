@@ -1131,6 +1131,7 @@ def run_summary(doc: dict[str, Any]) -> dict[str, Any]:
         "status": doc.get("status"),
         "started_at": doc.get("started_at"),
         "duration_s": doc.get("duration_s", 0.0),
+        "rows_landed": doc.get("ingest", {}).get("rows", 0),
         "rows_in": counts.get("rows_in", 0),
         "rows_clean": counts.get("rows_clean", 0),
         "rows_quarantined": counts.get("rows_quarantined", 0),
