@@ -1,0 +1,195 @@
+"""Parity: the Spark engine against the Polars engine, on the same silver input.
+
+Input: three REAL files of the shared Kaggle Huge sample (pg: 12,075 rows from
+1970, long EWMs; rsls: prices from ~31,000 down to ~1.6 and zero-volume days;
+zbzx: mostly zero volume, flat stretches), plus HAND-MADE EDGE CASES (not market
+data): a one-row symbol, a zero-volume symbol, a flat-price symbol (RSI 50,
+std 0, null volume_z_20), a symbol with an adj_close (factor != 1) and a
+symbol with fewer rows than the 14-row Wilder windows.
+
+Every column of schema.DAILY_FEATURES is compared: same rows, nulls in the same
+places, ``|a - b| <= 1e-8 * max(|a|, 1)`` (FEATURES.md).
+
+Needs PySpark (pinned in requirements.lock, installed by scripts/setup.sh) and Java 17; a local
+SparkSession (``local[2]``) is started once per test session.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Iterator
+from datetime import date, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+# PySpark is pinned in requirements.lock (extra `spark`): a missing install must fail
+# the run, not skip the parity check quietly.
+from pyspark.sql import SparkSession
+
+from stockbatch import schema
+from stockbatch.features.polars_engine import compute_daily as polars_daily
+from stockbatch.features.spark_engine import compute_daily as spark_daily
+
+pytestmark = [pytest.mark.spark]
+
+FILES = ("Stocks/pg.us.txt", "Stocks/rsls.us.txt", "Stocks/zbzx.us.txt")
+SILVER = pl.DataFrame(schema.SILVER_BARS.empty_table()).schema
+TOL = 1e-8
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[SparkSession]:
+    # Python workers must run this interpreter (it has stockbatch installed): the
+    # spark.pyspark.python setting alone was not honoured in local mode (measured).
+    previous = os.environ.get("PYSPARK_PYTHON")
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("stockbatch-parity")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.default.parallelism", "2")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.pyspark.python", sys.executable)
+        .config("spark.pyspark.driver.python", sys.executable)
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+    if previous is None:
+        os.environ.pop("PYSPARK_PYTHON", None)
+    else:
+        os.environ["PYSPARK_PYTHON"] = previous
+
+
+def _read_silver(root: Path, rel: str) -> pl.DataFrame:
+    """One Huge-sample file in silver shape (these files are already clean)."""
+    raw = pl.read_csv(root / rel, schema_overrides={"Date": pl.String, "Volume": pl.Float64})
+    return raw.select(
+        pl.lit(Path(rel).name.removesuffix(".us.txt").upper()).alias("symbol"),
+        pl.col("Date").str.to_date().alias("trade_date"),
+        pl.col("Open").cast(pl.Float64).alias("open"),
+        pl.col("High").cast(pl.Float64).alias("high"),
+        pl.col("Low").cast(pl.Float64).alias("low"),
+        pl.col("Close").cast(pl.Float64).alias("close"),
+        pl.lit(None, pl.Float64).alias("adj_close"),
+        pl.col("Volume").alias("volume"),
+        pl.lit("kaggle-huge").alias("source"),
+        pl.lit(True).alias("is_adjusted"),
+        pl.lit(False).alias("superseded"),
+        pl.lit(rel).alias("source_file"),
+        (pl.int_range(pl.len(), dtype=pl.Int32) + 2).alias("line_no"),
+    ).cast(dict(SILVER))  # type: ignore[arg-type]
+
+
+def _edge_cases() -> pl.DataFrame:
+    """HAND-MADE EDGE CASES (not market data)."""
+
+    def bars(symbol: str, closes: list[float], **cols: list[float | None]) -> pl.DataFrame:
+        n = len(closes)
+        dates: list[date] = []
+        d = date(2017, 1, 2)
+        while len(dates) < n:
+            if d.weekday() < 5:
+                dates.append(d)
+            d += timedelta(days=1)
+        data = {
+            "symbol": [symbol] * n,
+            "trade_date": dates,
+            "open": cols.get("opens", closes),
+            "high": cols.get("highs", [c + 1 for c in closes]),
+            "low": cols.get("lows", [c - 1 for c in closes]),
+            "close": closes,
+            "adj_close": cols.get("adj_closes", [None] * n),
+            "volume": cols.get("volumes", [1000.0] * n),
+            "source": ["hand-made"] * n,
+            "is_adjusted": [False] * n,
+            "superseded": [False] * n,
+            "source_file": ["hand-made"] * n,
+            "line_no": list(range(2, n + 2)),
+        }
+        return pl.DataFrame(data, schema=SILVER)
+
+    wave = [10 + 3 * math.sin(t / 3) + t / 10 for t in range(60)]
+    return pl.concat(
+        [
+            bars("ONE", [42.0]),
+            bars("ZEROVOL", wave, volumes=[0.0] * 60),
+            bars("FLAT", [7.0] * 40, highs=[7.0] * 40, lows=[7.0] * 40),
+            bars("ADJ", wave, adj_closes=[w * 0.5 for w in wave]),
+            bars("SHORT", wave[:13]),
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def silver(huge_sample: Path) -> pl.DataFrame:
+    return pl.concat([*(_read_silver(huge_sample, f) for f in FILES), _edge_cases()])
+
+
+@pytest.fixture(scope="module")
+def both(spark: SparkSession, silver: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    expected = polars_daily(silver)
+    sdf = spark.createDataFrame(silver.to_pandas(), schema=SPARK_SILVER)
+    got = pl.from_arrow(spark_daily(sdf).toArrow())
+    assert isinstance(got, pl.DataFrame)
+    key = ["symbol", "trade_date"]
+    return expected.sort(key), got.sort(key)
+
+
+SPARK_SILVER = (
+    "symbol string, trade_date date, open double, high double, low double, "
+    "close double, adj_close double, volume double, source string, "
+    "is_adjusted boolean, superseded boolean, source_file string, line_no int"
+)
+
+
+def test_same_columns_and_types(both: tuple[pl.DataFrame, pl.DataFrame]) -> None:
+    expected, got = both
+    assert got.columns == list(schema.DAILY_FEATURES.names)
+    assert got.schema == expected.schema
+
+
+def test_same_rows(both: tuple[pl.DataFrame, pl.DataFrame]) -> None:
+    expected, got = both
+    assert got.height == expected.height
+    for col in schema.DAILY_BAR_COLUMNS:
+        assert got[col].equals(expected[col], null_equal=True), col
+
+
+@pytest.mark.parametrize("name", schema.DAILY_FEATURE_COLUMNS)
+def test_feature_parity(both: tuple[pl.DataFrame, pl.DataFrame], name: str) -> None:
+    expected, got = both
+    a, b = expected[name], got[name]
+    assert a.is_null().equals(b.is_null()), (
+        f"{name}: nulls differ at rows {(a.is_null() != b.is_null()).arg_true().head(5).to_list()}"
+    )
+    both_nan = a.is_nan() & b.is_nan()
+    ok = ((a - b).abs() <= TOL * a.abs().clip(lower_bound=1.0)) | both_nan | a.is_null()
+    if not ok.all():
+        bad = expected.with_columns(b.alias("spark")).filter(~ok)
+        sample = bad.select("symbol", "trade_date", name, "spark").head(5)
+        pytest.fail(f"{name}: {bad.height} values differ, e.g.\n{sample}")
+
+
+def test_edge_case_values(both: tuple[pl.DataFrame, pl.DataFrame]) -> None:
+    """Spot checks that the edge cases really exercise what they are meant to."""
+    _, got = both
+    one = got.filter(pl.col("symbol") == "ONE")
+    assert one.height == 1 and one["true_range"][0] == 2.0 and one["ema_12"][0] == 42.0
+    flat = got.filter(pl.col("symbol") == "FLAT")
+    assert flat["rsi_14"].drop_nulls().unique().to_list() == [50.0]
+    assert flat["volume_z_20"].null_count() == flat.height
+    zero = got.filter(pl.col("symbol") == "ZEROVOL")
+    assert zero["volume_z_20"].null_count() == zero.height
+    assert zero["dollar_volume"].unique().to_list() == [0.0]
+    short = got.filter(pl.col("symbol") == "SHORT")
+    assert short["atr_14"].null_count() == short.height
