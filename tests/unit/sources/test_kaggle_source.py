@@ -275,7 +275,9 @@ def test_header_match_ignores_case_and_padding() -> None:
 # Lines built from the characters that matter (separators, whitespace, CR, digits,
 # non-ASCII, U+FFFD, NUL) plus anything else Unicode has.
 _chars = st.sampled_from(list("0123456789.-,,,, \t\r\x0b\x0cAZaz\u00e9\ufffd\x00\x85\u2028"))
-_line = st.text(_chars | st.characters(), max_size=40)
+# Lone surrogates (category Cs) cannot be encoded, so no file can hold them; invalid
+# bytes are covered by the bytes-level property test.
+_line = st.text(_chars | st.characters(exclude_categories=("Cs",)), max_size=40)
 _clean_row = st.lists(
     st.text(st.sampled_from(list("0123456789.-e")), max_size=8), min_size=7, max_size=7
 ).map(",".join)
