@@ -297,7 +297,7 @@ def test_validate_agrees_with_the_oracle(rows: list[dict[str, Any]]) -> None:
     assert keys == sorted(keys)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.one_of(number_text, st.text(max_size=8)), max_size=50))
 @example(["nan", "NaN", "inf", "+inf", "Infinity", "infinity", "1e400", "-1e400", "1.", ".5"])
 @example(["1_000", "0x10", "1d", "1f", "\u0661", "+-1", "1e5.5", "..5", "E5", "-.e1", "1.5E+3"])
@@ -324,7 +324,7 @@ def test_polars_parser_matches_declared_grammar(texts: list[str | None]) -> None
         assert bad == (expected == BAD), repr(t)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(date_text, max_size=50))
 def test_date_parser_matches_declared_grammar(texts: list[str | None]) -> None:
     frame = to_frame([{**dict.fromkeys(schema.BRONZE_BARS.names), "trade_date": t} for t in texts])
