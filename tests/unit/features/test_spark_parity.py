@@ -33,11 +33,11 @@ from pyspark.sql import SparkSession
 from stockbatch import schema
 from stockbatch.features.polars_engine import compute_daily as polars_daily
 from stockbatch.features.spark_engine import compute_daily as spark_daily
+from support.silver import SILVER, read_silver
 
 pytestmark = [pytest.mark.spark]
 
 FILES = ("Stocks/pg.us.txt", "Stocks/rsls.us.txt", "Stocks/zbzx.us.txt")
-SILVER = pl.DataFrame(schema.SILVER_BARS.empty_table()).schema
 TOL = 1e-8
 
 
@@ -68,26 +68,6 @@ def spark() -> Iterator[SparkSession]:
         os.environ.pop("PYSPARK_PYTHON", None)
     else:
         os.environ["PYSPARK_PYTHON"] = previous
-
-
-def _read_silver(root: Path, rel: str) -> pl.DataFrame:
-    """One Huge-sample file in silver shape (these files are already clean)."""
-    raw = pl.read_csv(root / rel, schema_overrides={"Date": pl.String, "Volume": pl.Float64})
-    return raw.select(
-        pl.lit(Path(rel).name.removesuffix(".us.txt").upper()).alias("symbol"),
-        pl.col("Date").str.to_date().alias("trade_date"),
-        pl.col("Open").cast(pl.Float64).alias("open"),
-        pl.col("High").cast(pl.Float64).alias("high"),
-        pl.col("Low").cast(pl.Float64).alias("low"),
-        pl.col("Close").cast(pl.Float64).alias("close"),
-        pl.lit(None, pl.Float64).alias("adj_close"),
-        pl.col("Volume").alias("volume"),
-        pl.lit("kaggle-huge").alias("source"),
-        pl.lit(True).alias("is_adjusted"),
-        pl.lit(False).alias("superseded"),
-        pl.lit(rel).alias("source_file"),
-        (pl.int_range(pl.len(), dtype=pl.Int32) + 2).alias("line_no"),
-    ).cast(dict(SILVER))  # type: ignore[arg-type]
 
 
 def _edge_cases() -> pl.DataFrame:
@@ -132,7 +112,7 @@ def _edge_cases() -> pl.DataFrame:
 
 @pytest.fixture(scope="module")
 def silver(huge_sample: Path) -> pl.DataFrame:
-    return pl.concat([*(_read_silver(huge_sample, f) for f in FILES), _edge_cases()])
+    return pl.concat([*(read_silver(huge_sample, f) for f in FILES), _edge_cases()])
 
 
 @pytest.fixture(scope="module")
