@@ -162,15 +162,22 @@ class ProcessResult:
     reused_from: str | None = None
     duration_s: float = 0.0
     winners: dict[str, str] = field(default_factory=dict)
+    recomputed: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> str:
         """One line for people."""
         c = self.counts
-        head = (
-            f"process: unchanged since run {self.reused_from} (nothing to do); "
-            if self.skipped
-            else "process: "
-        )
+        r = self.recomputed
+        if self.skipped:
+            head = f"process: unchanged since run {self.reused_from} (nothing to do); "
+        elif r.get("mode") == "incremental":
+            head = (
+                f"process (incremental: {r.get('new_rows', 0):,} new rows, "
+                f"{r.get('symbols_appended', 0):,} symbols appended, "
+                f"{len(r.get('rebuilt_buckets', [])):,} buckets rebuilt): "
+            )
+        else:
+            head = "process: "
         return (
             f"{head}rows in {c.get('rows_in', 0):,} = clean {c.get('rows_clean', 0):,} "
             f"+ quarantined {c.get('rows_quarantined', 0):,} "
@@ -257,6 +264,12 @@ _CATALOG_SCHEMA = pa.schema(
         ("batch", pa.string()),
         ("rows", pa.int64()),
         ("ingested_at", pa.string()),
+        # Files only: byte size, and when this version is the previous one plus
+        # appended lines, that version's sha256 and the first new line number (so
+        # `process` can treat just those lines as new; see incremental.py).
+        ("size", pa.int64()),
+        ("extends", pa.string()),
+        ("first_new_line", pa.int64()),
     ]
 )
 
@@ -267,7 +280,12 @@ def read_catalog(settings: Settings) -> pl.DataFrame:
     if not path.exists():
         # Not Schema.empty_table(): that imports pandas (half a second) on first use.
         return pl.DataFrame(schema=pl.Schema(_CATALOG_SCHEMA))
-    return pl.read_parquet(path)
+    cat = pl.read_parquet(path)
+    # Catalogs written before a column existed: the column is null there.
+    target = pl.Schema(_CATALOG_SCHEMA)
+    return cat.with_columns(
+        pl.lit(None, dtype).alias(name) for name, dtype in target.items() if name not in cat.columns
+    ).select(target.names())
 
 
 def active_units(settings: Settings) -> pl.DataFrame:
@@ -395,11 +413,9 @@ def ingest(
     run_id = run_id or new_run_id()
     result = IngestResult(run_id=run_id, source=source.name, transport=settings.transport)
     catalog = read_catalog(settings)
-    seen = (
-        {(r["source"], r["ref"]): r["sha256"] for r in active_units(settings).iter_rows(named=True)}
-        if not catalog.is_empty()
-        else {}
-    )
+    active = active_units(settings) if not catalog.is_empty() else catalog
+    seen = {(r["source"], r["ref"]): r["sha256"] for r in active.iter_rows(named=True)}
+    sizes = {(r["source"], r["ref"]): r["size"] for r in active.iter_rows(named=True)}
     units = list(source.units())
     if not units and not source.allows_no_units:
         raise PipelineError(
@@ -451,6 +467,8 @@ def ingest(
                 writer.add(table)
             result.units_ingested += 1
             result.rows += n
+            key = (unit.source, unit.ref)
+            first_new = _appended_lines(unit, seen.get(key), sizes.get(key))
             new_entries.append(
                 {
                     "source": unit.source,
@@ -459,6 +477,9 @@ def ingest(
                     "batch": run_id,
                     "rows": n,
                     "ingested_at": dt.datetime.now(dt.UTC).isoformat(),
+                    "size": unit.size,
+                    "extends": seen.get(key) if first_new is not None else None,
+                    "first_new_line": first_new,
                 }
             )
             result.units.append({"ref": unit.ref, "source": unit.source, "rows": n, "sha256": sha})
@@ -487,6 +508,39 @@ def ingest(
         append_catalog(settings, new_entries)
     result.duration_s = time.perf_counter() - started
     return result
+
+
+def _appended_lines(unit: SourceUnit, prior_sha: str | None, prior_size: int | None) -> int | None:
+    """First new line number when ``unit``'s file is its prior version plus appended lines.
+
+    True when the file's first ``prior_size`` bytes hash to the prior version's
+    sha256 and the old last line was complete (ended by a newline in either
+    version). Line numbers are 1-based and count ``\n`` like the Kaggle parser.
+    """
+    if unit.path is None or not prior_sha or not prior_size or not unit.size:
+        return None
+    if unit.size <= prior_size or unit.sha256 == prior_sha:
+        return None
+    h = hashlib.sha256()
+    newlines = 0
+    last = b""
+    with unit.path.open("rb") as fh:
+        remaining = prior_size
+        while remaining:
+            block = fh.read(min(remaining, 1 << 20))
+            if not block:
+                return None
+            h.update(block)
+            newlines += block.count(b"\n")
+            last = block[-1:]
+            remaining -= len(block)
+        nxt = fh.read(1)
+    if h.hexdigest() != prior_sha:
+        return None
+    if last == b"\n":
+        return newlines + 1
+    # The old last line had no newline: it is unchanged only if the new file ends it here.
+    return newlines + 2 if nxt == b"\n" else None
 
 
 def _table_sha256(table: pa.Table) -> str:
@@ -615,33 +669,22 @@ def _read_bronze_bucket(
     return pl.concat(frames).collect()
 
 
-def _sum_counts(total: dict[str, Any], part: dict[str, Any]) -> None:
-    for key, value in part.items():
-        if isinstance(value, dict):
-            _sum_counts(total.setdefault(key, {}), value)
-        else:
-            total[key] = total.get(key, 0) + value
-
-
-def _replace_layer(root: Path, written: set[Path]) -> None:
-    """Remove files of a layer that this run did not write (e.g. buckets that vanished)."""
-    for p in lake.parquet_files(root):
-        if p not in written:
-            p.unlink()
-
-
 def process(
     settings: Settings,
     *,
     run_id: str | None = None,
     as_of: dt.date | None = None,
     force: bool = False,
+    full: bool = False,
     progress: Progress = _no_progress,
 ) -> ProcessResult:
-    """Validate bronze into silver and compute gold features (Polars engine)."""
-    from stockbatch import quality
+    """Validate bronze into silver and compute gold features.
+
+    Incremental by default: only what new bronze rows affect is recomputed (see
+    :mod:`stockbatch.processing`); ``full`` (or ``force``) rebuilds everything.
+    """
+    from stockbatch import processing
     from stockbatch.calendar import SessionCalendar
-    from stockbatch.features import polars_engine
 
     started = time.perf_counter()
     run_id = run_id or new_run_id()
@@ -654,7 +697,7 @@ def process(
         )
     fingerprint = process_fingerprint(settings, as_of, active)
     state = _read_state(_state_path(settings))
-    if not force and state.get("fingerprint") == fingerprint:
+    if not (force or full) and state.get("fingerprint") == fingerprint:
         return ProcessResult(
             run_id=run_id,
             skipped=True,
@@ -669,113 +712,73 @@ def process(
             duration_s=time.perf_counter() - started,
         )
 
-    buckets = settings.lake.buckets
-    silver = settings.lake_path / lake.SILVER
-    gold = settings.lake_path / lake.GOLD
-    comp = settings.lake.compression
-    counts: dict[str, Any] = {}
-    winners: dict[str, str] = {}
-    written: set[Path] = set()
-    last_dates: list[dt.date] = []
-    min_dates: list[dt.date] = []
-    calendar: SessionCalendar | None = None
-
-    batches = _bronze_batches(settings, active)
-    task = progress("validate", buckets)
-    try:
-        for b in range(buckets):
-            bronze = _read_bronze_bucket(settings, b, active, batches)
-            if calendar is None:
-                calendar = SessionCalendar(
-                    settings.process.calendar, end=as_of + dt.timedelta(days=400)
-                )
-            res = quality.validate(
-                bronze,
-                as_of=as_of,
-                is_session=calendar.is_session,
-                source_priority=settings.process.source_priority,
-            )
-            _sum_counts(counts, res.counts)
-            winners.update(res.winners)
-            for name, frame, target in (
-                ("bars", res.clean, schema.SILVER_BARS),
-                ("quarantine", res.quarantine, schema.QUARANTINE),
-            ):
-                path = lake.bucket_dir(silver / name, b) / "part-00000.parquet"
-                lake.write_parquet_atomic(lake.conform(frame, target), path, comp)
-                written.add(path)
-            live = res.clean.filter(~pl.col("superseded"))
-            if len(live):
-                last_dates.append(live["trade_date"].max())  # type: ignore[arg-type]
-                min_dates.append(live["trade_date"].min())  # type: ignore[arg-type]
-            task.advance()
-    finally:
-        task.close()
-    _replace_layer(silver / "bars", written)
-    _replace_layer(silver / "quarantine", written)
-    assert calendar is not None
-
-    dataset_last = max(last_dates) if last_dates else as_of
-    quarterly_parts: list[pl.DataFrame] = []
-    daily_rows = 0
-    symbols = 0
-    task = progress("features", buckets)
-    try:
-        for b in range(buckets):
-            path = lake.bucket_dir(silver / "bars", b) / "part-00000.parquet"
-            bars = pl.read_parquet(path).filter(~pl.col("superseded"))
-            daily = polars_engine.compute_daily(bars)
-            out = lake.bucket_dir(gold / "daily_features", b) / "part-00000.parquet"
-            lake.write_parquet_atomic(lake.conform(daily, schema.DAILY_FEATURES), out, comp)
-            written.add(out)
-            daily_rows += len(daily)
-            symbols += daily["symbol"].n_unique()
-            if len(daily):
-                quarterly_parts.append(
-                    polars_engine.compute_quarterly(daily, calendar, dataset_last)
-                )
-            task.advance()
-    finally:
-        task.close()
-    _replace_layer(gold / "daily_features", written)
-    quarterly = (
-        pl.concat(quarterly_parts).sort(["symbol", "quarter"])
-        if quarterly_parts
-        else pl.from_arrow(schema.QUARTERLY_FEATURES.empty_table())
+    engine = processing_engine(settings)
+    calendar = SessionCalendar(settings.process.calendar, end=as_of + dt.timedelta(days=400))
+    ctx = processing.StageContext(
+        settings=settings,
+        engine=engine,
+        run_id=run_id,
+        as_of=as_of,
+        calendar=calendar,
+        progress=progress,
     )
-    assert isinstance(quarterly, pl.DataFrame)
-    qpath = gold / "quarterly_features" / "part-00000.parquet"
-    lake.write_parquet_atomic(lake.conform(quarterly, schema.QUARTERLY_FEATURES), qpath, comp)
-
+    batches = _bronze_batches(settings, active)
+    bronze_files = lake.parquet_files(_bronze_root(settings))
+    outcome, entries = processing.run_stage(
+        ctx,
+        state=state,
+        active=active,
+        bronze_files=bronze_files,
+        read_bronze=lambda b: _read_bronze_bucket(settings, b, active, batches),
+        full=force or full,
+    )
+    _check_reconciles(outcome.counts)
     result = ProcessResult(
         run_id=run_id,
         skipped=False,
         fingerprint=fingerprint,
-        counts=counts,
+        counts=outcome.counts,
         as_of=as_of,
-        daily_rows=daily_rows,
-        quarterly_rows=len(quarterly),
-        symbols=symbols,
-        winners=winners,
+        daily_rows=outcome.daily_rows,
+        quarterly_rows=outcome.quarterly_rows,
+        symbols=outcome.symbols,
+        winners=outcome.winners,
         duration_s=time.perf_counter() - started,
+        recomputed=outcome.recomputed,
     )
-    _check_reconciles(counts)
+    old_sums = state.get("gold_checksums", {}) if entries["recomputed"]["mode"] != "full" else {}
+    old_files = state.get("files", {})
+    files = processing.snapshot(settings)
     state_doc = {
+        **entries,
         "fingerprint": fingerprint,
         "run_id": run_id,
-        "counts": counts,
-        "daily_rows": daily_rows,
-        "quarterly_rows": len(quarterly),
-        "symbols": symbols,
-        "winners": winners,
+        "counts": outcome.counts,
+        "daily_rows": outcome.daily_rows,
+        "quarterly_rows": outcome.quarterly_rows,
+        "symbols": outcome.symbols,
+        "winners": outcome.winners,
         "as_of": as_of.isoformat(),
-        "dataset_last_date": dataset_last.isoformat(),
-        "gold_checksums": gold_checksums(settings),
+        "dataset_last_date": outcome.dataset_last.isoformat(),
+        "engine": engine.name,
+        "gold_checksums": gold_checksums(settings, reuse=old_sums, old=old_files, now=files),
+        "files": files,
     }
     lake.atomic_write_bytes(
         _state_path(settings), json.dumps(state_doc, indent=2, sort_keys=True).encode()
     )
     return result
+
+
+def processing_engine(settings: Settings) -> Any:
+    """The feature engine the settings ask for."""
+    from stockbatch import processing
+
+    if settings.process.engine == "spark":
+        from stockbatch.features.spark_engine import SparkStageEngine
+
+        return SparkStageEngine.for_settings(settings)
+    return processing.PolarsEngine()
 
 
 def _check_reconciles(counts: dict[str, Any]) -> None:
@@ -792,12 +795,26 @@ def _check_reconciles(counts: dict[str, Any]) -> None:
         )
 
 
-def gold_checksums(settings: Settings) -> dict[str, str]:
-    """SHA-256 of every gold file, keyed by its path relative to the lake."""
+def gold_checksums(
+    settings: Settings,
+    *,
+    reuse: dict[str, str] | None = None,
+    old: dict[str, list[int]] | None = None,
+    now: dict[str, list[int]] | None = None,
+) -> dict[str, str]:
+    """SHA-256 of every gold file, keyed by its path relative to the lake.
+
+    ``reuse``: known checksums, kept for files whose (size, mtime) is the same in
+    ``old`` and ``now`` (an incremental update hashes only the files it wrote).
+    """
     root = settings.lake_path
-    return {
-        str(p.relative_to(root)): lake.file_sha256(p) for p in lake.parquet_files(root / lake.GOLD)
-    }
+    out: dict[str, str] = {}
+    for p in lake.parquet_files(root / lake.GOLD):
+        rel = str(p.relative_to(root))
+        known = (reuse or {}).get(rel)
+        same = old is not None and now is not None and rel in old and old.get(rel) == now.get(rel)
+        out[rel] = known if known and same else lake.file_sha256(p)
+    return out
 
 
 # ----------------------------------------------------------------------------- load
@@ -1004,6 +1021,7 @@ def write_run_manifest(
             "quarterly_rows": p.quarterly_rows,
             "symbols": p.symbols,
             "source_choice": p.winners,
+            "recomputed": p.recomputed,
             "gold_checksums": _read_state(_state_path(settings)).get("gold_checksums", {}),
         }
         doc["counts"] = p.counts

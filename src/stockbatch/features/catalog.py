@@ -294,3 +294,42 @@ def check_order(defs: Iterable[FeatureDef], available: Iterable[str]) -> None:
 def annualization_scale(d: FeatureDef) -> float:
     """``sqrt(params['annualization'])``, or 1.0 when not annualised."""
     return math.sqrt(d.params.get("annualization", 1.0))
+
+
+# --- incremental processing -----------------------------------------------------------------
+
+RECURSIVE_KINDS = frozenset({"ema", "wilder_mean"})
+"""Kinds whose value depends on every earlier row (an infinite recursion, not a window)."""
+
+CARRY_COLUMNS: tuple[str, ...] = tuple(d.name for d in DAILY_FEATURES if d.kind in RECURSIVE_KINDS)
+"""The recursive daily columns: their values on a symbol's last row are the state an
+incremental update carries forward (``ema_12, ema_26, macd_signal, _avg_gain, _avg_loss,
+atr_14``)."""
+
+STATE_COLUMNS: tuple[str, ...] = tuple(
+    d.name for d in DAILY_FEATURES if d.kind in RECURSIVE_KINDS and d.role == "intermediate"
+)
+"""Carried columns that gold does not publish (``_avg_gain, _avg_loss``); engines return
+them on request (``with_state=True``) so the next update can start from them."""
+
+
+def lookback_rows(defs: Iterable[FeatureDef] = (*ADJUSTMENT, *DAILY_FEATURES)) -> int:
+    """How many earlier rows of a symbol a row's features read, once the recursive kinds
+    carry their state: the longest chain of windows and lags in the catalog.
+
+    An incremental update recomputes a symbol's new rows from this many earlier rows
+    plus the carried state, and gets the values of a full rebuild.
+    """
+    depth: dict[str, int] = {}
+    for d in defs:
+        base = max((depth.get(i, 0) for i in d.inputs), default=0)
+        if d.kind in {"ratio_lag", "log_ratio_lag", "diff_lag"}:
+            base += d.lag
+        elif d.kind == "true_range":
+            base += 1
+        elif d.kind in RECURSIVE_KINDS:
+            pass  # the carried value replaces the history
+        elif d.window is not None:
+            base += d.window - 1
+        depth[d.name] = base
+    return max(depth.values(), default=0)

@@ -29,8 +29,10 @@ from stockbatch.features.catalog import (
     ADJUSTMENT,
     ADJUSTMENT_INPUTS,
     AGGREGATE_KINDS,
+    CARRY_COLUMNS,
     DAILY_FEATURES,
     QUARTERLY_FEATURES,
+    STATE_COLUMNS,
     FeatureDef,
     annualization_scale,
 )
@@ -387,9 +389,14 @@ def _layers(defs: Sequence[FeatureDef], available: Iterable[str]) -> list[list[F
     return [layer for layer in layers if layer]
 
 
-def _apply(lf: pl.LazyFrame, defs: Sequence[FeatureDef], compile_one: Compiler) -> pl.LazyFrame:
+def _apply(
+    lf: pl.LazyFrame,
+    defs: Sequence[FeatureDef],
+    compile_one: Compiler,
+    prepare: dict[str, Compiler] = PREPARE,
+) -> pl.LazyFrame:
     for layer in _layers(defs, lf.collect_schema().names()):
-        prep = [PREPARE[d.kind](d).alias(_prep_name(d)) for d in layer if d.kind in PREPARE]
+        prep = [prepare[d.kind](d).alias(_prep_name(d)) for d in layer if d.kind in prepare]
         if prep:
             lf = lf.with_columns(prep)
         lf = lf.with_columns(compile_one(d).alias(d.name) for d in layer)
@@ -451,14 +458,80 @@ def _sorted_bars(bars: Frame) -> pl.DataFrame:
     )
 
 
-def daily_lazy(bars: Frame) -> pl.LazyFrame:
+_CARRY_DATE = "__carry_date"
+
+
+def _carry_col(name: str) -> str:
+    return f"__carry__{name}"
+
+
+def _carried(d: FeatureDef, x: pl.Expr) -> pl.Expr:
+    """The recursion input of ``d`` when a carry row may be present: ``x`` for symbols
+    without one; else null before the carry row (so the recursion starts there), the
+    carried value on it, ``x`` after it."""
+    cd, date = pl.col(_CARRY_DATE), pl.col(DATE)
+    return (
+        pl.when(cd.is_null())
+        .then(x)
+        .when(date < cd)
+        .then(None)
+        .when(date == cd)
+        .then(pl.col(_carry_col(d.name)))
+        .otherwise(_col(d))
+    )
+
+
+def _compile_row_carried(d: FeatureDef) -> pl.Expr:
+    if d.kind == "ema":
+        return _ewm(_carried(d, _col(d)), 2.0 / (_window(d) + 1.0))
+    return ROW_COMPILERS[d.kind](d)
+
+
+def _prep_wilder_carried(d: FeatureDef) -> pl.Expr:
+    return _carried(d, _prep_wilder_seeded(d))
+
+
+def _with_carry(df: pl.DataFrame, carry: pl.DataFrame) -> pl.DataFrame:
+    """Join the carry rows (one per symbol) and check each lies on a row of ``bars``."""
+    missing = [c for c in (SYMBOL, DATE, *CARRY_COLUMNS) if c not in carry.columns]
+    if missing:
+        raise ValueError(f"carry lacks columns {missing}")
+    if carry[SYMBOL].is_duplicated().any():
+        raise ValueError("carry must hold one row per symbol")
+    if carry.select(pl.col(CARRY_COLUMNS).null_count()).sum_horizontal().item():
+        raise ValueError("carried values must not be null")
+    renamed = carry.select(
+        SYMBOL,
+        pl.col(DATE).alias(_CARRY_DATE),
+        *(pl.col(c).cast(pl.Float64).alias(_carry_col(c)) for c in CARRY_COLUMNS),
+    )
+    out = df.join(renamed, on=SYMBOL, how="left", maintain_order="left")
+    on_row = out.select((pl.col(DATE) == pl.col(_CARRY_DATE)).sum()).item()
+    present = carry.join(df.select(SYMBOL).unique(), on=SYMBOL, how="semi").height
+    if on_row != present:
+        raise ValueError("every carry row must be a row of bars (same symbol and trade_date)")
+    return out
+
+
+def daily_lazy(
+    bars: Frame, carry: pl.DataFrame | None = None, *, with_state: bool = False
+) -> pl.LazyFrame:
     """The lazy query behind :func:`compute_daily` (checks and sorts eagerly first)."""
-    lf = adjusted(_sorted_bars(bars).lazy())
-    lf = _apply(lf, DAILY_FEATURES, _compile_row)
-    return lf.select(_casts(_DAILY_SCHEMA))
+    df = _sorted_bars(bars)
+    compile_one = _compile_row
+    prepare = PREPARE
+    if carry is not None:
+        df = _with_carry(df, carry)
+        compile_one = _compile_row_carried
+        prepare = {"wilder_mean": _prep_wilder_carried}
+    lf = _apply(adjusted(df.lazy()), DAILY_FEATURES, compile_one, prepare)
+    state = [pl.col(c).cast(pl.Float64) for c in STATE_COLUMNS] if with_state else []
+    return lf.select(*_casts(_DAILY_SCHEMA), *state)
 
 
-def compute_daily(bars: Frame) -> pl.DataFrame:
+def compute_daily(
+    bars: Frame, carry: pl.DataFrame | None = None, *, with_state: bool = False
+) -> pl.DataFrame:
     """FEATURES.md section 2 for every row of ``bars``.
 
     ``bars``: clean, non-superseded silver rows (the :data:`schema.SILVER_BARS`
@@ -466,8 +539,17 @@ def compute_daily(bars: Frame) -> pl.DataFrame:
     each symbol present, one per (symbol, trade_date). Returns exactly the
     :data:`schema.DAILY_FEATURES` columns, sorted by (symbol, trade_date).
     Raises ``ValueError`` on superseded rows, null keys or duplicate keys.
+
+    Incremental use: ``carry`` holds, per symbol, the ``trade_date`` of its last
+    already computed row (which must be in ``bars``) and the values of the
+    recursive columns (:data:`catalog.CARRY_COLUMNS`) on it. Those recursions then
+    continue from the carried values; every other feature reads the rows given,
+    so ``bars`` must hold at least :func:`catalog.lookback_rows` rows before the
+    first new one. Rows before the carry row are context: their recursive values
+    are meaningless. ``with_state`` adds :data:`catalog.STATE_COLUMNS` (the
+    unpublished carried columns) so the next update can start from the last row.
     """
-    return daily_lazy(bars).collect()
+    return daily_lazy(bars, carry, with_state=with_state).collect()
 
 
 _DAILY_SCHEMA = pl.DataFrame(schema.DAILY_FEATURES.empty_table()).schema
