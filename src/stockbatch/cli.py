@@ -103,6 +103,13 @@ ForceOpt = Annotated[
     bool, typer.Option("--force", help="Redo the work even if inputs are unchanged.")
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+FullOpt = Annotated[
+    bool,
+    typer.Option(
+        "--full",
+        help="Rebuild silver and gold from all of bronze instead of updating incrementally.",
+    ),
+]
 
 
 def _settings(
@@ -268,6 +275,7 @@ def run(
     start: StartOpt = None,
     as_of: AsOfOpt = None,
     force: ForceOpt = False,
+    full: FullOpt = False,
     home: HomeOpt = None,
     engine: EngineOpt = None,
     transport: TransportOpt = None,
@@ -285,7 +293,12 @@ def run(
     with _progress(s.progress) as prog:
         res = _guard(
             lambda: pipeline.run(
-                s, src, as_of=_parse_date(as_of, "--as-of"), force=force, progress=prog
+                s,
+                src,
+                as_of=_parse_date(as_of, "--as-of"),
+                force=force,
+                full=full,
+                progress=prog,
             )
         )
     assert res.ingest and res.process and res.load
@@ -400,18 +413,24 @@ def collect(
 def process(
     as_of: AsOfOpt = None,
     force: ForceOpt = False,
+    full: FullOpt = False,
     home: HomeOpt = None,
     engine: EngineOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Validate bronze into silver (clean + quarantine) and compute the gold features."""
+    """Validate bronze into silver (clean + quarantine) and compute the gold features.
+
+    Incremental: only what new bronze rows affect is recomputed (a symbol's new
+    days from its recent rows and carried state; a late correction rebuilds its
+    bucket). --full rebuilds everything.
+    """
     s = _settings(home, engine=engine, quiet=quiet)
     _guard(lambda: pipeline.check_backends(s))
     started = dt.datetime.now(dt.UTC)
     with _progress(s.progress) as prog:
         res = _guard(
             lambda: pipeline.process(
-                s, as_of=_parse_date(as_of, "--as-of"), force=force, progress=prog
+                s, as_of=_parse_date(as_of, "--as-of"), force=force, full=full, progress=prog
             )
         )
     pipeline.write_run_manifest(

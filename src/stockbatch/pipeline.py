@@ -1058,6 +1058,7 @@ def run(
     *,
     as_of: dt.date | None = None,
     force: bool = False,
+    full: bool = False,
     progress: Progress = _no_progress,
     command: str = "run",
 ) -> RunResult:
@@ -1071,7 +1072,9 @@ def run(
         ing = ingest(settings, source, run_id=run_id, force=force, progress=progress)
         if settings.transport == "kafka":
             col = collect(settings, run_id=run_id)
-        proc = process(settings, run_id=run_id, as_of=as_of, force=force, progress=progress)
+        proc = process(
+            settings, run_id=run_id, as_of=as_of, force=force, full=full, progress=progress
+        )
         lod = load(settings, run_id=run_id, force=force, progress=progress)
     except Exception as exc:
         write_run_manifest(
