@@ -270,6 +270,9 @@ _CATALOG_SCHEMA = pa.schema(
         ("size", pa.int64()),
         ("extends", pa.string()),
         ("first_new_line", pa.int64()),
+        # True when the batch holds only those appended lines (direct ingest): the
+        # unit's rows are then this batch plus the version it extends, recursively.
+        ("delta", pa.bool_()),
     ]
 )
 
@@ -294,6 +297,36 @@ def active_units(settings: Settings) -> pl.DataFrame:
     if cat.is_empty():
         return cat
     return cat.sort("batch").group_by(["source", "ref"], maintain_order=True).last().sort("ref")
+
+
+def active_parts(settings: Settings) -> pl.DataFrame:
+    """Every landed batch whose rows make up the newest version of its unit.
+
+    That is the newest version's batch and, when it landed only appended lines
+    (``delta``), the batches of the versions it extends, back to a full one.
+    Same columns as the catalog, oldest part of each unit first.
+    """
+    cat = read_catalog(settings)
+    if cat.is_empty():
+        return cat
+    if not cat["delta"].fill_null(False).any():
+        return active_units(settings)
+    keep: list[int] = []
+    cat = cat.sort("batch").with_row_index("__i")
+    for group in cat.partition_by(["source", "ref"], maintain_order=True):
+        entries = group.rows(named=True)
+        chain = [entries[-1]]
+        while chain[-1]["delta"]:
+            base = [e for e in entries if e["sha256"] == chain[-1]["extends"]
+                    and e["batch"] < chain[-1]["batch"]]  # fmt: skip
+            if not base:
+                raise PipelineError(
+                    f"bronze catalog: {chain[-1]['ref']} batch {chain[-1]['batch']} appends "
+                    "to a version that is not in the catalog; run `stockbatch ingest --force`"
+                )
+            chain.append(base[-1])
+        keep.extend(e["__i"] for e in chain)
+    return cat.filter(pl.col("__i").is_in(keep)).drop("__i").sort("ref", "batch")
 
 
 @contextlib.contextmanager
@@ -452,6 +485,13 @@ def ingest(
                 )
                 continue
             table = outcome
+            key = (unit.source, unit.ref)
+            first_new = _appended_lines(unit, seen.get(key), sizes.get(key))
+            # Direct ingest lands only the appended lines of a grown file (the catalog
+            # chains the versions). Through Kafka the whole file goes, as before.
+            delta = first_new is not None and publisher is None
+            if delta:
+                table = table.filter(pc.greater_equal(table.column("line_no"), first_new))
             n = table.num_rows
             sha = unit.sha256 or _table_sha256(table)
             if n == 0:
@@ -467,8 +507,6 @@ def ingest(
                 writer.add(table)
             result.units_ingested += 1
             result.rows += n
-            key = (unit.source, unit.ref)
-            first_new = _appended_lines(unit, seen.get(key), sizes.get(key))
             new_entries.append(
                 {
                     "source": unit.source,
@@ -480,6 +518,7 @@ def ingest(
                     "size": unit.size,
                     "extends": seen.get(key) if first_new is not None else None,
                     "first_new_line": first_new,
+                    "delta": delta,
                 }
             )
             result.units.append({"ref": unit.ref, "source": unit.source, "rows": n, "sha256": sha})
@@ -722,14 +761,16 @@ def process(
         calendar=calendar,
         progress=progress,
     )
-    batches = _bronze_batches(settings, active)
+    parts = active_parts(settings)
+    batches = _bronze_batches(settings, parts)
     bronze_files = lake.parquet_files(_bronze_root(settings))
     outcome, entries = processing.run_stage(
         ctx,
         state=state,
         active=active,
+        parts=parts,
         bronze_files=bronze_files,
-        read_bronze=lambda b: _read_bronze_bucket(settings, b, active, batches),
+        read_bronze=lambda b: _read_bronze_bucket(settings, b, parts, batches),
         full=force or full,
     )
     _check_reconciles(outcome.counts)
@@ -1123,7 +1164,7 @@ def reset_lake(settings: Settings) -> None:
 
 def stored_last_dates(settings: Settings, source: str = "yahoo") -> dict[str, dt.date]:
     """Newest landed date per symbol of one source (for incremental Yahoo fetches)."""
-    active = active_units(settings).filter(pl.col("source") == source)
+    active = active_parts(settings).filter(pl.col("source") == source)
     files = lake.parquet_files(_bronze_root(settings))
     if active.is_empty() or not files:
         return {}

@@ -464,6 +464,7 @@ def plan_update(
     settings: Settings,
     state: dict[str, Any],
     active: pl.DataFrame,
+    parts: pl.DataFrame,
     as_of: dt.date,
     bronze_files: list[Path],
 ) -> Plan:
@@ -484,6 +485,9 @@ def plan_update(
     current = units_record(active)
     if any(k not in current for k in done):
         return Plan(full_reason="a processed unit is no longer in the catalog")
+    chains: dict[str, list[dict[str, Any]]] = {}
+    for r in parts.iter_rows(named=True):
+        chains.setdefault(_unit_key(r["source"], r["ref"]), []).append(r)
     fresh_keys: list[dict[str, Any]] = []
     changed_refs: list[tuple[str, str]] = []
     for r in active.iter_rows(named=True):
@@ -491,16 +495,25 @@ def plan_update(
         before = done.get(key)
         if before == [r["sha256"], r["batch"]]:
             continue
+        chain = chains.get(key, [r])
         if before is None:
-            fresh_keys.append({"source_file": r["ref"], "ingest_run_id": r["batch"], "from": 0})
-        elif r["extends"] == before[0] and r["first_new_line"] is not None:
-            fresh_keys.append(
-                {"source_file": r["ref"], "ingest_run_id": r["batch"], "from": r["first_new_line"]}
-            )
-        elif before[0] == r["sha256"]:
-            continue  # same content landed again (e.g. --force): nothing new
+            start = 0  # a unit never processed: every part is new
         else:
-            changed_refs.append((r["ref"], r["batch"]))
+            at = [i for i, e in enumerate(chain) if [e["sha256"], e["batch"]] == before]
+            if at:
+                start = at[0] + 1  # the versions appended since the processed one
+            elif r["extends"] == before[0] and r["first_new_line"] is not None:
+                chain, start = [r], 0  # landed whole, but known to extend the processed one
+            elif before[0] == r["sha256"]:
+                continue  # the same content landed again (e.g. --force): nothing new
+            else:
+                changed_refs.append((r["ref"], r["batch"]))
+                continue
+        for e in chain[start:]:
+            first = e["first_new_line"] if (before is not None and not e["delta"]) else None
+            fresh_keys.append(
+                {"source_file": e["ref"], "ingest_run_id": e["batch"], "from": first or 0}
+            )
 
     known_files = set(state.get("bronze_files", []))
     root = settings.lake_path
@@ -889,6 +902,7 @@ def run_stage(
     *,
     state: dict[str, Any],
     active: pl.DataFrame,
+    parts: pl.DataFrame,
     bronze_files: list[Path],
     read_bronze: Callable[[int], pl.DataFrame],
     full: bool,
@@ -899,7 +913,7 @@ def run_stage(
     plan = (
         Plan(full_reason="asked for a full rebuild")
         if full
-        else plan_update(settings, state, active, ctx.as_of, bronze_files)
+        else plan_update(settings, state, active, parts, ctx.as_of, bronze_files)
     )
     if plan.full_reason is not None:
         outcome, bucket_counts = full_rebuild(ctx, settings.lake.buckets, read_bronze)

@@ -40,8 +40,11 @@ class Lake:
     held: dict[Path, list[bytes]]
     engine: str
 
+    def ingest(self) -> pipeline.IngestResult:
+        return pipeline.ingest(self.settings, KaggleSource(self.data))
+
     def step(self, as_of: dt.date = AS_OF) -> pipeline.ProcessResult:
-        pipeline.ingest(self.settings, KaggleSource(self.data))
+        self.ingest()
         return pipeline.process(self.settings, as_of=as_of)
 
     def full_copy(self, as_of: dt.date = AS_OF) -> Settings:
@@ -52,9 +55,9 @@ class Lake:
         pipeline.process(settings, as_of=as_of, full=True)
         return settings
 
-    def append_day(self, day: int, lines: int = 3) -> None:
+    def append_day(self, day: int, lines: int = 3, part: slice = slice(None)) -> None:
         for path, held in self.held.items():
-            take = held[lines * day : lines * (day + 1)]
+            take = held[lines * day : lines * (day + 1)][part]
             if take:
                 with path.open("ab") as fh:
                     fh.write(b"\n".join(take) + b"\n")
@@ -103,7 +106,15 @@ def test_daily_appends_equal_full_rebuild(polars_lake: Lake) -> None:
     lake = polars_lake
     crossed = False
     for day in range(3):
-        lake.append_day(day)
+        if day == 1:
+            # Two landings before one process: each lands only its appended lines, and
+            # the update reads both (a chain of two appends).
+            lake.append_day(day, part=slice(0, 2))
+            landed = lake.ingest()
+            assert landed.rows == 2 * len(lake.held), "only the appended lines are landed"
+            lake.append_day(day, part=slice(2, 3))
+        else:
+            lake.append_day(day)
         res = lake.step()
         r = res.recomputed
         assert r["mode"] == "incremental", r

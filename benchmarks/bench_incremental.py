@@ -1,0 +1,165 @@
+"""Benchmark: an incremental one-day update vs a full rebuild, same engine, same lake.
+
+For each size (``sample``: the shared 10% Kaggle Huge sample; ``10x``: its
+scale-up from synth.py) and engine (``polars``, ``spark``), in one run:
+
+1. copy the Kaggle files, holding back each file's last line (its last day);
+   ``stockbatch ingest`` + ``stockbatch process`` (the initial full build);
+2. append the held-back line to every file (the way a re-downloaded dataset
+   grows by one day) and ``stockbatch ingest`` it: the catalog records each file
+   as its old version plus one appended line;
+3. measure ``stockbatch process`` (incremental: one new row per symbol);
+4. measure ``stockbatch process --full`` on the same lake (everything from bronze).
+
+Both are fresh ``stockbatch`` processes under ``_measure.py``. Two ratios:
+*stage* (the seconds the process stage itself reports in the run manifest,
+``recomputed.seconds``) and *command* (wall time of the whole command,
+interpreter and engine start included, which an update cannot avoid). Target:
+incremental <= 0.05x the full rebuild (the stage ratio; the command ratio is
+shown for honesty).
+
+Results: a table on stdout and ``benchmarks/out/bench_incremental-<UTC>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench_process import OUT, PYTHON, REPO, dataset, environment, measured
+
+AS_OF = "2017-11-30"
+TARGET = 0.05
+
+
+def stockbatch(*args: str) -> list[str]:
+    """A stockbatch CLI command in a fresh interpreter (the venv's console script)."""
+    return [str(Path(PYTHON).parent / "stockbatch"), *args]
+
+
+def run(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
+    """Measure one command; stop with its output if it failed."""
+    report = measured(cmd, env, REPO)
+    if report["returncode"] != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{report}")
+    return report
+
+
+def hold_back(src: Path, dst: Path) -> dict[Path, bytes]:
+    """Copy ``src`` to ``dst`` without each price file's last line; returns those lines."""
+    held: dict[Path, bytes] = {}
+    for path in sorted(p for p in src.rglob("*") if p.is_file()):
+        out = dst / path.relative_to(src)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        data = path.read_bytes()
+        body = data.rstrip(b"\n")
+        cut = body.rfind(b"\n")
+        if cut < 0 or path.name.endswith(".csv") and "meta" in path.name:
+            out.write_bytes(data)
+            continue
+        out.write_bytes(body[: cut + 1])
+        held[out] = body[cut + 1 :] + b"\n"
+    return held
+
+
+def stage_seconds(home: Path) -> float:
+    """The process stage's own time, from the state it wrote."""
+    state = json.loads((home / "lake" / "gold" / "_state.json").read_text())
+    return float(state["recomputed"]["seconds"])
+
+
+def bench(size: str, engine: str, work: Path) -> dict[str, Any]:
+    """One size and engine: initial build, one-day append, incremental vs full."""
+    data = work / "data"
+    home = work / "home"
+    held = hold_back(dataset(size), data)
+    env = {**os.environ, "STOCKBATCH_HOME": str(home), "STOCKBATCH_PROGRESS": "false"}
+    env["STOCKBATCH_PROCESS__ENGINE"] = engine
+    print(f"[{size}/{engine}] initial ingest + full build ...", file=sys.stderr)
+    for cmd in (
+        stockbatch("ingest", "--source", "kaggle", "--path", str(data), "--quiet"),
+        stockbatch("process", "--as-of", AS_OF, "--quiet"),
+    ):
+        run(cmd, env)
+    for path, line in held.items():
+        with path.open("ab") as fh:
+            fh.write(line)
+    run(stockbatch("ingest", "--source", "kaggle", "--path", str(data), "--quiet"), env)
+    print(f"[{size}/{engine}] incremental update ...", file=sys.stderr)
+    inc = run(stockbatch("process", "--as-of", AS_OF, "--quiet"), env)
+    state = json.loads((home / "lake" / "gold" / "_state.json").read_text())
+    recomputed = state["recomputed"]
+    inc_stage = stage_seconds(home)
+    print(f"[{size}/{engine}] full rebuild ...", file=sys.stderr)
+    full = run(stockbatch("process", "--as-of", AS_OF, "--full", "--quiet"), env)
+    full_stage = stage_seconds(home)
+    return {
+        "size": size,
+        "engine": engine,
+        "files": len(held),
+        "recomputed": recomputed,
+        "incremental": {"wall_s": inc["wall_s"], "stage_s": inc_stage, "peak_mb": inc["peak_mb"]},
+        "full": {"wall_s": full["wall_s"], "stage_s": full_stage, "peak_mb": full["peak_mb"]},
+        "stage_ratio": inc_stage / full_stage if full_stage else None,
+        "command_ratio": inc["wall_s"] / full["wall_s"] if full["wall_s"] else None,
+    }
+
+
+def print_table(results: list[dict[str, Any]]) -> None:
+    """The figures, one line per size and engine."""
+    head = (
+        f"{'size':<7}{'engine':<8}{'new rows':>9}{'inc stage s':>12}{'full stage s':>13}"
+        f"{'stage ratio':>12}{'inc cmd s':>10}{'full cmd s':>11}{'cmd ratio':>10}  target"
+    )
+    print(head)
+    print("-" * len(head))
+    for r in results:
+        ok = "PASS" if r["stage_ratio"] is not None and r["stage_ratio"] <= TARGET else "MISS"
+        print(
+            f"{r['size']:<7}{r['engine']:<8}{r['recomputed'].get('new_rows', 0):>9,}"
+            f"{r['incremental']['stage_s']:>12.2f}{r['full']['stage_s']:>13.2f}"
+            f"{r['stage_ratio']:>12.3f}{r['incremental']['wall_s']:>10.2f}"
+            f"{r['full']['wall_s']:>11.2f}{r['command_ratio']:>10.3f}  <= {TARGET} {ok}"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point."""
+    parser = argparse.ArgumentParser(
+        description="Time an incremental one-day process update against a full rebuild "
+        "of the same lake with the same engine (target: <= 0.05x).",
+    )
+    parser.add_argument("--sizes", default="sample,10x", help="comma-separated: sample, 10x")
+    parser.add_argument(
+        "--engines", default="polars,spark", help="comma-separated: polars, spark"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the work folders")
+    args = parser.parse_args(argv)
+    OUT.mkdir(parents=True, exist_ok=True)
+    results = []
+    for size in [s for s in args.sizes.split(",") if s]:
+        for engine in [e for e in args.engines.split(",") if e]:
+            work = Path(tempfile.mkdtemp(prefix=f"bench-inc-{size}-{engine}-"))
+            try:
+                results.append(bench(size, engine, work))
+            finally:
+                if not args.keep:
+                    shutil.rmtree(work, ignore_errors=True)
+    print_table(results)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    report = {"benchmark": "incremental", "created_utc": stamp, "results": results,
+              "environment": environment()}  # fmt: skip
+    for name in (f"bench_incremental-{stamp}.json", "bench_incremental-latest.json"):
+        (OUT / name).write_text(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
