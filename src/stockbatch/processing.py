@@ -170,6 +170,14 @@ def _tail_path(settings: Settings, bucket: int) -> Path:
     return lake.bucket_dir(state_dir(settings) / "tail", bucket) / "part-00000.parquet"
 
 
+def read_tail(settings: Settings, bucket: int) -> pl.DataFrame:
+    """One bucket's tail rows: its base part, then the parts updates appended."""
+    parts = lake.parquet_files(_tail_path(settings, bucket).parent)
+    if not parts:
+        return pl.DataFrame(schema=_TAIL_SCHEMA)
+    return pl.concat([pl.read_parquet(p) for p in parts], how="vertical_relaxed")
+
+
 def _symbols_path(settings: Settings) -> Path:
     return state_dir(settings) / "symbols.parquet"
 
@@ -589,24 +597,19 @@ def _merge_symbol_state(old: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _adj_close(df: pl.DataFrame) -> pl.Expr:
-    del df
+def _adj_close() -> pl.Expr:
     close = pl.col("close")
     return close * pl.coalesce(pl.col("adj_close") / close, pl.lit(1.0))
 
 
 def _boundary_jumps(tail: pl.DataFrame, new_live: pl.DataFrame) -> int:
-    """suspect_jump pairs between a symbol's last stored row and its first new row."""
-    prev = (
-        tail.group_by(SYMBOL)
-        .agg(pl.all().sort_by(DATE).last())
-        .select(SYMBOL, _adj_close(tail).alias("prev"))
-    )
-    first = (
-        new_live.group_by(SYMBOL)
-        .agg(pl.all().sort_by(DATE).first())
-        .select(SYMBOL, _adj_close(new_live).alias("c"))
-    )
+    """suspect_jump pairs between a symbol's last stored row and its first new row.
+
+    Both frames hold each symbol's rows in date order (tail parts are appended in
+    time order; validated rows are sorted).
+    """
+    prev = tail.group_by(SYMBOL).agg(_adj_close().last().alias("prev"))
+    first = new_live.group_by(SYMBOL).agg(_adj_close().first().alias("c"))
     f = quality.JUMP_FACTOR
     j = first.join(prev, on=SYMBOL).filter(
         (pl.col("c") > pl.col("prev") * f) | (pl.col("c") * f < pl.col("prev"))
@@ -617,13 +620,17 @@ def _boundary_jumps(tail: pl.DataFrame, new_live: pl.DataFrame) -> int:
 def _quarterly_from(
     ctx: StageContext, rows: pl.DataFrame, cuts: pl.DataFrame, dataset_last: dt.date
 ) -> pl.DataFrame:
-    """Quarterly rows from each symbol's cut quarter on, from daily rows that start at
-    least one quarter before the cut (the previous quarter's close feeds q_return)."""
+    """Quarterly rows of each symbol from its cut quarter (``__cut``, a quarter start) on.
+
+    ``rows``: the symbol's daily rows in date order, from before the cut. Fed to the
+    engine: the rows from the cut on, plus the last row before it (the previous
+    quarter's close, for q_return; the quarter it lands in is dropped again).
+    """
     if cuts.is_empty():
         return _concat_quarterly([])
-    feed = rows.join(cuts, on=SYMBOL, how="inner").filter(
-        pl.col(DATE) >= pl.col("__cut").dt.offset_by("-3mo")
-    )
+    mine = rows.join(cuts, on=SYMBOL, how="inner")
+    before = mine.filter(pl.col(DATE) < pl.col("__cut")).group_by(SYMBOL).tail(1)
+    feed = pl.concat([before, mine.filter(pl.col(DATE) >= pl.col("__cut"))])
     if feed.is_empty():
         return _concat_quarterly([])
     q = ctx.engine.quarterly(_sort(feed.select(_DAILY.names())), ctx.calendar, dataset_last)
@@ -655,6 +662,7 @@ def update(
 
     # Pass 1: validation (it decides the dataset's new last date).
     appended: dict[int, pl.DataFrame] = {}
+    tails: dict[int, pl.DataFrame] = {}
     new_state: list[pl.DataFrame] = []
     task = ctx.progress("validate", len(rebuild) + len(append_buckets))
     try:
@@ -676,10 +684,8 @@ def update(
             live = res.clean.filter(~pl.col("superseded"))
             counts = res.counts
             if live.height:
-                tail = pl.read_parquet(_tail_path(settings, b)).filter(
-                    pl.col(SYMBOL).is_in(live[SYMBOL].unique().implode())
-                )
-                counts["health"]["suspect_jump"] += _boundary_jumps(tail, live)
+                tails[b] = read_tail(settings, b)
+                counts["health"]["suspect_jump"] += _boundary_jumps(tails[b], live)
             for name, frame, target in (
                 ("bars", res.clean, schema.SILVER_BARS),
                 ("quarantine", res.quarantine, schema.QUARANTINE),
@@ -731,16 +737,14 @@ def update(
             if daily.height:
                 new_quarters.append(ctx.engine.quarterly(daily, ctx.calendar, new_last))
             task.advance()
-        for b in append_buckets:
-            live = appended[b]
-            if live.is_empty():
-                task.advance()
-                continue
-            tail_path = _tail_path(settings, b)
-            tail = pl.read_parquet(tail_path)
+        # The appended symbols of all buckets in one engine call each (the work is
+        # per symbol; one call saves the per-call overhead of eight small ones).
+        lives = [appended[b].with_columns(pl.lit(b, pl.Int32).alias("__b")) for b in append_buckets]
+        live = pl.concat(lives) if lives else pl.DataFrame()
+        if live.height:
             mine = live[SYMBOL].unique().implode()
-            ctx_rows = tail.filter(pl.col(SYMBOL).is_in(mine))
-            ctx_rows = ctx_rows.filter(pl.int_range(pl.len()).reverse().over(SYMBOL) < CONTEXT_ROWS)
+            tail = pl.concat(list(tails.values())).filter(pl.col(SYMBOL).is_in(mine))
+            ctx_rows = tail.filter(pl.int_range(pl.len()).reverse().over(SYMBOL) < CONTEXT_ROWS)
             held = ctx_rows.group_by(SYMBOL).agg(
                 pl.len().alias("__held"), pl.col(DATE).max().alias("__prev")
             )
@@ -757,29 +761,35 @@ def update(
                 [
                     ctx_rows.select(schema.DAILY_BAR_COLUMNS),
                     live.select(schema.DAILY_BAR_COLUMNS).cast(
-                        dict(ctx_rows.select(schema.DAILY_BAR_COLUMNS).schema)  # type: ignore[arg-type]
+                        {c: _DAILY[c] for c in schema.DAILY_BAR_COLUMNS}
                     ),
                 ]
             )
             daily = ctx.engine.daily(bars, carry if carry.height else None, with_state=True)
+            owner = live.select(SYMBOL, "__b").unique(SYMBOL)
             daily = (
                 daily.join(held.select(SYMBOL, "__prev"), on=SYMBOL, how="left")
                 .filter(pl.col("__prev").is_null() | (pl.col(DATE) > pl.col("__prev")))
                 .drop("__prev")
-            )
-            ctx.write(
-                daily, schema.DAILY_FEATURES, lake.bucket_dir(ctx.gold / "daily_features", b) / part
+                .join(owner, on=SYMBOL, how="left")
             )
             daily_new += daily.height
-            tail = _sort(pl.concat([tail, daily.select(_TAIL_SCHEMA.names())]))
-            lake.write_parquet_atomic(tail_of(tail), tail_path, ctx.compression)
+            for b in tails:
+                mine_b = daily.filter(pl.col("__b") == b)
+                folder = lake.bucket_dir(ctx.gold / "daily_features", b)
+                ctx.write(mine_b, schema.DAILY_FEATURES, folder / part)
+                tail_dir = _tail_path(settings, b).parent
+                lake.write_parquet_atomic(
+                    mine_b.select(_TAIL_SCHEMA.names()), tail_dir / part, ctx.compression
+                )
+                _compact(ctx, b)
+                task.advance()
             cuts = daily.group_by(SYMBOL).agg(
                 _quarter_start(pl.col(DATE).min()).dt.offset_by("-3mo").alias("__cut")
             )
             replace_syms.append(cuts)
-            new_quarters.append(_quarterly_from(ctx, tail, cuts, new_last))
-            _compact(ctx, b)
-            task.advance()
+            rows = pl.concat([tail, daily.select(_TAIL_SCHEMA.names())])
+            new_quarters.append(_quarterly_from(ctx, rows, cuts, new_last))
     finally:
         task.close()
 
@@ -790,10 +800,9 @@ def update(
         for b in range(settings.lake.buckets):
             if b in done:
                 continue
-            tail_path = _tail_path(settings, b)
-            if not tail_path.exists():
+            tail = read_tail(settings, b)
+            if tail.is_empty():
                 continue
-            tail = pl.read_parquet(tail_path)
             cuts = tail.select(SYMBOL).unique().with_columns(pl.lit(refresh).alias("__cut"))
             replace_syms.append(cuts)
             new_quarters.append(_quarterly_from(ctx, tail, cuts, new_last))
@@ -890,6 +899,11 @@ def _compact(ctx: StageContext, b: int) -> None:
         keep = folder / "part-00000.parquet"
         ctx.write(frame, target, keep)
         _only(folder, keep)
+    tail_dir = _tail_path(ctx.settings, b).parent
+    if len(lake.parquet_files(tail_dir)) > COMPACT_PARTS:
+        keep = tail_dir / "part-00000.parquet"
+        lake.write_parquet_atomic(tail_of(_sort(read_tail(ctx.settings, b))), keep, ctx.compression)
+        _only(tail_dir, keep)
 
 
 def iter_names(paths: Iterable[Path], root: Path) -> list[str]:
