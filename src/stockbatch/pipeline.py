@@ -233,8 +233,19 @@ def check_backends(settings: Settings) -> None:
     missing = []
     if settings.transport not in ("direct", "kafka"):
         missing.append(f"transport={settings.transport}")
-    if settings.process.engine != "polars":
-        missing.append(f"engine={settings.process.engine}")
+    if settings.process.engine == "spark":
+        import importlib.util
+
+        if importlib.util.find_spec("pyspark") is None:
+            raise PipelineError(
+                "engine=spark needs PySpark: install stockbatch with the spark extra "
+                "(pip install 'stockbatch[spark]', or run scripts/setup.sh)."
+            )
+        if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+            raise PipelineError(
+                "engine=spark needs Java 17+: install it (apt-get install "
+                "openjdk-17-jre-headless) or set JAVA_HOME."
+            )
     if settings.warehouse.kind != "sqlite" and not settings.warehouse.url:
         missing.append(f"warehouse={settings.warehouse.kind} (no URL)")
     if settings.search.kind != "none":
@@ -816,9 +827,7 @@ def processing_engine(settings: Settings) -> Any:
     from stockbatch import processing
 
     if settings.process.engine == "spark":
-        from stockbatch.features.spark_engine import SparkStageEngine
-
-        return SparkStageEngine.for_settings(settings)
+        return processing.SparkEngine.for_settings(settings)
     return processing.PolarsEngine()
 
 

@@ -50,22 +50,76 @@ class ProcessSettings(BaseModel):
         description="FEATURES.md section 5: per symbol, the first source here that has it wins.",
     )
     calendar: str = Field("XNYS", description="exchange_calendars code for sessions.")
+    spark_master: str = Field(
+        "local[*]",
+        description="Spark master for engine=spark: local[*] (all cores of this machine) or a "
+        "cluster URL (spark://host:7077, yarn, k8s://...). Ignored under spark-submit, "
+        "which sets it.",
+    )
+    spark_conf: dict[str, str] = Field(
+        default_factory=dict,
+        description='Extra Spark settings, e.g. {"spark.driver.memory": "4g"}.',
+    )
 
 
 class WarehouseSettings(BaseModel):
-    """The relational warehouse."""
+    """The relational warehouse.
+
+    PostgreSQL has three roles (owner: migrations; loader: writes; reader: reads);
+    :func:`stockbatch.warehouse.db.resolve_urls` picks the URL of each. Unset URLs
+    of ``kind=postgresql`` come from what ``stockbatch services up postgresql``
+    recorded in ``$STOCKBATCH_HOME/services.json``; explicit ones always win.
+    """
 
     kind: WarehouseKind = "sqlite"
     url: str | None = Field(
-        None, description="SQLAlchemy URL; default: sqlite file $STOCKBATCH_HOME/warehouse.db."
+        None,
+        description="SQLAlchemy URL the loads use; default: sqlite file "
+        "$STOCKBATCH_HOME/warehouse.db, or the recorded PostgreSQL loader role.",
+    )
+    owner_url: str | None = Field(
+        None,
+        description="URL of the role that runs migrations (owns the schema); default: "
+        "the recorded owner role, else ``url``.",
+    )
+    reader_url: str | None = Field(
+        None,
+        description="URL of the read-only role (API, exports); default: the recorded "
+        "reader role, else ``url``.",
     )
 
 
 class SearchSettings(BaseModel):
-    """The search index."""
+    """The search index (OpenSearch): where it is and how the pipeline loads it.
+
+    ``url`` unset means: use the node that ``stockbatch services up opensearch``
+    recorded under ``$STOCKBATCH_HOME`` (explicit settings win).
+    """
 
     kind: SearchKind = "none"
-    url: str | None = None
+    url: str | None = Field(None, description="http(s)://host:port of the OpenSearch node.")
+    username: str | None = Field(None, description="HTTP basic user (a secured cluster).")
+    password: SecretStr | None = Field(None, description="HTTP basic password.")
+    verify_certs: bool = Field(True, description="Verify TLS certificates (https URLs).")
+    index_prefix: str = Field(
+        "stockbatch",
+        pattern=r"^[a-z0-9][a-z0-9_-]*$",
+        description="Prefix of every index, alias and template name (several projects can "
+        "share one cluster).",
+    )
+    bulk_docs: int = Field(2_000, ge=1, description="Documents per _bulk request.")
+    bulk_threads: int = Field(
+        2, ge=1, description="Concurrent _bulk requests during a load (parallel_bulk)."
+    )
+    max_retries: int = Field(5, ge=0, description="Retries of a document rejected with 429.")
+    timeout_s: float = Field(
+        30.0, gt=0, description="Request timeout; also how long an unreachable node is retried."
+    )
+    keep_previous: bool = Field(
+        True,
+        description="Keep the index the alias pointed at before the last swap (one step of "
+        "rollback); older ones are deleted.",
+    )
 
 
 class KafkaSettings(BaseModel):
@@ -132,12 +186,15 @@ class Settings(BaseSettings):
 
     @property
     def warehouse_url(self) -> str:
-        """Resolved SQLAlchemy URL of the warehouse."""
+        """Resolved SQLAlchemy URL of the warehouse (PostgreSQL: the loader role's).
+
+        Raises ``WarehouseNotConfigured`` (a ValueError) for PostgreSQL with no URL set
+        and none recorded by ``stockbatch services up postgresql``.
+        """
         if self.warehouse.url:
             return self.warehouse.url
         if self.warehouse.kind == "sqlite":
             return f"sqlite:///{(self.home / 'warehouse.db').resolve()}"
-        raise ValueError(
-            "warehouse.kind=postgresql needs a URL: set STOCKBATCH_WAREHOUSE__URL "
-            "(or run `stockbatch services up postgresql`)."
-        )
+        from stockbatch.warehouse.db import resolve_urls  # lazy: settings imports nothing heavy
+
+        return resolve_urls(self).loader
