@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,3 +42,17 @@ def huge_sample(shared_data: Path) -> Path:
 def demo_data() -> Path:
     """The small CC0 demo sample shipped in the repository."""
     return DEMO_DATA
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[Any]:
+    """One local SparkSession (``local[2]``) for the whole test run, stopped at the end.
+
+    Started lazily by the first test that asks for it (only ``spark``-marked tests
+    do); a missing PySpark or Java fails that test with what to install.
+    """
+    from support.spark import start_test_session
+
+    session: Any = start_test_session()
+    yield session
+    session.stop()

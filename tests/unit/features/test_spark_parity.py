@@ -10,16 +10,13 @@ symbol with fewer rows than the 14-row Wilder windows.
 Every column of schema.DAILY_FEATURES is compared: same rows, nulls in the same
 places, ``|a - b| <= 1e-8 * max(|a|, 1)`` (FEATURES.md).
 
-Needs PySpark (pinned in requirements.lock, installed by scripts/setup.sh) and Java 17; a local
-SparkSession (``local[2]``) is started once per test session.
+Needs PySpark (pinned in requirements.lock, installed by scripts/setup.sh) and Java 17; the local
+SparkSession (``local[2]``) is the run's shared ``spark`` fixture (tests/conftest.py).
 """
 
 from __future__ import annotations
 
 import math
-import os
-import sys
-from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -39,35 +36,6 @@ pytestmark = [pytest.mark.spark]
 
 FILES = ("Stocks/pg.us.txt", "Stocks/rsls.us.txt", "Stocks/zbzx.us.txt")
 TOL = 1e-8
-
-
-@pytest.fixture(scope="session")
-def spark() -> Iterator[SparkSession]:
-    # Python workers must run this interpreter (it has stockbatch installed): the
-    # spark.pyspark.python setting alone was not honoured in local mode (measured).
-    previous = os.environ.get("PYSPARK_PYTHON")
-    os.environ["PYSPARK_PYTHON"] = sys.executable
-    session = (
-        SparkSession.builder.master("local[2]")
-        .appName("stockbatch-parity")
-        .config("spark.sql.shuffle.partitions", "4")
-        .config("spark.default.parallelism", "2")
-        .config("spark.ui.enabled", "false")
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.pyspark.python", sys.executable)
-        .config("spark.pyspark.driver.python", sys.executable)
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .getOrCreate()
-    )
-    session.sparkContext.setLogLevel("ERROR")
-    yield session
-    session.stop()
-    if previous is None:
-        os.environ.pop("PYSPARK_PYTHON", None)
-    else:
-        os.environ["PYSPARK_PYTHON"] = previous
 
 
 def _edge_cases() -> pl.DataFrame:
