@@ -78,7 +78,9 @@ _SYMBOLS_SCHEMA = pl.Schema(
 )
 
 _DAILY = lake.polars_schema(schema.DAILY_FEATURES)
-_TAIL_SCHEMA = pl.Schema([*_DAILY.items(), *((c, pl.Float64()) for c in STATE_COLUMNS)])
+TAIL_SCHEMA = pl.Schema([*_DAILY.items(), *((c, pl.Float64()) for c in STATE_COLUMNS)])
+"""Columns of the tail store: gold daily plus the unpublished carried state."""
+_TAIL_SCHEMA = TAIL_SCHEMA
 
 
 class Engine(Protocol):
@@ -215,6 +217,59 @@ class SparkEngine:
         assert isinstance(out, pl.DataFrame)
         target = _TAIL_SCHEMA if with_state else _DAILY
         return _sort(out.select(target.names()).cast(dict(target)))  # type: ignore[arg-type]
+
+    def full_rebuild(
+        self, ctx: StageContext, parts: pl.DataFrame, bronze_files: list[Path]
+    ) -> tuple[Outcome, dict[str, dict[str, Any]]]:
+        """The whole lake as one Spark application reading and writing Parquet
+        (:func:`spark_engine.process_lake`), then the update state from its output."""
+        from stockbatch.features import spark_engine
+
+        settings = ctx.settings
+        res = spark_engine.process_lake(
+            self.spark,
+            bronze_files=[str(p) for p in bronze_files],
+            active_keys=[(r, b) for r, b in parts.select("ref", "batch").iter_rows()],
+            as_of=ctx.as_of,
+            calendar=ctx.calendar,
+            source_priority=settings.process.source_priority,
+            buckets=settings.lake.buckets,
+            silver_root=ctx.silver,
+            gold_root=ctx.gold,
+            compression=ctx.compression,
+            state_root=state_dir(settings),
+        )
+        states = []
+        for b in range(settings.lake.buckets):
+            clean = pl.read_parquet(
+                lake.bucket_dir(ctx.silver / "bars", b) / "part-00000.parquet",
+                columns=[SYMBOL, DATE, "superseded"],
+            )
+            quarantine = pl.read_parquet(
+                lake.bucket_dir(ctx.silver / "quarantine", b) / "part-00000.parquet",
+                columns=[SYMBOL, DATE, "reasons"],
+            )
+            mine = {
+                s: w
+                for s, w in res.winners.items()
+                if lake.symbol_bucket(s, settings.lake.buckets) == b
+            }
+            validated = quality.ValidationResult(
+                clean=clean, quarantine=quarantine, counts={}, winners=mine
+            )
+            states.append(symbol_state(validated, b))
+        symbols = pl.concat(states).sort(SYMBOL)
+        lake.write_parquet_atomic(symbols, _symbols_path(settings))
+        outcome = Outcome(
+            counts=res.counts,
+            winners=dict(sorted(res.winners.items())),
+            daily_rows=res.daily_rows,
+            quarterly_rows=res.quarterly_rows,
+            symbols=int((symbols["n_rows"] > 0).sum()),
+            dataset_last=res.dataset_last_date,
+            recomputed={"mode": "full", "buckets": list(range(settings.lake.buckets))},
+        )
+        return outcome, res.bucket_counts
 
     def quarterly(
         self, daily: pl.DataFrame, calendar: SessionCalendar, dataset_last: dt.date
@@ -1017,7 +1072,10 @@ def run_stage(
         else plan_update(settings, state, active, parts, ctx.as_of, bronze_files)
     )
     if plan.full_reason is not None:
-        outcome, bucket_counts = full_rebuild(ctx, settings.lake.buckets, read_bronze)
+        if isinstance(ctx.engine, SparkEngine):
+            outcome, bucket_counts = ctx.engine.full_rebuild(ctx, parts, bronze_files)
+        else:
+            outcome, bucket_counts = full_rebuild(ctx, settings.lake.buckets, read_bronze)
         outcome.recomputed["reason"] = plan.full_reason
     else:
         outcome, bucket_counts = update(ctx, plan, state, read_bronze)

@@ -92,20 +92,27 @@ def assert_same_as_full(lake: Lake, as_of: dt.date = AS_OF) -> None:
     assert inc["daily_rows"] == ref["daily_rows"]
 
 
-@pytest.fixture(scope="module")
-def polars_lake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lake]:
-    lake = make_lake(tmp_path_factory.mktemp("inc-polars"), "polars")
+@pytest.fixture(
+    scope="module",
+    params=["polars", pytest.param("spark", marks=[pytest.mark.spark, pytest.mark.slow])],
+)
+def grown(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Lake]:
+    """The growing lake, once per engine (Spark: the same sequence, fewer days)."""
+    engine = request.param
+    if engine == "spark":
+        request.getfixturevalue("spark")  # one shared session (tests/conftest.py)
+    lake = make_lake(tmp_path_factory.mktemp(f"inc-{engine}"), engine)
     first = lake.step()
     assert first.recomputed["mode"] == "full"
     yield lake
 
 
-
-
-def test_daily_appends_equal_full_rebuild(polars_lake: Lake) -> None:
-    lake = polars_lake
+def test_daily_appends_equal_full_rebuild(grown: Lake) -> None:
+    lake = grown
     crossed = False
-    for day in range(3):
+    for day in range(3 if lake.engine == "polars" else 2):
         if day == 1:
             # Two landings before one process: each lands only its appended lines, and
             # the update reads both (a chain of two appends).
@@ -126,9 +133,9 @@ def test_daily_appends_equal_full_rebuild(polars_lake: Lake) -> None:
     assert crossed, "the sequence should cross a quarter end (2023-03-31)"
 
 
-def test_new_symbol_and_duplicate_line_equal_full(polars_lake: Lake) -> None:
-    lake = polars_lake
-    lake.append_day(3)
+def test_new_symbol_and_duplicate_line_equal_full(grown: Lake) -> None:
+    lake = grown
+    lake.append_day(2 if lake.engine == "spark" else 3)
     # A new symbol (never seen): appended from nothing, no bucket rebuild.
     (lake.data / "huge" / "newco.us.txt").write_text(
         "Date,Open,High,Low,Close,Volume,OpenInt\n"
@@ -144,8 +151,8 @@ def test_new_symbol_and_duplicate_line_equal_full(polars_lake: Lake) -> None:
     assert_same_as_full(lake)
 
 
-def test_future_row_becomes_valid_with_later_as_of(polars_lake: Lake) -> None:
-    lake = polars_lake
+def test_future_row_becomes_valid_with_later_as_of(grown: Lake) -> None:
+    lake = grown
     lake.append_day(4)
     (lake.data / "huge" / "later.us.txt").write_text(
         "Date,Open,High,Low,Close,Volume,OpenInt\n"
@@ -162,8 +169,8 @@ def test_future_row_becomes_valid_with_later_as_of(polars_lake: Lake) -> None:
     assert_same_as_full(lake, later)
 
 
-def test_late_correction_rebuilds_only_its_bucket(polars_lake: Lake) -> None:
-    lake = polars_lake
+def test_late_correction_rebuilds_only_its_bucket(grown: Lake) -> None:
+    lake = grown
     path = lake.data / "huge" / "adm.us.txt"
     lines = path.read_bytes().split(b"\n")
     fields = lines[100].split(b",")
@@ -180,8 +187,8 @@ def test_late_correction_rebuilds_only_its_bucket(polars_lake: Lake) -> None:
     assert_same_as_full(lake, as_of)
 
 
-def test_rerun_without_new_data_skips(polars_lake: Lake) -> None:
-    lake = polars_lake
+def test_rerun_without_new_data_skips(grown: Lake) -> None:
+    lake = grown
     res = lake.step(as_of=AS_OF + dt.timedelta(days=5))
     assert res.skipped
 

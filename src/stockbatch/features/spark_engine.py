@@ -756,6 +756,8 @@ class SparkProcessResult:
     symbols: int
     dataset_last_date: dt.date
     written: list[Path] = field(default_factory=list)
+    bucket_counts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The counts of each bucket alone (what an incremental update adds to)."""
 
 
 _PART = "part-00000.parquet"
@@ -763,10 +765,14 @@ _ROW = "__row"
 
 
 def _bucket_writer(
-    root: Path, target: Any, compression: str
+    root: Path, target: Any, compression: str, tail_root: Path | None = None
 ) -> Callable[[Iterator[Any]], Iterator[Any]]:
     """``mapInArrow`` function: writes the rows of each bucket (contiguous in its partition,
-    sorted) to ``root/bucket=NNN/part-00000.parquet`` with the Polars path's writer."""
+    sorted) to ``root/bucket=NNN/part-00000.parquet`` with the Polars path's writer.
+
+    ``tail_root``: also write each bucket's incremental-update tail there (daily rows
+    with the carried state columns; :func:`stockbatch.processing.tail_of`).
+    """
 
     def write(batches: Iterator[Any]) -> Iterator[Any]:
         import polars as pl
@@ -783,6 +789,11 @@ def _bucket_writer(
             assert isinstance(frame, pl.DataFrame)
             path = lake.bucket_dir(root, int(current or 0)) / _PART
             lake.write_parquet_atomic(lake.conform(frame, target), path, compression)
+            if tail_root is not None:
+                from stockbatch import processing
+
+                tail = lake.bucket_dir(tail_root, int(current or 0)) / _PART
+                lake.write_parquet_atomic(processing.tail_of(frame), tail, compression)
             return pa.RecordBatch.from_pydict(
                 {"bucket": [current], "path": [str(path)], "rows": [table.num_rows]},
                 schema=pa.schema([("bucket", pa.int32()), ("path", pa.string()),
@@ -816,6 +827,7 @@ def _write_buckets(
     order: Sequence[Column],
     buckets: int,
     compression: str,
+    tail_root: Path | None = None,
 ) -> list[Path]:
     """Write ``df`` (with a ``bucket`` column) as one sorted file per bucket under ``root``.
 
@@ -834,7 +846,10 @@ def _write_buckets(
     out = (
         df.repartition(max(1, buckets), "bucket")
         .sortWithinPartitions(F.col("bucket"), *order)
-        .mapInArrow(_bucket_writer(root, target, compression), "bucket int, path string, rows long")
+        .mapInArrow(
+            _bucket_writer(root, target, compression, tail_root),
+            "bucket int, path string, rows long",
+        )
         .collect()
     )
     written = {int(r["bucket"]): Path(r["path"]) for r in out}
@@ -848,6 +863,11 @@ def _write_buckets(
             path = lake.bucket_dir(root, b) / _PART
             lake.write_parquet_atomic(empty, path, compression)
             written[b] = path
+            if tail_root is not None:
+                from stockbatch import processing
+
+                tail = pl.DataFrame(schema=processing.TAIL_SCHEMA)
+                lake.write_parquet_atomic(tail, lake.bucket_dir(tail_root, b) / _PART, compression)
     return [written[b] for b in sorted(written)]
 
 
@@ -873,6 +893,7 @@ def process_lake(
     silver_root: Path,
     gold_root: Path,
     compression: str,
+    state_root: Path | None = None,
 ) -> SparkProcessResult:
     """The process stage (bronze -> silver -> gold) as one Spark application.
 
@@ -913,6 +934,7 @@ def process_lake(
     try:
         rows = [r.asDict() for r in qs.counts_frame(work, sessions).collect()]
         summary = qs.summarize(rows, with_calendar=True, source_priority=source_priority)
+        bucket_counts = _bucket_counts(rows, buckets, source_priority)
         dataset_last = summary.last_date or as_of
         written: list[Path] = []
         clean = qs.clean_rows(work, summary.losers, extra=["bucket"])
@@ -944,7 +966,9 @@ def process_lake(
         bucket_of = spark.createDataFrame(
             sorted(set(symbol_bucket)), "symbol string, bucket short"
         ).dropDuplicates([SYMBOL])
-        daily = compute_daily(live).join(F.broadcast(bucket_of), SYMBOL, "left")
+        daily = compute_daily(live, with_state=state_root is not None).join(
+            F.broadcast(bucket_of), SYMBOL, "left"
+        )
         daily_root = gold_root / "daily_features"
         daily_files = _write_buckets(
             daily,
@@ -953,6 +977,7 @@ def process_lake(
             order=[F.col(SYMBOL).asc(), F.col(DATE).asc()],
             buckets=buckets,
             compression=compression,
+            tail_root=None if state_root is None else state_root / "tail",
         )
         written += daily_files
         _replace_layer(daily_root, written)
@@ -975,7 +1000,25 @@ def process_lake(
         symbols=len(summary.winners),
         dataset_last_date=dataset_last,
         written=written,
+        bucket_counts=bucket_counts,
     )
+
+
+def _bucket_counts(
+    rows: list[dict[str, Any]], buckets: int, source_priority: list[str]
+) -> dict[str, dict[str, Any]]:
+    """Counts per bucket (a symbol's rows are all in its bucket, so each sums alone)."""
+    from stockbatch import lake
+    from stockbatch import quality_spark as qs
+
+    by: dict[int, list[dict[str, Any]]] = {b: [] for b in range(buckets)}
+    for r in rows:
+        b = lake.symbol_bucket(r["symbol"], buckets) if r["symbol"] is not None else 0
+        by[b].append(r)
+    return {
+        str(b): qs.summarize(part, with_calendar=True, source_priority=source_priority).counts
+        for b, part in by.items()
+    }
 
 
 def _quarterly_table(
