@@ -61,7 +61,7 @@ def hold_back(src: Path, dst: Path) -> dict[Path, bytes]:
         data = path.read_bytes()
         body = data.rstrip(b"\n")
         cut = body.rfind(b"\n")
-        if cut < 0 or path.name.endswith(".csv") and "meta" in path.name:
+        if cut < 0 or (path.name.endswith(".csv") and "meta" in path.name):
             out.write_bytes(data)
             continue
         out.write_bytes(body[: cut + 1])
@@ -137,9 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         "of the same lake with the same engine (target: <= 0.05x).",
     )
     parser.add_argument("--sizes", default="sample,10x", help="comma-separated: sample, 10x")
-    parser.add_argument(
-        "--engines", default="polars,spark", help="comma-separated: polars, spark"
-    )
+    parser.add_argument("--engines", default="polars,spark", help="comma-separated: polars, spark")
     parser.add_argument("--keep", action="store_true", help="keep the work folders")
     args = parser.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)

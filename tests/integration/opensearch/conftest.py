@@ -1,0 +1,76 @@
+"""A real OpenSearch node for the search tests, started once per session.
+
+``opensearch_node`` is an OpenSearch 2.19 single node on 127.0.0.1, provisioned
+from Maven Central on first use (see deploy/services/README.md) under a fresh
+temporary ``STOCKBATCH_HOME``; it is stopped at the end of the session, whatever
+happened. A machine without Java, a JDK or Maven fails the fixture with what to
+install: these tests never skip. ``demo_gold`` is the gold layer of the demo data,
+made by the real pipeline (``stockbatch run``) in another temporary home.
+
+Tests that stop or restart ``opensearch_node.service`` must leave it running
+(``opensearch_node.ensure_running()``) for the tests after them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from opensearchpy import OpenSearch
+from typer.testing import CliRunner
+
+from integration.opensearch.os_support import Gold, OpenSearchNode
+from stockbatch import lake, pipeline, schema
+from stockbatch.services import ServiceError
+from stockbatch.services.opensearch import OpenSearchService
+from stockbatch.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def opensearch_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenSearchNode]:
+    """An OpenSearch node for the whole session (its home is a fresh temp folder)."""
+    home = tmp_path_factory.mktemp("opensearch-home")
+    service = OpenSearchService(home)
+    try:
+        error = None
+        try:
+            service.up()
+        except ServiceError as exc:
+            error = str(exc)
+        if error is not None:  # outside the except: no chained traceback around the message
+            pytest.fail(f"could not start the local OpenSearch node: {error}", pytrace=False)
+        yield OpenSearchNode(service=service, home=home)
+    finally:
+        # Never leave a JVM behind, even when start-up or a test failed.
+        with contextlib.suppress(ServiceError):
+            service.down()
+
+
+@pytest.fixture(scope="session")
+def os_client(opensearch_node: OpenSearchNode) -> OpenSearch:
+    """A client of the session's node."""
+    return opensearch_node.client()
+
+
+@pytest.fixture(scope="session")
+def demo_gold(tmp_path_factory: pytest.TempPathFactory, demo_data: Path) -> Gold:
+    """Gold of the demo sample, made by `stockbatch run` (in-process CLI)."""
+    from stockbatch.cli import app
+
+    home = tmp_path_factory.mktemp("search-gold")
+    args = ["run", "--source", "kaggle", "--path", str(demo_data), "--as-of", "2023-06-30", "-q"]
+    res = CliRunner().invoke(app, args, env={"STOCKBATCH_HOME": str(home)})
+    assert res.exit_code == 0, res.output
+    settings = Settings(home=home)
+    gold = settings.lake_path / lake.GOLD
+    return Gold(
+        settings=settings,
+        instruments=pipeline._instruments_table(settings),
+        quarterly=lake.read_canonical(
+            gold / "quarterly_features" / "part-00000.parquet", schema.QUARTERLY_FEATURES
+        ),
+        daily_files=lake.parquet_files(gold / "daily_features"),
+        checksums=pipeline.gold_checksums(settings),
+    )
