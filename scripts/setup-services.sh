@@ -19,3 +19,45 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
 fi
 .venv/bin/python -c "from stockbatch.services.kafka import ensure_kafka_jars; print('kafka jars:', ensure_kafka_jars())"
+
+# ---- PostgreSQL (begin) --------------------------------------------------------------
+# Debian's server binaries (initdb, postgres; pg_trgm comes with them in postgresql-contrib,
+# part of the postgresql package) for the throwaway cluster of `stockbatch services up
+# postgresql`. Debian keeps them in /usr/lib/postgresql/<version>/bin, off PATH.
+have_pg() {
+  [ -n "${STOCKBATCH_PG_BINDIR:-}" ] && [ -x "${STOCKBATCH_PG_BINDIR}/initdb" ] && return 0
+  compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && return 0
+  need initdb
+}
+if ! have_pg; then
+  if [ "$(id -u)" = 0 ] && need apt-get; then
+    echo "setup-services: installing postgresql (apt-get)" >&2
+    apt-get update -qq
+    # The package's own cluster is not needed: stockbatch runs its own under STOCKBATCH_HOME.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    for v in /usr/lib/postgresql/*; do
+      pg_ctlcluster "$(basename "$v")" main stop 2>/dev/null || true
+    done
+  else
+    echo "setup-services: please install PostgreSQL (apt-get install postgresql) and retry" >&2
+    exit 1
+  fi
+fi
+.venv/bin/python -c "from stockbatch.services.postgresql import find_pg_bindir as f, server_version as v; b = f(); print('postgresql:', b, v(b))"
+# ---- PostgreSQL (end) ----------------------------------------------------------------
+
+# ---- OpenSearch (begin) --------------------------------------------------------------
+# src/stockbatch/services/opensearch.py: the node's jars from Maven Central into the cache,
+# then its launcher compiled with javac: that needs a JDK, not only the JRE above.
+if ! need javac; then
+  if [ "$(id -u)" = 0 ] && need apt-get; then
+    echo "setup-services: installing openjdk-17-jdk-headless (apt-get)" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jdk-headless >/dev/null
+  else
+    echo "setup-services: please install a Java 17 JDK (openjdk-17-jdk-headless) and retry" >&2
+    exit 1
+  fi
+fi
+.venv/bin/python -c "from stockbatch.services.opensearch import ensure_opensearch_jars; print('opensearch:', ensure_opensearch_jars())"
+# ---- OpenSearch (end) ----------------------------------------------------------------

@@ -16,6 +16,8 @@ from typing import Any
 
 from stockbatch.services.base import Service, ServiceError
 from stockbatch.services.kafka import KAFKA_VERSION, KafkaService
+from stockbatch.services.opensearch import OPENSEARCH_VERSION, OpenSearchService
+from stockbatch.services.postgresql import PostgresService
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,18 @@ SERVICES: dict[str, ServiceSpec] = {
         description=f"Apache Kafka {KAFKA_VERSION} broker, KRaft mode, on 127.0.0.1",
         factory=KafkaService,
         options=("port", "scram"),
+    ),
+    "opensearch": ServiceSpec(
+        name="opensearch",
+        description=f"OpenSearch {OPENSEARCH_VERSION} single node, plain HTTP on 127.0.0.1",
+        factory=OpenSearchService,
+        # No "port": the CLI's --port is Kafka's, and one port cannot serve both.
+    ),
+    "postgresql": ServiceSpec(
+        name="postgresql",
+        description="PostgreSQL (Debian package) throwaway cluster on 127.0.0.1, three roles",
+        factory=PostgresService,
+        options=("port",),
     ),
 }
 

@@ -11,18 +11,31 @@ file shipped next to this module::
 
 The database it acts on is ``-x url=...`` if given, else the settings tree
 (``STOCKBATCH_WAREHOUSE__URL`` / ``STOCKBATCH_HOME``).
+
+PostgreSQL: ``resolve_urls(settings)`` gives the three role URLs (owner for
+``migrate``, loader for loads, reader for reads). ``engine_for`` connects once
+at creation and bounds every connection attempt (``connect_timeout``, default
+``CONNECT_TIMEOUT_S``): an unreachable server raises :class:`WarehouseUnavailable`
+with a one-line message saying what to do, instead of a driver traceback.
+``migrate`` then grants the group roles ``stockbatch_write`` / ``stockbatch_read``
+(when they exist) their privileges on every table, so the loader and the reader
+can work on what the owner just created.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
+
+if TYPE_CHECKING:
+    from stockbatch.settings import Settings
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 MIGRATIONS_DIR = PACKAGE_DIR / "migrations"
@@ -55,18 +68,132 @@ def _sqlite_file(url: sa.URL) -> Path | None:
     return Path(db)
 
 
-def engine_for(url: str, **kwargs: Any) -> sa.Engine:
+CONNECT_TIMEOUT_S = 10
+"""Seconds a PostgreSQL connection attempt may take before the warehouse counts as down."""
+
+WRITE_ROLE = "stockbatch_write"
+READ_ROLE = "stockbatch_read"
+"""Group roles of the loader and the reader (``stockbatch services up postgresql`` creates
+them; on another server a DBA may). ``migrate`` grants them their table privileges."""
+
+_START_HINT = "start it with `stockbatch services up postgresql` or check STOCKBATCH_WAREHOUSE__URL"
+
+
+class WarehouseUnavailable(RuntimeError):
+    """The warehouse server cannot be reached; the message is one line saying what to do."""
+
+
+class WarehouseNotConfigured(ValueError):
+    """``warehouse.kind=postgresql`` but no URL is set and none is recorded."""
+
+
+@dataclass(frozen=True)
+class WarehouseUrls:
+    """The URL of each warehouse role (SQLite: the same file three times)."""
+
+    owner: str
+    """Runs migrations (owns the schema)."""
+    loader: str
+    """Loads: SELECT/INSERT/UPDATE/DELETE and temp tables, no DDL on the schema."""
+    reader: str
+    """Reads only (API, dashboard, exports)."""
+
+
+def resolve_urls(settings: Settings) -> WarehouseUrls:
+    """The owner, loader and reader URLs of ``settings.warehouse``.
+
+    SQLite: ``settings.warehouse.url`` or ``$STOCKBATCH_HOME/warehouse.db``, for all
+    three. PostgreSQL: each explicit setting wins (``url`` is the loader's;
+    ``owner_url`` / ``reader_url`` default to ``url`` when that is set), the rest
+    come from ``$STOCKBATCH_HOME/services.json`` (``stockbatch services up
+    postgresql``). Raises :class:`WarehouseNotConfigured` when a URL is still missing.
+    """
+    wh = settings.warehouse
+    if wh.kind == "sqlite":
+        url = wh.url or f"sqlite:///{(settings.home / 'warehouse.db').resolve()}"
+        return WarehouseUrls(owner=wh.owner_url or url, loader=url, reader=wh.reader_url or url)
+    from stockbatch.services.endpoints import recorded_endpoints
+
+    if wh.url:
+        return WarehouseUrls(
+            owner=wh.owner_url or wh.url, loader=wh.url, reader=wh.reader_url or wh.url
+        )
+    record = recorded_endpoints(settings.home).get("postgresql") or {}
+    owner = wh.owner_url or record.get("owner_url")
+    loader = record.get("loader_url")
+    reader = wh.reader_url or record.get("reader_url")
+    if not (owner and loader and reader):
+        raise WarehouseNotConfigured(
+            "warehouse.kind=postgresql but no PostgreSQL is recorded in "
+            f"{Path(settings.home).resolve() / 'services.json'}: run `stockbatch services up "
+            "postgresql` (same STOCKBATCH_HOME) or set STOCKBATCH_WAREHOUSE__URL"
+        )
+    return WarehouseUrls(owner=owner, loader=loader, reader=reader)
+
+
+def _where(url: sa.URL) -> str:
+    """``host:port/database`` of a URL, without user or password (for messages)."""
+    return f"{url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def unavailable(url: sa.URL, exc: BaseException) -> WarehouseUnavailable:
+    """The one-line error for a server at ``url`` that failed with ``exc``."""
+    return WarehouseUnavailable(
+        f"PostgreSQL warehouse at {_where(url)} is unavailable ({_first_line(exc)}); {_START_HINT}"
+    )
+
+
+def _postgres_engine(parsed: sa.URL, check: bool, kwargs: dict[str, Any]) -> sa.Engine:
+    kwargs.setdefault("pool_pre_ping", True)
+    connect_args = dict(kwargs.pop("connect_args", {}))
+    if "connect_timeout" not in parsed.query:
+        connect_args.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
+    engine = sa.create_engine(parsed, connect_args=connect_args, **kwargs)
+
+    @event.listens_for(engine, "handle_error")
+    def _on_error(ctx: sa.engine.ExceptionContext) -> BaseException | None:
+        # A lost or refused connection becomes one clear error; SQL errors stay as they are.
+        # Pre-ping failures are left alone: the pool reconnects by itself.
+        if ctx.is_pre_ping:
+            return None
+        if ctx.is_disconnect or (
+            ctx.connection is None and isinstance(ctx.sqlalchemy_exception, sa.exc.OperationalError)
+        ):
+            return unavailable(parsed, ctx.original_exception)
+        return None
+
+    if check:
+        try:
+            with engine.connect():
+                pass
+        except WarehouseUnavailable:
+            engine.dispose()
+            raise
+        except sa.exc.OperationalError as exc:
+            engine.dispose()
+            raise unavailable(parsed, exc) from None
+    return engine
+
+
+def engine_for(url: str, *, check: bool = True, **kwargs: Any) -> sa.Engine:
     """Make an engine for ``url``.
 
     For SQLite: creates the file's parent folder, applies ``SQLITE_PRAGMAS`` on
     every new connection and hands transaction control to SQLAlchemy (so DDL,
-    e.g. a migration or a staging table, is transactional too). ``kwargs`` go to
-    ``sqlalchemy.create_engine``.
+    e.g. a migration or a staging table, is transactional too). For a server
+    (PostgreSQL): every connection attempt is bounded by ``connect_timeout``
+    (``CONNECT_TIMEOUT_S`` unless the URL sets it); with ``check`` one connection
+    is made at once, and a server that cannot be reached (now or later) raises
+    :class:`WarehouseUnavailable`. ``kwargs`` go to ``sqlalchemy.create_engine``.
     """
     parsed = sa.make_url(url)
     if not _is_sqlite(parsed):
-        kwargs.setdefault("pool_pre_ping", True)
-        return sa.create_engine(parsed, **kwargs)
+        return _postgres_engine(parsed, check, kwargs)
 
     path = _sqlite_file(parsed)
     if path is not None:
@@ -112,8 +239,41 @@ def migrate(url: str, revision: str = "head") -> None:
             cfg = alembic_config(url)
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
+            if conn.dialect.name == "postgresql":
+                grant_roles(conn)
     finally:
         engine.dispose()
+
+
+def grant_roles(conn: sa.Connection, schema: str = "public") -> list[str]:
+    """Grant ``WRITE_ROLE`` / ``READ_ROLE`` (those that exist) their privileges in ``schema``.
+
+    Write: SELECT/INSERT/UPDATE/DELETE on every table, USAGE/SELECT on every
+    sequence (the ids of quarantine and audit_log). Read: SELECT on every table.
+    Idempotent; run by ``migrate`` as the owner, in the migration's transaction.
+    Returns the roles granted to.
+    """
+    existing = set(
+        conn.execute(
+            sa.text("SELECT rolname FROM pg_roles WHERE rolname IN (:w, :r)"),
+            {"w": WRITE_ROLE, "r": READ_ROLE},
+        ).scalars()
+    )
+    ident = conn.dialect.identifier_preparer.quote
+    where = ident(schema)
+    if WRITE_ROLE in existing:
+        role = ident(WRITE_ROLE)
+        conn.exec_driver_sql(
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {where} TO {role}"
+        )
+        conn.exec_driver_sql(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {where} TO {role}")
+        # Alembic's bookkeeping is the owner's alone: a loader must not move the revision.
+        conn.exec_driver_sql(
+            f"REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON {where}.alembic_version FROM {role}"
+        )
+    if READ_ROLE in existing:
+        conn.exec_driver_sql(f"GRANT SELECT ON ALL TABLES IN SCHEMA {where} TO {ident(READ_ROLE)}")
+    return sorted(existing)
 
 
 def current_revision(engine: sa.Engine) -> str | None:

@@ -15,6 +15,8 @@ from alembic.migration import MigrationContext
 import stockbatch
 from stockbatch.warehouse import db, models
 
+HEAD = "0002"  # the newest migration
+
 TABLES = {
     "instruments",
     "daily_bars",
@@ -33,10 +35,10 @@ def test_migrate_creates_folder_and_is_idempotent(url: str, tmp_path: Path) -> N
     assert (tmp_path / "wh" / "warehouse.db").is_file()
     engine = db.engine_for(url)
     try:
-        assert db.current_revision(engine) == "0001"
+        assert db.current_revision(engine) == HEAD
         before = sa.inspect(engine).get_table_names()
         db.migrate(url)  # second run: nothing to do, nothing fails
-        assert db.current_revision(engine) == "0001"
+        assert db.current_revision(engine) == HEAD
         assert sa.inspect(engine).get_table_names() == before
         assert set(before) >= TABLES
     finally:
@@ -95,6 +97,7 @@ def test_packaged_alembic_files_exist() -> None:
     assert (db.MIGRATIONS_DIR / "env.py").is_file()
     assert (db.MIGRATIONS_DIR / "script.py.mako").is_file()
     assert (db.MIGRATIONS_DIR / "versions" / "0001_initial.py").is_file()
+    assert (db.MIGRATIONS_DIR / "versions" / "0002_search_indexes.py").is_file()
 
 
 def test_alembic_cli_with_the_packaged_ini(url: str, tmp_path: Path) -> None:
@@ -106,7 +109,7 @@ def test_alembic_cli_with_the_packaged_ini(url: str, tmp_path: Path) -> None:
     subprocess.run([*base, "upgrade", "head"], check=True, env=env, cwd=tmp_path)
     engine = db.engine_for(url)
     try:
-        assert db.current_revision(engine) == "0001"
+        assert db.current_revision(engine) == HEAD
         assert set(sa.inspect(engine).get_table_names()) >= TABLES
     finally:
         engine.dispose()

@@ -608,3 +608,54 @@ def test_timing_of_a_one_million_row_load(
             f"({first.rows_per_s:,.0f} rows/s), rerun {again.seconds:.1f}s "
             f"({again.rows_per_s:,.0f} rows/s)"
         )
+
+
+# ----------------------------------------------------------------------------- one transaction
+
+
+def _bars(symbols: list[str], high: float = 2.0) -> pa.Table:
+    n = len(symbols)
+    return pa.table(
+        {
+            "symbol": symbols,
+            "trade_date": pa.array([dt.date(2024, 1, 2)] * n, pa.date32()),
+            "open": [1.0] * n,
+            "high": [high] * n,
+            "low": [1.0] * n,
+            "close": [1.5] * n,
+            "adj_close": [1.5] * n,
+            "volume": [10.0] * n,
+            "source": ["kaggle"] * n,
+        }
+    )
+
+
+def test_run_transaction_commits_all_tables_together(engine: sa.Engine) -> None:
+    with loader.run_transaction(engine) as tx:
+        a = tx.load_table("daily_bars", [_bars(["AAA", "BBB"])], key=("symbol", "trade_date"))
+        b = tx.load_table("instruments", [pa.table({"symbol": ["AAA"]})], key=("symbol",))
+        tx.record_run({"run_id": "r1", "counts": {"rows_in": 2}})
+    assert (a.inserted, b.inserted) == (2, 1)
+    counts = queries.table_counts(engine)
+    assert (counts["daily_bars"], counts["instruments"], counts["pipeline_runs"]) == (2, 1, 1)
+
+
+def test_run_transaction_rolls_every_table_back(engine: sa.Engine) -> None:
+    loader.load_table(engine, "daily_bars", [_bars(["AAA"])], key=("symbol", "trade_date"))
+    with pytest.raises(sa.exc.IntegrityError), loader.run_transaction(engine) as tx:
+        tx.load_table("instruments", [pa.table({"symbol": ["AAA"]})], key=("symbol",))
+        tx.load_table("daily_bars", [_bars(["AAA"], high=5.0)], key=("symbol", "trade_date"))
+        tx.load_table("daily_bars", [_bars(["BAD"], high=0.5)], key=("symbol", "trade_date"))
+    counts = queries.table_counts(engine)
+    assert (counts["instruments"], counts["daily_bars"]) == (0, 1)
+    assert next(queries.daily_table(engine))["high"].to_pylist() == [2.0]
+
+
+def test_load_tables_uses_the_contract_keys(engine: sa.Engine) -> None:
+    stats = loader.load_tables(
+        engine,
+        {"instruments": [pa.table({"symbol": ["AAA"]})], "daily_bars": [_bars(["AAA"])]},
+    )
+    assert {k: v.inserted for k, v in stats.items()} == {"instruments": 1, "daily_bars": 1}
+    again = loader.load_tables(engine, {"daily_bars": [_bars(["AAA"])]})
+    assert again["daily_bars"].changed == 0
