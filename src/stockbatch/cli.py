@@ -244,11 +244,22 @@ def _report_rejected(rejected: list[dict[str, str]]) -> None:
 def _guard(fn: Any) -> Any:
     """Turn expected failures into one clear line and exit code 1 (never a traceback)."""
     from stockbatch.bus import TransportError
+    from stockbatch.services.base import ServiceError
     from stockbatch.sources.base import SourceError
+    from stockbatch.warehouse.db import WarehouseUnavailable
 
+    expected = (
+        pipeline.PipelineError,
+        SourceError,
+        TransportError,
+        WarehouseUnavailable,
+        ServiceError,
+        ValueError,
+        OSError,
+    )
     try:
         return fn()
-    except (pipeline.PipelineError, SourceError, TransportError, ValueError, OSError) as exc:
+    except expected as exc:
         _fail(str(exc))
     except typer.Exit:
         raise
@@ -447,26 +458,36 @@ def process(
 @app.command()
 def load(
     force: ForceOpt = False,
+    search_only: Annotated[
+        bool,
+        typer.Option(
+            "--search-only",
+            help="Only bring the search index up to date (after OpenSearch was down).",
+        ),
+    ] = False,
     home: HomeOpt = None,
     warehouse: WarehouseOpt = None,
     search: SearchOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Upsert the gold layer into the warehouse (only what changed)."""
+    """Upsert the gold layer into the warehouse (only what changed), then sync the search
+    index when one is configured. Exit code 3 when the search index stayed stale."""
     s = _settings(home, warehouse=warehouse, search=search, quiet=quiet)
     _guard(lambda: pipeline.check_backends(s))
     started = dt.datetime.now(dt.UTC)
     with _progress(s.progress) as prog:
-        res = _guard(lambda: pipeline.load(s, force=force, progress=prog))
+        res = _guard(lambda: pipeline.load(s, force=force, search_only=search_only, progress=prog))
     pipeline.write_run_manifest(
         s,
         run_id=res.run_id,
         command="load",
         started_at=started,
-        status="succeeded",
+        status="succeeded" if not res.search_stale else "degraded",
         load_result=res,
     )
     out.print(res.summary())
+    if res.search_stale:
+        raise typer.Exit(EXIT_PARTIAL)
 
 
 @app.command()

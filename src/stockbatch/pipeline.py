@@ -196,22 +196,42 @@ class LoadResult:
     buckets_loaded: int = 0
     buckets_unchanged: int = 0
     duration_s: float = 0.0
+    warehouse_skipped: bool = False
+    search: dict[str, Any] | None = None
+    """The search index sync (``search_sync``), when a search backend is configured."""
 
     @property
     def rows_changed(self) -> int:
         """Inserted plus updated rows over all tables."""
         return sum(t.get("inserted", 0) + t.get("updated", 0) for t in self.tables.values())
 
+    @property
+    def search_stale(self) -> bool:
+        """True when the search index could not be brought up to date."""
+        return bool(self.search and self.search.get("stale"))
+
     def summary(self) -> str:
-        """One line for people."""
-        if self.rows_changed == 0:
-            return f"load: warehouse already up to date (0 rows changed) in {self.duration_s:.1f}s"
-        per = ", ".join(
-            f"{name} +{t.get('inserted', 0):,}/~{t.get('updated', 0):,}"
-            for name, t in self.tables.items()
-            if t.get("inserted", 0) or t.get("updated", 0)
-        )
-        return f"load: {self.rows_changed:,} rows changed ({per}) in {self.duration_s:.1f}s"
+        """One line for people (two with a search index)."""
+        if self.warehouse_skipped:
+            line = "load: warehouse not touched (--search-only)"
+        elif self.rows_changed == 0:
+            line = f"load: warehouse already up to date (0 rows changed) in {self.duration_s:.1f}s"
+        else:
+            per = ", ".join(
+                f"{name} +{t.get('inserted', 0):,}/~{t.get('updated', 0):,}"
+                for name, t in self.tables.items()
+                if t.get("inserted", 0) or t.get("updated", 0)
+            )
+            line = f"load: {self.rows_changed:,} rows changed ({per}) in {self.duration_s:.1f}s"
+        if self.search is None:
+            return line
+        if self.search_stale:
+            return (
+                f"{line}\nsearch: index is STALE, OpenSearch was not reachable "
+                f"({self.search.get('reason')}); the warehouse is up to date. Run "
+                "`stockbatch load --search-only` once it is back."
+            )
+        return f"{line}\n{self.search.get('summary', 'search: up to date')}"
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -246,10 +266,15 @@ def check_backends(settings: Settings) -> None:
                 "engine=spark needs Java 17+: install it (apt-get install "
                 "openjdk-17-jre-headless) or set JAVA_HOME."
             )
-    if settings.warehouse.kind != "sqlite" and not settings.warehouse.url:
-        missing.append(f"warehouse={settings.warehouse.kind} (no URL)")
-    if settings.search.kind != "none":
-        missing.append(f"search={settings.search.kind}")
+    _warehouse_urls(settings)  # PostgreSQL: explicit or recorded by `services up`
+    if settings.search.kind == "opensearch":
+        import importlib.util
+
+        if importlib.util.find_spec("opensearchpy") is None:
+            raise PipelineError(
+                "search=opensearch needs opensearch-py: install the opensearch extra "
+                "(scripts/setup.sh does)."
+            )
     if missing:
         raise PipelineError(
             "not available in this version: "
@@ -875,9 +900,17 @@ def load(
     *,
     run_id: str | None = None,
     force: bool = False,
+    search_only: bool = False,
     progress: Progress = _no_progress,
 ) -> LoadResult:
-    """Upsert the gold layer into the warehouse, only the buckets that changed."""
+    """Upsert the gold layer into the warehouse, then sync the search index.
+
+    The warehouse gets only the gold files that changed since its last load,
+    all tables in ONE transaction (a failure or a killed connection leaves the
+    previous state). A configured search index is then synced; an unreachable
+    node leaves it marked stale without failing the load (see :func:`search_sync`).
+    ``search_only``: skip the warehouse (catch a stale index up).
+    """
     from stockbatch.warehouse import db, loader
 
     started = time.perf_counter()
@@ -885,15 +918,26 @@ def load(
     state = _read_state(_state_path(settings))
     if not state:
         raise PipelineError("nothing to load: run `stockbatch process` first.")
-    url = settings.warehouse_url
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    db.migrate(url)
-    engine = db.engine_for(url)
     result = LoadResult(run_id=run_id)
+    if search_only:
+        if settings.search.kind == "none":
+            raise PipelineError(
+                "--search-only needs a search backend: --search opensearch "
+                "(or STOCKBATCH_SEARCH__KIND=opensearch)."
+            )
+        result.warehouse_skipped = True
+        result.search = search_sync(settings, run_id=run_id)
+        result.duration_s = time.perf_counter() - started
+        return result
+    urls = _warehouse_urls(settings)
+    if urls.loader.startswith("sqlite:///"):
+        Path(urls.loader.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    db.migrate(urls.owner)
+    engine = db.engine_for(urls.loader)
+    where = _safe_url(urls.loader)
     loaded_path = settings.lake_path / lake.GOLD / "_loaded.json"
     loaded = _read_state(loaded_path)
-    if loaded.get("warehouse_url") != url:
+    if loaded.get("warehouse_url") != where:
         loaded = {}
     checksums: dict[str, str] = state["gold_checksums"]
     prior: dict[str, str] = {} if force else loaded.get("checksums", {})
@@ -913,48 +957,133 @@ def load(
         != checksums.get(str(p.relative_to(settings.lake_path)))
     ]
     result.buckets_unchanged = len(daily_files) - len(todo)
-    inst = _instruments_table(settings)
-    add("instruments", loader.load_table(engine, "instruments", [inst], key=("symbol",)))
-    task = progress("load", len(todo) + 1)
+    task = progress("load", len(todo) + 2)
     try:
-        for p in todo:
-            daily = lake.read_canonical(p, schema.DAILY_FEATURES)
-            bars = daily.select(list(schema.DAILY_BAR_COLUMNS))
-            feats = daily.select(["symbol", "trade_date", *schema.DAILY_FEATURE_COLUMNS])
+        with loader.run_transaction(engine) as tx:
+            inst = _instruments_table(settings)
+            add("instruments", tx.load_table("instruments", [inst], key=("symbol",)))
+            for p in todo:
+                daily = lake.read_canonical(p, schema.DAILY_FEATURES)
+                bars = daily.select(list(schema.DAILY_BAR_COLUMNS))
+                feats = daily.select(["symbol", "trade_date", *schema.DAILY_FEATURE_COLUMNS])
+                key = ("symbol", "trade_date")
+                add("daily_bars", tx.load_table("daily_bars", [bars], key=key))
+                add("daily_features", tx.load_table("daily_features", [feats], key=key))
+                result.buckets_loaded += 1
+                task.advance()
+            qpath = gold / "quarterly_features" / "part-00000.parquet"
+            quarterly = lake.read_canonical(qpath, schema.QUARTERLY_FEATURES)
             add(
-                "daily_bars",
-                loader.load_table(engine, "daily_bars", [bars], key=("symbol", "trade_date")),
-            )
-            add(
-                "daily_features",
-                loader.load_table(engine, "daily_features", [feats], key=("symbol", "trade_date")),
-            )
-            result.buckets_loaded += 1
-            task.advance()
-        qpath = gold / "quarterly_features" / "part-00000.parquet"
-        add(
-            "quarterly_features",
-            loader.load_table(
-                engine,
                 "quarterly_features",
-                [lake.read_canonical(qpath, schema.QUARTERLY_FEATURES)],
-                key=("symbol", "quarter"),
-            ),
-        )
-        task.advance()
+                tx.load_table("quarterly_features", [quarterly], key=("symbol", "quarter")),
+            )
+            task.advance()
+            quarantine = [
+                lake.read_canonical(p, schema.QUARANTINE)
+                for p in lake.parquet_files(settings.lake_path / lake.SILVER / "quarantine")
+            ]
+            add("quarantine", tx.replace_quarantine(quarantine))
+            task.advance()
     finally:
         task.close()
-    quarantine = [
-        lake.read_canonical(p, schema.QUARANTINE)
-        for p in lake.parquet_files(settings.lake_path / lake.SILVER / "quarantine")
-    ]
-    add("quarantine", loader.replace_quarantine(engine, quarantine))
+    # Only after the commit: a failed load is redone in full by the next one.
     lake.atomic_write_bytes(
         loaded_path,
-        json.dumps({"warehouse_url": url, "checksums": checksums, "run_id": run_id}).encode(),
+        json.dumps({"warehouse_url": where, "checksums": checksums, "run_id": run_id}).encode(),
     )
+    if settings.search.kind != "none":
+        result.search = search_sync(settings, run_id=run_id)
     result.duration_s = time.perf_counter() - started
     return result
+
+
+def _warehouse_urls(settings: Settings) -> Any:
+    """Owner / loader / reader URLs; a missing PostgreSQL endpoint is a usage error."""
+    from stockbatch.warehouse import db
+
+    try:
+        return db.resolve_urls(settings)
+    except db.WarehouseNotConfigured as exc:
+        raise PipelineError(str(exc)) from None
+
+
+def _safe_url(url: str) -> str:
+    """A URL fit to store or print: the password masked."""
+    import sqlalchemy as sa
+
+    return sa.make_url(url).render_as_string(hide_password=True)
+
+
+def reader_engine(settings: Settings) -> Any:
+    """A read-only connection to the warehouse (the reader role on PostgreSQL)."""
+    from stockbatch.warehouse import db
+
+    return db.engine_for(_warehouse_urls(settings).reader)
+
+
+def _search_state_path(settings: Settings) -> Path:
+    return settings.lake_path / lake.GOLD / "_search.json"
+
+
+def search_state(settings: Settings) -> dict[str, Any]:
+    """The last search sync: ``stale``, ``reason``, ``run_id``, ``synced_at``."""
+    return _read_state(_search_state_path(settings))
+
+
+def search_sync(settings: Settings, *, run_id: str) -> dict[str, Any]:
+    """Make the search index serve the current gold.
+
+    An unreachable node does not fail the load: the record says ``stale`` with
+    the reason (also kept in ``gold/_search.json`` and the run manifest) and a
+    later ``stockbatch load --search-only`` (or any load) catches up. Documents
+    the node rejects are an error (:class:`stockbatch.search.SearchError`).
+    """
+    from stockbatch import search
+
+    state = _read_state(_state_path(settings))
+    if not state:
+        raise PipelineError("nothing to index: run `stockbatch process` first.")
+    started = time.perf_counter()
+    record: dict[str, Any] = {"kind": settings.search.kind, "run_id": run_id}
+    try:
+        client = search.connect_settings(settings)
+        qpath = settings.lake_path / lake.GOLD / "quarterly_features" / "part-00000.parquet"
+        stats = search.sync_search(
+            client,
+            instruments=_instruments_table(settings),
+            quarterly=lake.read_canonical(qpath, schema.QUARTERLY_FEATURES),
+            daily_files=list(iter_gold_daily(settings)),
+            run_id=run_id,
+            checksum=state["gold_checksums"],
+            **search.load_options(settings.search),
+        )
+    except search.SearchUnavailable as exc:
+        previous = search_state(settings)
+        record |= {
+            "stale": True,
+            "reason": str(exc),
+            "stale_since": previous.get("stale_since") or dt.datetime.now(dt.UTC).isoformat(),
+        }
+    else:
+        record |= {
+            "stale": False,
+            "summary": stats.summary(),
+            "indices": {
+                name: {
+                    "index": s.index,
+                    "docs": s.docs_indexed,
+                    "unchanged": s.skipped_unchanged,
+                    "seconds": round(s.seconds, 3),
+                }
+                for name, s in stats.indices.items()
+            },
+            "synced_at": dt.datetime.now(dt.UTC).isoformat(),
+        }
+    record["seconds"] = round(time.perf_counter() - started, 3)
+    lake.atomic_write_bytes(
+        _search_state_path(settings), json.dumps(record, indent=2, default=str).encode()
+    )
+    return record
 
 
 def _instruments_table(settings: Settings) -> pa.Table:
@@ -1077,6 +1206,8 @@ def write_run_manifest(
         doc["counts"] = p.counts
     if load_result is not None:
         doc["load"] = {
+            "search": load_result.search,
+            "warehouse_skipped": load_result.warehouse_skipped,
             "warehouse": settings.warehouse.kind,
             "tables": load_result.tables,
             "buckets_loaded": load_result.buckets_loaded,
@@ -1084,7 +1215,7 @@ def write_run_manifest(
             "rows_changed": load_result.rows_changed,
         }
     path = lake.write_manifest(settings.lake_path, run_id, doc)
-    if load_result is not None:
+    if load_result is not None and not load_result.warehouse_skipped:
         _record_in_warehouse(settings, doc)
     return path
 
@@ -1092,7 +1223,7 @@ def write_run_manifest(
 def _record_in_warehouse(settings: Settings, doc: dict[str, Any]) -> None:
     from stockbatch.warehouse import db, loader
 
-    engine = db.engine_for(settings.warehouse_url)
+    engine = db.engine_for(_warehouse_urls(settings).loader)
     loader.record_run(engine, doc)
     loader.audit(
         engine,
@@ -1140,7 +1271,11 @@ def run(
             collect_result=col,
         )
         raise
-    status = "partial" if ing.rejected or (col and col.dead_lettered) else "succeeded"
+    status = (
+        "partial"
+        if ing.rejected or (col and col.dead_lettered) or lod.search_stale
+        else "succeeded"
+    )
     path = write_run_manifest(
         settings,
         run_id=run_id,
@@ -1249,9 +1384,9 @@ def export_quarterly(
     settings: Settings, path: Path, suffix: str, *, complete_only: bool = False
 ) -> int:
     """Write the quarterly ML table from the warehouse; returns the row count."""
-    from stockbatch.warehouse import db, queries
+    from stockbatch.warehouse import queries
 
-    engine = db.engine_for(settings.warehouse_url)
+    engine = reader_engine(settings)
     _require_loaded(engine)
     table = queries.quarterly_table(engine)
     if complete_only:
@@ -1262,9 +1397,9 @@ def export_quarterly(
 
 def export_daily(settings: Settings, path: Path, suffix: str, symbols: list[str] | None) -> int:
     """Write daily bars + features from the warehouse; returns the row count."""
-    from stockbatch.warehouse import db, queries
+    from stockbatch.warehouse import queries
 
-    engine = db.engine_for(settings.warehouse_url)
+    engine = reader_engine(settings)
     _require_loaded(engine)
     parts = list(queries.daily_table(engine, symbols))
     table = pa.concat_tables(parts) if parts else schema.DAILY_FEATURES.empty_table()

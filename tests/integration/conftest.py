@@ -1,5 +1,9 @@
 """Real services for integration tests, started once per test session.
 
+``pg`` is a PostgreSQL server and ``opensearch_node`` an OpenSearch node, both
+provisioned by the project (deploy/services/README.md) under their own temporary
+home, shared by the storage tests of every folder below.
+
 ``kafka_broker`` is a real Apache Kafka 4 broker (KRaft) on 127.0.0.1, provisioned
 from Maven Central on first use (see deploy/services/README.md); ``kafka_broker_scram``
 is a second one with SASL/SCRAM-SHA-512 on its client listener. Both are stopped at
@@ -18,9 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
+from integration.opensearch.os_support import OpenSearchNode
 from stockbatch.services import KafkaService, ScramCredentials, ServiceError
+from stockbatch.services.opensearch import OpenSearchService
+from stockbatch.services.postgresql import PostgresService
 
 
 @dataclass
@@ -96,3 +104,66 @@ def kafka_broker_scram(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kaf
     """A Kafka broker whose client listener requires SASL/SCRAM-SHA-512."""
     with _broker(tmp_path_factory.mktemp("kafka-scram-home"), scram=True) as broker:
         yield broker
+
+
+# ----------------------------------------------------------------------------- PostgreSQL
+
+
+@dataclass
+class Postgres:
+    """The session's running server and its home."""
+
+    service: PostgresService
+    home: Path
+
+    def superuser(self, database: str = "postgres") -> psycopg.Connection[Any]:
+        """An autocommit psycopg connection as the cluster's superuser."""
+        url = self.service.url("superuser", database=database).replace("+psycopg", "")
+        return psycopg.connect(url, autocommit=True, connect_timeout=10)
+
+    def ensure_running(self) -> None:
+        """Start the server again if a test stopped it (same port, same data)."""
+        if not self.service.status().running:
+            self.service.up()
+
+
+@pytest.fixture(scope="session")
+def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
+    """A PostgreSQL server for the whole session (its home is a fresh temp folder)."""
+    home = tmp_path_factory.mktemp("pg-home")
+    service = PostgresService(home)
+    try:
+        error = None
+        try:
+            service.up()
+        except ServiceError as exc:
+            error = str(exc)
+        if error is not None:  # outside the except: no chained traceback around the message
+            pytest.fail(f"could not start the local PostgreSQL server: {error}", pytrace=False)
+        yield Postgres(service=service, home=home)
+    finally:
+        with contextlib.suppress(ServiceError):
+            service.down()
+
+
+# ----------------------------------------------------------------------------- OpenSearch
+
+
+@pytest.fixture(scope="session")
+def opensearch_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenSearchNode]:
+    """An OpenSearch node for the whole session (its home is a fresh temp folder)."""
+    home = tmp_path_factory.mktemp("opensearch-home")
+    service = OpenSearchService(home)
+    try:
+        error = None
+        try:
+            service.up()
+        except ServiceError as exc:
+            error = str(exc)
+        if error is not None:  # outside the except: no chained traceback around the message
+            pytest.fail(f"could not start the local OpenSearch node: {error}", pytrace=False)
+        yield OpenSearchNode(service=service, home=home)
+    finally:
+        # Never leave a JVM behind, even when start-up or a test failed.
+        with contextlib.suppress(ServiceError):
+            service.down()

@@ -13,8 +13,6 @@ Tests that stop or restart ``opensearch_node.service`` must leave it running
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,29 +21,7 @@ from typer.testing import CliRunner
 
 from integration.opensearch.os_support import Gold, OpenSearchNode
 from stockbatch import lake, pipeline, schema
-from stockbatch.services import ServiceError
-from stockbatch.services.opensearch import OpenSearchService
 from stockbatch.settings import Settings
-
-
-@pytest.fixture(scope="session")
-def opensearch_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenSearchNode]:
-    """An OpenSearch node for the whole session (its home is a fresh temp folder)."""
-    home = tmp_path_factory.mktemp("opensearch-home")
-    service = OpenSearchService(home)
-    try:
-        error = None
-        try:
-            service.up()
-        except ServiceError as exc:
-            error = str(exc)
-        if error is not None:  # outside the except: no chained traceback around the message
-            pytest.fail(f"could not start the local OpenSearch node: {error}", pytrace=False)
-        yield OpenSearchNode(service=service, home=home)
-    finally:
-        # Never leave a JVM behind, even when start-up or a test failed.
-        with contextlib.suppress(ServiceError):
-            service.down()
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,10 @@
 """A real PostgreSQL server for the integration tests, started once per test session.
 
-``pg`` is a :class:`~stockbatch.services.postgresql.PostgresService` (Debian's
-PostgreSQL binaries, a throwaway cluster under a fresh temporary home), stopped
-at the end of the session whatever happened. A machine without the binaries
-fails the fixture with what to install: these tests never skip.
+``pg`` (tests/integration/conftest.py, shared with the pipeline tests) is a
+:class:`~stockbatch.services.postgresql.PostgresService` (Debian's PostgreSQL
+binaries, a throwaway cluster under a fresh temporary home), stopped at the end
+of the session whatever happened. A machine without the binaries fails the
+fixture with what to install: these tests never skip.
 
 ``warehouse`` gives each test its own freshly migrated database (same roles and
 privileges as the main one), dropped afterwards. ``gold`` is the demo sample
@@ -15,7 +16,6 @@ Tests that stop, kill or restart ``pg.service`` must leave it running
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
@@ -23,58 +23,18 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import polars as pl
-import psycopg
 import pyarrow as pa
 import pytest
 
+from integration.conftest import Postgres
 from stockbatch import lake, schema
-from stockbatch.services import ServiceError
-from stockbatch.services.postgresql import PostgresService
 from stockbatch.warehouse import db
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
 AS_OF = "2023-06-30"
-
-
-@dataclass
-class Postgres:
-    """The session's running server and its home."""
-
-    service: PostgresService
-    home: Path
-
-    def superuser(self, database: str = "postgres") -> psycopg.Connection[Any]:
-        """An autocommit psycopg connection as the cluster's superuser."""
-        url = self.service.url("superuser", database=database).replace("+psycopg", "")
-        return psycopg.connect(url, autocommit=True, connect_timeout=10)
-
-    def ensure_running(self) -> None:
-        """Start the server again if a test stopped it (same port, same data)."""
-        if not self.service.status().running:
-            self.service.up()
-
-
-@pytest.fixture(scope="session")
-def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
-    """A PostgreSQL server for the whole session (its home is a fresh temp folder)."""
-    home = tmp_path_factory.mktemp("pg-home")
-    service = PostgresService(home)
-    try:
-        error = None
-        try:
-            service.up()
-        except ServiceError as exc:
-            error = str(exc)
-        if error is not None:  # outside the except: no chained traceback around the message
-            pytest.fail(f"could not start the local PostgreSQL server: {error}", pytrace=False)
-        yield Postgres(service=service, home=home)
-    finally:
-        with contextlib.suppress(ServiceError):
-            service.down()
 
 
 @pytest.fixture
