@@ -6,10 +6,10 @@ bench_process.py):
 
 - ``ingest``: ``stockbatch ingest --source kaggle --path DIR`` into a fresh home
   (CSV -> bronze Parquet; shared by the two stockbatch engines below);
-- ``spark-engine``: ``python bench_spark.py --engine-run HOME`` =
-  ``spark_engine.process_lake`` over that home's bronze files into a separate
-  silver/gold root (``local[*]``);
-- ``polars-engine``: ``stockbatch process --force`` on the same home;
+- ``polars-engine``: ``stockbatch process --full`` on that home;
+- ``spark-engine``: ``stockbatch process --full --engine spark`` on the same home
+  (one Spark application, ``local[*]``: bronze Parquet in, the lake layout out,
+  plus the state an incremental update starts from), JVM start included;
 - ``spark-peer``: ``python spark_csv_peer.py`` (CSV straight to features in PySpark).
 
 Ratios printed: spark-engine / spark-peer (target <= 0.5), (ingest +
@@ -68,40 +68,6 @@ def measured(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
     return report
 
 
-def engine_run(home: Path, as_of: str) -> int:
-    """The measured Spark-engine command: process_lake over HOME's bronze lake."""
-    from stockbatch import lake
-    from stockbatch.calendar import SessionCalendar
-    from stockbatch.features.spark_engine import process_lake, spark_session
-    from stockbatch.settings import Settings
-
-    os.environ["STOCKBATCH_HOME"] = str(home)
-    settings = Settings()
-    day = dt.date.fromisoformat(as_of)
-    spark = spark_session("local[*]", "stockbatch-bench")
-    files = [str(p) for p in lake.parquet_files(settings.lake_path / lake.BRONZE / "bars")]
-    out = home / "spark-lake"
-    res = process_lake(
-        spark,
-        bronze_files=files,
-        active_keys=None,
-        as_of=day,
-        calendar=SessionCalendar(settings.process.calendar, end=day + dt.timedelta(days=400)),
-        source_priority=settings.process.source_priority,
-        buckets=settings.lake.buckets,
-        silver_root=out / "silver",
-        gold_root=out / "gold",
-        compression=settings.lake.compression,
-    )
-    c = res.counts
-    print(
-        f"rows_in={c['rows_in']} rows_clean={c['rows_clean']} "
-        f"rows_quarantined={c['rows_quarantined']} rows_deduplicated={c['rows_deduplicated']}"
-    )
-    spark.stop()
-    return 0
-
-
 def bench_size(size: str, repeat: int) -> dict[str, Any]:
     data = dataset(size)
     runs: dict[str, list[dict[str, Any]]] = {
@@ -126,13 +92,14 @@ def bench_size(size: str, repeat: int) -> dict[str, Any]:
                 env,
             )
         )
+        runs["polars-engine"].append(
+            measured([STOCKBATCH, "process", "--as-of", AS_OF, "--full", "--quiet"], env)
+        )
         runs["spark-engine"].append(
             measured(
-                [PYTHON, str(HERE / "bench_spark.py"), "--engine-run", str(work / "home")], env
+                [STOCKBATCH, "process", "--as-of", AS_OF, "--full", "--engine", "spark", "--quiet"],
+                env,
             )
-        )
-        runs["polars-engine"].append(
-            measured([STOCKBATCH, "process", "--as-of", AS_OF, "--force", "--quiet"], env)
         )
         runs["spark-peer"].append(
             measured(
@@ -176,11 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="sample", help="comma list of sample,10x")
     parser.add_argument("--repeat", type=int, default=1, help="runs per size (median)")
-    parser.add_argument("--engine-run", metavar="HOME", help=argparse.SUPPRESS)
     parser.add_argument("--as-of", default=AS_OF)
     args = parser.parse_args(argv)
-    if args.engine_run:
-        return engine_run(Path(args.engine_run), args.as_of)
     print(f"load average at start: {os.getloadavg()}")
     results = [bench_size(s, args.repeat) for s in args.sizes.split(",")]
     print_table(results)
