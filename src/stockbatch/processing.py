@@ -195,10 +195,13 @@ class SparkEngine:
             sessions=calendar.sessions.to_list(),
             source_priority=priority,
         )
-        clean = self._to_polars(res.clean, schema.SILVER_BARS).sort(SYMBOL, DATE, "source")
-        quarantine = self._to_polars(res.quarantine, schema.QUARANTINE).sort(
-            "source_file", "line_no", nulls_last=True
-        )
+        try:
+            clean = self._to_polars(res.clean, schema.SILVER_BARS).sort(SYMBOL, DATE, "source")
+            quarantine = self._to_polars(res.quarantine, schema.QUARANTINE).sort(
+                "source_file", "line_no", nulls_last=True
+            )
+        finally:
+            res.release()  # the flagged rows were persisted for the two reads above
         return quality.ValidationResult(
             clean=clean, quarantine=quarantine, counts=res.counts, winners=dict(res.winners)
         )

@@ -108,12 +108,16 @@ class SearchSettings(BaseModel):
         "share one cluster).",
     )
     bulk_docs: int = Field(2_000, ge=1, description="Documents per _bulk request.")
-    bulk_threads: int = Field(
-        2, ge=1, description="Concurrent _bulk requests during a load (parallel_bulk)."
-    )
+    bulk_threads: int = Field(2, ge=1, description="Concurrent _bulk requests during a load.")
     max_retries: int = Field(5, ge=0, description="Retries of a document rejected with 429.")
     timeout_s: float = Field(
         30.0, gt=0, description="Request timeout; also how long an unreachable node is retried."
+    )
+    replicas: int = Field(
+        0,
+        ge=0,
+        description="Replicas per index once loaded (0 on a single node: 1 never "
+        "gets allocated there and the cluster stays yellow).",
     )
     keep_previous: bool = Field(
         True,
