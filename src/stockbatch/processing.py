@@ -99,6 +99,17 @@ class Engine(Protocol):
         """FEATURES.md sections 4-5 on every row of the symbols in ``bronze``."""
         ...
 
+    def validate_buckets(
+        self,
+        bronze: pl.DataFrame,
+        *,
+        as_of: dt.date,
+        calendar: SessionCalendar,
+        priority: list[str],
+    ) -> dict[int, quality.ValidationResult]:
+        """:meth:`validate` of each bucket of ``bronze`` (its ``bucket`` column) on its own."""
+        ...
+
     def daily(
         self, bars: pl.DataFrame, carry: pl.DataFrame | None = None, *, with_state: bool = False
     ) -> pl.DataFrame:
@@ -128,6 +139,19 @@ class PolarsEngine:
         return quality.validate(
             bronze, as_of=as_of, is_session=calendar.is_session, source_priority=priority
         )
+
+    def validate_buckets(
+        self,
+        bronze: pl.DataFrame,
+        *,
+        as_of: dt.date,
+        calendar: SessionCalendar,
+        priority: list[str],
+    ) -> dict[int, quality.ValidationResult]:
+        return {
+            int(b): self.validate(part, as_of=as_of, calendar=calendar, priority=priority)
+            for (b,), part in bronze.partition_by("bucket", as_dict=True).items()
+        }
 
     def daily(
         self, bars: pl.DataFrame, carry: pl.DataFrame | None = None, *, with_state: bool = False
@@ -205,6 +229,56 @@ class SparkEngine:
         return quality.ValidationResult(
             clean=clean, quarantine=quarantine, counts=res.counts, winners=dict(res.winners)
         )
+
+    def validate_buckets(
+        self,
+        bronze: pl.DataFrame,
+        *,
+        as_of: dt.date,
+        calendar: SessionCalendar,
+        priority: list[str],
+    ) -> dict[int, quality.ValidationResult]:
+        # One flagged frame and one counts job for every bucket (Spark's fixed cost per
+        # job dwarfs an update's few rows); counts are then summed bucket by bucket.
+        from stockbatch import quality_spark as qs
+        from stockbatch.features import spark_engine
+
+        work = qs.flagged(self._to_spark(bronze), as_of=as_of).persist()
+        try:
+            rows = [
+                r.asDict() for r in qs.counts_frame(work, calendar.sessions.to_list()).collect()
+            ]
+            summary = qs.summarize(rows, with_calendar=True, source_priority=priority)
+            present = sorted({int(b) for b in bronze["bucket"].unique().to_list()})
+            counts = spark_engine.bucket_counts(rows, present, priority, bronze)
+            clean = self._to_polars_with(qs.clean_rows(work, summary.losers, extra=["bucket"]),
+                                         schema.SILVER_BARS)  # fmt: skip
+            quarantine = self._to_polars_with(
+                qs.quarantine_rows(work, extra=["bucket"]).drop("__row"), schema.QUARANTINE
+            )
+        finally:
+            work.unpersist()
+        out: dict[int, quality.ValidationResult] = {}
+        for b in present:
+            mine = {s: w for s, w in summary.winners.items() if s in counts[b]["__symbols"]}
+            out[b] = quality.ValidationResult(
+                clean=clean.filter(pl.col("bucket") == b)
+                .drop("bucket")
+                .sort(SYMBOL, DATE, "source"),
+                quarantine=quarantine.filter(pl.col("bucket") == b)
+                .drop("bucket")
+                .sort("source_file", "line_no", nulls_last=True),
+                counts={k: v for k, v in counts[b].items() if k != "__symbols"},
+                winners=mine,
+            )
+        return out
+
+    @staticmethod
+    def _to_polars_with(sdf: Any, target: Any) -> pl.DataFrame:
+        out = pl.from_arrow(sdf.toArrow())
+        assert isinstance(out, pl.DataFrame)
+        body = lake.conform(out, target)
+        return body.with_columns(out["bucket"].cast(pl.Int32).alias("bucket"))
 
     def daily(
         self, bars: pl.DataFrame, carry: pl.DataFrame | None = None, *, with_state: bool = False
@@ -823,9 +897,18 @@ def update(
             symbols = symbols.filter(pl.col("bucket") != b)
             new_state.append(st)
             task.advance()
+        validated = (
+            ctx.engine.validate_buckets(
+                fresh.filter(pl.col("bucket").is_in(append_buckets)),
+                as_of=ctx.as_of,
+                calendar=ctx.calendar,
+                priority=settings.process.source_priority,
+            )
+            if append_buckets
+            else {}
+        )
         for b in append_buckets:
-            rows = fresh.filter(pl.col("bucket") == b)
-            res = ctx.validate(rows)
+            res = validated[b]
             live = res.clean.filter(~pl.col("superseded"))
             counts = res.counts
             if live.height:

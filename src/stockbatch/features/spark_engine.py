@@ -1021,6 +1021,25 @@ def _bucket_counts(
     }
 
 
+def bucket_counts(
+    rows: list[dict[str, Any]], present: list[int], source_priority: list[str], bronze: Any
+) -> dict[int, dict[str, Any]]:
+    """Counts of each bucket in ``present`` from :func:`quality_spark.counts_frame` rows,
+    the bucket of a row taken from the bronze rows' own ``bucket`` (``bronze``: a Polars
+    frame with ``symbol`` and ``bucket``); ``__symbols`` lists each bucket's symbols."""
+    from stockbatch import quality_spark as qs
+
+    owner = dict(bronze.select("symbol", "bucket").unique("symbol").iter_rows())
+    by: dict[int, list[dict[str, Any]]] = {b: [] for b in present}
+    for r in rows:
+        by[int(owner.get(r["symbol"], present[0]))].append(r)
+    out: dict[int, dict[str, Any]] = {}
+    for b, part in by.items():
+        counts = qs.summarize(part, with_calendar=True, source_priority=source_priority).counts
+        out[b] = {**counts, "__symbols": {r["symbol"] for r in part}}
+    return out
+
+
 def _quarterly_table(
     spark: SparkSession,
     daily_files: list[Path],
