@@ -275,7 +275,8 @@ def test_bad_as_of_is_a_usage_error(tmp_path: Path, bad_dir: Path) -> None:
     assert "2017-11-30" in output
 
 
-def test_unavailable_backend_is_refused(tmp_path: Path, bad_dir: Path) -> None:
+def test_unconfigured_backend_is_refused_before_any_work(tmp_path: Path, bad_dir: Path) -> None:
+    """PostgreSQL chosen but none set up: one line saying what to do, nothing ingested."""
     code, output = sb(
         tmp_path / "home",
         "run",
@@ -283,12 +284,14 @@ def test_unavailable_backend_is_refused(tmp_path: Path, bad_dir: Path) -> None:
         "kaggle",
         "--path",
         str(bad_dir),
-        "--engine",
-        "spark",
+        "--warehouse",
+        "postgresql",
         "-q",
     )
     assert code == 1
-    assert "not available" in output
+    assert "stockbatch services up postgresql" in output
+    assert "Traceback" not in output
+    assert not (tmp_path / "home" / "lake" / "bronze").exists()
 
 
 def test_settings_from_environment(tmp_path: Path, demo_data: Path) -> None:
