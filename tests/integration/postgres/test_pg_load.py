@@ -97,12 +97,20 @@ def test_incremental_load_writes_only_new_and_changed_rows(
         assert new_rows > 0
         assert (stats.inserted, stats.updated) == (new_rows, 3)
         assert stats.unchanged == old.num_rows - 3
-        with engine.connect() as conn:
-            # n_tup_upd counts the rows PostgreSQL itself rewrote: exactly the 3 changes.
-            conn.exec_driver_sql("SELECT pg_stat_force_next_flush()")
-            updated = conn.exec_driver_sql(
-                "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'daily_bars'"
-            ).scalar_one()
+        # n_tup_upd counts the rows PostgreSQL itself rewrote: exactly the 3 changes.
+        # A backend reports its statistics when it goes idle or exits (not at once), so
+        # close the loading connections and read until the report has arrived.
+        engine.dispose()
+        updated = -1
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            with engine.connect() as conn:
+                updated = conn.exec_driver_sql(
+                    "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'daily_bars'"
+                ).scalar_one()
+            if updated == 3:
+                break
+            time.sleep(0.5)
         assert updated == 3
     finally:
         engine.dispose()
