@@ -54,18 +54,7 @@ AS_OF = "2017-11-30"
 sys.path.insert(0, str(HERE))
 import synth  # noqa: E402  (a sibling script, not a package)
 
-
-def dataset(size: str) -> Path:
-    """Folder of one benchmark size (builds the 10x set on first use)."""
-    shared = os.environ.get("STOCKBATCH_SHARED_DATA")
-    if not shared:
-        raise SystemExit("set STOCKBATCH_SHARED_DATA to the shared data/ folder")
-    sample = Path(shared) / "kaggle" / "huge-stock-market-sample"
-    if size == "sample":
-        return sample
-    if size == "10x":
-        return synth.build(sample, synth.DEFAULT_OUT)
-    raise SystemExit(f"unknown size {size!r}: use sample or 10x")
+dataset = synth.dataset
 
 
 def gold_files(size: str) -> list[Path]:

@@ -73,17 +73,7 @@ KEY = ("symbol", "trade_date")
 TABLES = ("daily_bars", "daily_features")
 
 
-def dataset(size: str) -> Path:
-    """Folder of the CSV input of one size (builds the 10x set on first use)."""
-    shared = os.environ.get("STOCKBATCH_SHARED_DATA")
-    if not shared:
-        raise SystemExit("set STOCKBATCH_SHARED_DATA to the shared data/ folder (or give --lake)")
-    sample = Path(shared) / "kaggle" / "huge-stock-market-sample"
-    if size == "sample":
-        return sample
-    if size == "10x":
-        return synth.build(sample, synth.DEFAULT_OUT)
-    raise SystemExit(f"unknown size {size!r}: use sample or 10x")
+dataset = synth.dataset
 
 
 def gold_home(size: str) -> Path:

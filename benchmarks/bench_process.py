@@ -75,17 +75,7 @@ def peer_command(data_dir: Path, out_dir: Path, as_of: str) -> list[str]:
     ]
 
 
-def dataset(size: str) -> Path:
-    """Folder of one benchmark size (builds the 10x set on first use)."""
-    shared = os.environ.get("STOCKBATCH_SHARED_DATA")
-    if not shared:
-        raise SystemExit("set STOCKBATCH_SHARED_DATA to the shared data/ folder")
-    sample = Path(shared) / "kaggle" / "huge-stock-market-sample"
-    if size == "sample":
-        return sample
-    if size == "10x":
-        return synth.build(sample, synth.DEFAULT_OUT)
-    raise SystemExit(f"unknown size {size!r}: use sample or 10x")
+dataset = synth.dataset
 
 
 def measured(cmd: list[str], env: dict[str, str], cwd: Path) -> dict[str, Any]:

@@ -43,18 +43,11 @@ TARGET = 0.5
 
 
 def dataset(size: str) -> Path:
-    shared = os.environ.get("STOCKBATCH_SHARED_DATA")
-    if not shared:
-        raise SystemExit("set STOCKBATCH_SHARED_DATA to the shared data/ folder")
-    sample = Path(shared) / "kaggle" / "huge-stock-market-sample"
-    if size == "sample":
-        return sample
-    if size == "10x":
-        sys.path.insert(0, str(HERE))
-        import synth
+    """The CSV folder of one size (see synth.dataset)."""
+    sys.path.insert(0, str(HERE))
+    import synth
 
-        return Path(synth.build(sample, synth.DEFAULT_OUT))
-    raise SystemExit(f"unknown size {size!r}: use sample or 10x")
+    return Path(synth.dataset(size))
 
 
 def measured(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:

@@ -57,6 +57,20 @@ PRICE_RE = r"^-?[0-9]+(\.[0-9]{1,6})?$"
 INT_RE = r"^-?[0-9]+$"
 
 
+def dataset(size: str) -> Path:
+    """The CSV folder of one benchmark size: ``sample`` (the shared Huge sample) or
+    ``10x`` (built from it on first use, then cached)."""
+    shared = os.environ.get("STOCKBATCH_SHARED_DATA")
+    if not shared:
+        raise SystemExit("set STOCKBATCH_SHARED_DATA to the shared data/ folder")
+    sample = Path(shared) / "kaggle" / "huge-stock-market-sample"
+    if size == "sample":
+        return sample
+    if size == "10x":
+        return build(sample, DEFAULT_OUT)
+    raise SystemExit(f"unknown size {size!r}: use sample or 10x")
+
+
 def default_src() -> Path:
     """The shared 10% Huge sample, located via ``STOCKBATCH_SHARED_DATA``."""
     root = os.environ.get("STOCKBATCH_SHARED_DATA")
