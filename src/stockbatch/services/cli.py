@@ -90,7 +90,10 @@ def up(
     home: HomeOpt = None,
     port: Annotated[
         int | None,
-        typer.Option("--port", help="Kafka client port on 127.0.0.1 (default: last one or free)."),
+        typer.Option(
+            "--port",
+            help="Port on 127.0.0.1 for kafka (client) or postgresql (default: last or free).",
+        ),
     ] = None,
     scram: Annotated[
         bool | None,
