@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import signal
 import socket
@@ -108,6 +109,19 @@ def write_private(path: Path, text: str) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """A service's private JSON state file ({} when missing or unreadable)."""
+    try:
+        return dict(json.loads(path.read_text()))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def write_state(path: Path, state: dict[str, Any]) -> None:
+    """Write a service's JSON state file (owner-readable only: it holds passwords)."""
+    write_private(path, json.dumps(state, indent=2, sort_keys=True) + "\n")
 
 
 def tail(path: Path, lines: int = 40) -> str:

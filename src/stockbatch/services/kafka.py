@@ -55,10 +55,11 @@ from stockbatch.services.base import (
     pid_alive,
     port_is_free,
     process_cmdline,
+    read_state,
     start_detached,
     stop_process,
     tail,
-    write_private,
+    write_state,
 )
 from stockbatch.services.endpoints import forget_endpoint, record_endpoint, recorded_endpoints
 
@@ -426,10 +427,7 @@ class KafkaService:
         return state
 
     def _stored_state(self) -> dict[str, Any]:
-        try:
-            return dict(json.loads(self._state_file.read_text()))
-        except (FileNotFoundError, json.JSONDecodeError):
-            return {}
+        return read_state(self._state_file)
 
     @property
     def scram(self) -> bool:
@@ -439,7 +437,7 @@ class KafkaService:
         return bool(self._stored_state().get("security_protocol") == "SASL_PLAINTEXT")
 
     def _save_state(self, state: dict[str, Any]) -> None:
-        write_private(self._state_file, json.dumps(state, indent=2, sort_keys=True) + "\n")
+        write_state(self._state_file, state)
 
     @property
     def credentials(self) -> ScramCredentials | None:

@@ -50,10 +50,11 @@ from stockbatch.services.base import (
     pid_alive,
     port_is_free,
     process_cmdline,
+    read_state,
     start_detached,
     stop_process,
     tail,
-    write_private,
+    write_state,
 )
 from stockbatch.services.endpoints import forget_endpoint, record_endpoint, recorded_endpoints
 from stockbatch.services.kafka import cache_root, find_java
@@ -301,10 +302,7 @@ class OpenSearchService:
     # -- state ---------------------------------------------------------------
 
     def _stored_state(self) -> dict[str, Any]:
-        try:
-            return dict(json.loads(self._state_file.read_text()))
-        except (FileNotFoundError, json.JSONDecodeError):
-            return {}
+        return read_state(self._state_file)
 
     @property
     def url(self) -> str:
@@ -460,7 +458,7 @@ class OpenSearchService:
             self.port = port
             for folder in (self.data_dir, self.log_file.parent, self.config_dir):
                 folder.mkdir(parents=True, exist_ok=True)
-            write_private(self._state_file, json.dumps(state, indent=2, sort_keys=True) + "\n")
+            write_state(self._state_file, state)
             (self.config_dir / "opensearch.yml").write_text(self._opensearch_yml(state))
             (self.config_dir / "log4j2.properties").write_text(_LOG4J2)
 

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import os
 import pwd
 import re
@@ -64,9 +63,11 @@ from stockbatch.services.base import (
     pid_alive,
     port_is_free,
     process_cmdline,
+    read_state,
     tail,
     wait_exit,
     write_private,
+    write_state,
 )
 from stockbatch.services.endpoints import forget_endpoint, record_endpoint
 
@@ -244,13 +245,10 @@ class PostgresService:
     # -- state ---------------------------------------------------------------
 
     def _stored_state(self) -> dict[str, Any]:
-        try:
-            return dict(json.loads(self._state_file.read_text()))
-        except (FileNotFoundError, json.JSONDecodeError):
-            return {}
+        return read_state(self._state_file)
 
     def _save_state(self, state: dict[str, Any]) -> None:
-        write_private(self._state_file, json.dumps(state, indent=2, sort_keys=True) + "\n")
+        write_state(self._state_file, state)
 
     def _port(self) -> int:
         port = self.port or self._stored_state().get("port")
