@@ -80,7 +80,6 @@ _SYMBOLS_SCHEMA = pl.Schema(
 _DAILY = lake.polars_schema(schema.DAILY_FEATURES)
 TAIL_SCHEMA = pl.Schema([*_DAILY.items(), *((c, pl.Float64()) for c in STATE_COLUMNS)])
 """Columns of the tail store: gold daily plus the unpublished carried state."""
-_TAIL_SCHEMA = TAIL_SCHEMA
 
 
 class Engine(Protocol):
@@ -292,7 +291,7 @@ class SparkEngine:
         )
         out = pl.from_arrow(sdf.toArrow())
         assert isinstance(out, pl.DataFrame)
-        target = _TAIL_SCHEMA if with_state else _DAILY
+        target = TAIL_SCHEMA if with_state else _DAILY
         return _sort(out.select(target.names()).cast(dict(target)))  # type: ignore[arg-type]
 
     def full_rebuild(
@@ -393,7 +392,7 @@ def read_tail(settings: Settings, bucket: int) -> pl.DataFrame:
     """One bucket's tail rows: its base part, then the parts updates appended."""
     parts = lake.parquet_files(_tail_path(settings, bucket).parent)
     if not parts:
-        return pl.DataFrame(schema=_TAIL_SCHEMA)
+        return pl.DataFrame(schema=TAIL_SCHEMA)
     return pl.concat([pl.read_parquet(p) for p in parts], how="vertical_relaxed")
 
 
@@ -470,7 +469,7 @@ def tail_of(daily: pl.DataFrame) -> pl.DataFrame:
     cut = _quarter_start(last).dt.offset_by("-6mo")
     from_end = pl.int_range(pl.len()).reverse().over(SYMBOL)
     return daily.filter((from_end < CONTEXT_ROWS) | (pl.col(DATE) >= cut)).select(
-        _TAIL_SCHEMA.names()
+        TAIL_SCHEMA.names()
     )
 
 
@@ -1008,7 +1007,7 @@ def update(
                 ctx.write(mine_b, schema.DAILY_FEATURES, folder / part)
                 tail_dir = _tail_path(settings, b).parent
                 lake.write_parquet_atomic(
-                    mine_b.select(_TAIL_SCHEMA.names()), tail_dir / part, ctx.compression
+                    mine_b.select(TAIL_SCHEMA.names()), tail_dir / part, ctx.compression
                 )
                 _compact(ctx, b)
                 task.advance()
@@ -1016,7 +1015,7 @@ def update(
                 _quarter_start(pl.col(DATE).min()).dt.offset_by("-3mo").alias("__cut")
             )
             replace_syms.append(cuts)
-            rows = pl.concat([tail, daily.select(_TAIL_SCHEMA.names())])
+            rows = pl.concat([tail, daily.select(TAIL_SCHEMA.names())])
             new_quarters.append(_quarterly_from(ctx, rows, cuts, new_last))
     finally:
         task.close()
