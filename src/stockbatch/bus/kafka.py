@@ -318,6 +318,8 @@ class BarProducer:
                     self.failures.append(f"{msg.key()!r} -> {msg.topic()}: {err.str()}")
                 return
             self.stats.delivered += 1
+            if msg.offset() is None or msg.offset() < 0:
+                return  # delivered, but the client reported no offset: no range to widen
             p = self.stats.partitions.setdefault(
                 msg.partition(), {"first_offset": msg.offset(), "last_offset": msg.offset()}
             )
