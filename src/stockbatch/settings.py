@@ -187,18 +187,3 @@ class Settings(BaseSettings):
     def lake_path(self) -> Path:
         """Resolved lake root."""
         return self.lake.path if self.lake.path is not None else self.home / "lake"
-
-    @property
-    def warehouse_url(self) -> str:
-        """Resolved SQLAlchemy URL of the warehouse (PostgreSQL: the loader role's).
-
-        Raises ``WarehouseNotConfigured`` (a ValueError) for PostgreSQL with no URL set
-        and none recorded by ``stockbatch services up postgresql``.
-        """
-        if self.warehouse.url:
-            return self.warehouse.url
-        if self.warehouse.kind == "sqlite":
-            return f"sqlite:///{(self.home / 'warehouse.db').resolve()}"
-        from stockbatch.warehouse.db import resolve_urls  # lazy: settings imports nothing heavy
-
-        return resolve_urls(self).loader

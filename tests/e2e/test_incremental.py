@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from stockbatch import pipeline
+from stockbatch.results import IngestResult, ProcessResult
 from stockbatch.settings import Settings
 from stockbatch.sources.kaggle import KaggleSource
 from support.lake_compare import PROVENANCE_ONLY, assert_lakes_equal, process_state
@@ -40,10 +41,10 @@ class Lake:
     held: dict[Path, list[bytes]]
     engine: str
 
-    def ingest(self) -> pipeline.IngestResult:
+    def ingest(self) -> IngestResult:
         return pipeline.ingest(self.settings, KaggleSource(self.data))
 
-    def step(self, as_of: dt.date = AS_OF) -> pipeline.ProcessResult:
+    def step(self, as_of: dt.date = AS_OF) -> ProcessResult:
         self.ingest()
         return pipeline.process(self.settings, as_of=as_of)
 

@@ -9,7 +9,7 @@
 2. A HAND-MADE bronze (not market data) with the edge cases the sample lacks:
    one-row symbols, gaps, identical twins and conflicting duplicates,
    quarantined rows, two sources for one symbol, an empty bucket; compared
-   with the Polars engine run bucket by bucket as ``pipeline.process`` does.
+   with the Polars engine run bucket by bucket as ``stockbatch.process`` does.
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from stockbatch import lake, quality, schema
+from stockbatch import lake, quality, runs, schema
 from stockbatch.calendar import SessionCalendar
 from stockbatch.cli import app
 from stockbatch.features import polars_engine, spark_engine
+from stockbatch.settings import Settings
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -100,7 +101,7 @@ def test_huge_sample_lake_parity(spark: Any, huge_sample: Path, tmp_path: Path) 
         res = runner.invoke(app, args, env=env, catch_exceptions=False)
         assert res.exit_code == 0, res.output
     lake_root = home / "lake"
-    manifest = [m for m in lake.iter_manifests(lake_root) if "counts" in m][-1]
+    manifest = [m for m in runs.iter_manifests(Settings(home=home)) if "counts" in m][-1]
     bronze = lake.parquet_files(lake_root / "bronze" / "bars")
     out = tmp_path / "spark"
     result = run_spark(spark, bronze, out, buckets=8)
@@ -175,7 +176,7 @@ def hand_bronze(buckets: int) -> pl.DataFrame:
 
 
 def polars_lake(bronze: pl.DataFrame, root: Path, buckets: int) -> dict[str, Any]:
-    """What pipeline.process writes, bucket by bucket, from the same bronze rows."""
+    """What the process stage writes, bucket by bucket, from the same bronze rows."""
     calendar = SessionCalendar(end=AS_OF + dt.timedelta(days=400))
     counts: dict[str, Any] = {}
     silver: list[pl.DataFrame] = []

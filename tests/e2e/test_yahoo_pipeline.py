@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 from stockbatch import pipeline
+from stockbatch.lake import bronze
 from stockbatch.settings import Settings
 from stockbatch.sources.yahoo import YahooSource
 from support.yahoo_replay import NOT_FOUND, SPY_OK, ReplaySession
@@ -29,7 +30,7 @@ def yahoo(settings: Settings, symbols: list[str], start: dt.date | None = None) 
         symbols,
         start,
         None,
-        pipeline.stored_last_dates(settings),
+        bronze.last_dates(settings),
         settings.yahoo,
         session=session,
         sleep=lambda s: None,
@@ -53,7 +54,7 @@ def test_yahoo_run_incremental_and_partial(tmp_path: Path) -> None:
     assert daily["symbol"].to_list() == ["SPY"] * 5
     assert daily["close"][-1] == pytest.approx(689.4299926757812, rel=0, abs=0)
     assert daily["ret_1d"][1] == pytest.approx(682.8499755859375 / 681.75 - 1, rel=1e-12)
-    assert pipeline.stored_last_dates(settings) == {"SPY": dt.date(2026, 2, 20)}
+    assert bronze.last_dates(settings) == {"SPY": dt.date(2026, 2, 20)}
 
     # The next day (a Saturday): SPY is fetched from the day after its last stored
     # bar only; no new session means nothing lands and nothing changes.

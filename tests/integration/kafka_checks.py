@@ -13,7 +13,8 @@ from typing import Any
 import polars as pl
 from confluent_kafka import Consumer
 
-from stockbatch import lake, pipeline
+from stockbatch import lake
+from stockbatch.lake import bronze
 from stockbatch.settings import KafkaSettings, Settings
 from stockbatch.sources.kaggle import KaggleSource
 
@@ -86,10 +87,8 @@ def count_data_lines(root: Path) -> int:
 
 def active_bronze(settings: Settings) -> pl.DataFrame:
     """Every row the process stage would read (the active units of the catalog)."""
-    active = pipeline.active_units(settings)
-    frames = [
-        pipeline._read_bronze_bucket(settings, b, active) for b in range(settings.lake.buckets)
-    ]
+    active = bronze.active_units(settings)
+    frames = [bronze.read_bucket(settings, b, active) for b in range(settings.lake.buckets)]
     return pl.concat(frames)
 
 

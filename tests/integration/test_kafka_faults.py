@@ -35,9 +35,10 @@ from integration.kafka_checks import (
     source_keys,
     stockbatch_proc,
 )
-from stockbatch import pipeline
+from stockbatch import pipeline, runs
 from stockbatch.bus import TransportError, codec
 from stockbatch.cli import app
+from stockbatch.results import ProgressTask
 from stockbatch.settings import KafkaSettings, Settings
 from stockbatch.sources.kaggle import KaggleSource
 
@@ -62,7 +63,7 @@ def expected(huge_subset: Path) -> tuple[int, str]:
     return digest
 
 
-class _StopBrokerAt(pipeline.ProgressTask):
+class _StopBrokerAt(ProgressTask):
     """Progress task that stops the broker when the ingest reaches unit ``at``."""
 
     def __init__(self, broker: Any, at: int, restart_after: float | None) -> None:
@@ -168,7 +169,7 @@ def test_collector_killed_then_rerun_collects_exactly_once(
 
     rerun = stockbatch_proc(env, "collect", "-q")
     assert rerun.returncode == 0, rerun.stderr
-    doc = pipeline.last_manifests(s, 1)[0]
+    doc = runs.last_manifests(s, 1)[0]
     assert doc["command"] == "collect"
     assert doc["collect"]["reconciled_files"] > 0  # the uncommitted files were replaced
     # Exactly the produced rows, in what process reads and in the files themselves.
@@ -212,7 +213,7 @@ def test_corrupt_records_go_to_dead_letters_and_the_rest_is_collected(
     res = CliRunner().invoke(app, ["collect", "-q"], env=env, catch_exceptions=False)
     assert res.exit_code == 3, res.output  # completed, some records refused
     assert "3 DEAD-LETTERED" in res.output
-    doc = pipeline.last_manifests(s, 1)[0]
+    doc = runs.last_manifests(s, 1)[0]
     assert doc["status"] == "partial"
     assert doc["collect"]["dead_letter_reasons"] == {
         "checksum_mismatch": 1,

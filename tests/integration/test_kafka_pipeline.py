@@ -29,7 +29,7 @@ from integration.kafka_checks import (
     source_keys,
     stockbatch_proc,
 )
-from stockbatch import lake, pipeline
+from stockbatch import lake, pipeline, runs
 from stockbatch.bus import TransportError, codec
 from stockbatch.cli import app
 from stockbatch.settings import Settings
@@ -91,7 +91,7 @@ def test_run_through_kafka_equals_direct_and_reruns_do_nothing(
     )
 
     # The manifest has the offsets; every symbol lives in exactly one partition.
-    doc = pipeline.last_manifests(s, 1)[0]
+    doc = runs.last_manifests(s, 1)[0]
     assert doc["status"] == "succeeded"
     assert doc["ingest"]["transport"] == "kafka"
     produced = doc["ingest"]["kafka"]
@@ -107,12 +107,12 @@ def test_run_through_kafka_equals_direct_and_reruns_do_nothing(
     cols = ["source", "ref", "sha256", "rows"]
     direct = Settings(home=direct_home)
     assert (
-        pipeline.read_catalog(s)
+        bronze.read_catalog(s)
         .select(cols)
         .sort("ref")
-        .equals(pipeline.read_catalog(direct).select(cols).sort("ref"))
+        .equals(bronze.read_catalog(direct).select(cols).sort("ref"))
     )
-    assert "huge/sbt.us.txt" in set(pipeline.read_catalog(s)["ref"])
+    assert "huge/sbt.us.txt" in set(bronze.read_catalog(s)["ref"])
 
     # Rerun: nothing published, nothing collected, nothing changed.
     code, output = sb(
@@ -120,7 +120,7 @@ def test_run_through_kafka_equals_direct_and_reruns_do_nothing(
     )
     assert code == 0, output
     assert "nothing changed" in output
-    doc = pipeline.last_manifests(s, 1)[0]
+    doc = runs.last_manifests(s, 1)[0]
     assert doc["ingest"]["kafka"]["messages"] == 0
     assert doc["collect"]["messages"] == 0
 
@@ -151,7 +151,7 @@ def test_ingest_and_collect_as_separate_services_find_the_recorded_broker(
     meta = KaggleSource(nasdaq).instruments()
     assert meta is not None and meta.num_rows > 0
     assert set(inst["symbol"]) == set(meta.column("symbol").to_pylist())
-    doc = pipeline.last_manifests(s, 1)[0]
+    doc = runs.last_manifests(s, 1)[0]
     assert doc["command"] == "collect" and doc["collect"]["instruments"] > 0
 
     # Explicit settings win over the recorded broker: a bogus address is used (and fails).
@@ -188,7 +188,7 @@ def test_two_collectors_in_one_group_split_the_partitions(
     outs = [p.communicate(timeout=120) for p in procs]
     for p, (_out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err
-    docs = [d for d in pipeline.last_manifests(s, 5) if d["command"] == "collect"]
+    docs = [d for d in runs.last_manifests(s, 5) if d["command"] == "collect"]
     assert len(docs) == 2
     mine = [set(d["collect"]["offsets"]) for d in docs]
     # Each collector got a share, no partition was collected twice, all were covered.

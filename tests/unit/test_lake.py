@@ -9,7 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from stockbatch import lake
+from stockbatch import lake, runs
+from stockbatch.settings import Settings
 
 
 def test_symbol_bucket_is_stable_and_in_range() -> None:
@@ -43,7 +44,9 @@ def test_atomic_parquet_write_leaves_no_temp_on_failure(
 
 
 def test_manifest_round_trip(tmp_path: Path) -> None:
-    lake.write_manifest(tmp_path, "20260101T000000000Z-aaaaaa", {"run_id": "r1", "n": 1})
-    lake.write_manifest(tmp_path, "20260102T000000000Z-bbbbbb", {"run_id": "r2", "n": 2})
-    assert [m["run_id"] for m in lake.iter_manifests(tmp_path)] == ["r1", "r2"]
-    assert lake.read_manifest(tmp_path, "20260101T000000000Z-aaaaaa")["n"] == 1
+    settings = Settings(home=tmp_path)
+    layout = lake.layout(settings)
+    lake.write_json_atomic(layout.manifest("20260101T000000000Z-aaaaaa"), {"run_id": "r1", "n": 1})
+    lake.write_json_atomic(layout.manifest("20260102T000000000Z-bbbbbb"), {"run_id": "r2", "n": 2})
+    assert [m["run_id"] for m in runs.iter_manifests(settings)] == ["r1", "r2"]
+    assert runs.read_manifest(settings, "20260101T000000000Z-aaaaaa")["n"] == 1

@@ -72,6 +72,8 @@ import pyarrow as pa
 
 from stockbatch import lake, schema
 from stockbatch.bus import TransportError, codec
+from stockbatch.lake import bronze
+from stockbatch.lake.layout import with_buckets
 from stockbatch.settings import KafkaSettings, Settings
 
 log = logging.getLogger("stockbatch.kafka")
@@ -108,7 +110,7 @@ def effective_kafka(settings: Settings) -> KafkaSettings:
 
     Raises ``TransportError`` telling the user what to do when neither names a broker.
     """
-    from stockbatch.services.kafka import effective_kafka_settings
+    from stockbatch.services.endpoints import effective_kafka_settings
 
     try:
         k = effective_kafka_settings(settings)
@@ -406,7 +408,7 @@ _PUBLISHED_SCHEMA = pa.schema(
 
 
 def _kafka_state_dir(settings: Settings) -> Path:
-    return settings.lake_path / lake.BRONZE / "_kafka"
+    return lake.layout(settings).kafka_books
 
 
 def _published_path(settings: Settings) -> Path:
@@ -495,11 +497,9 @@ class UnitPublisher:
         """Confirm every delivery, then remember the units (never before)."""
         stats = self.producer.close()
         if self.entries:
-            from stockbatch.pipeline import bronze_lock
-
             path = _published_path(self.settings)
             new = pl.DataFrame(self.entries, schema=pl.Schema(_PUBLISHED_SCHEMA))
-            with bronze_lock(self.settings):
+            with bronze.lock(self.settings):
                 old = pl.read_parquet(path) if path.exists() else None
                 merged = pl.concat([old, new]) if old is not None else new
                 lake.write_parquet_atomic(merged.to_arrow(), path)
@@ -611,7 +611,7 @@ class BronzeSink:
     def __init__(self, settings: Settings, topic: str) -> None:
         self.settings = settings
         self.topic = topic
-        self.root = settings.lake_path / lake.BRONZE / "bars" / f"batch=kafka-{_topic_slug(topic)}"
+        self.root = lake.layout(settings).bronze_batch(f"kafka-{_topic_slug(topic)}")
         self.ledger_path = _kafka_state_dir(settings) / "ledger.parquet"
         self.bucket_of: dict[str, int] = {}
 
@@ -630,10 +630,8 @@ class BronzeSink:
 
     def reconcile(self, partition: int, committed: int) -> int:
         """Delete what a dead collector wrote for ``partition`` at or after ``committed``."""
-        from stockbatch.pipeline import bronze_lock
-
         removed = 0
-        with bronze_lock(self.settings):
+        with bronze.lock(self.settings):
             for path, start, _end in self._files_of(partition):
                 if start >= committed:
                     path.unlink(missing_ok=True)
@@ -658,9 +656,7 @@ class BronzeSink:
 
     def write(self, ranges: dict[int, tuple[int, int, list[_Taken]]], stats: CollectStats) -> None:
         """Write one flush: per partition and bucket one file, then ledger and catalog."""
-        from stockbatch import pipeline
-
-        with pipeline.bronze_lock(self.settings):
+        with bronze.lock(self.settings):
             ledger = self._read_ledger()
         seen = set(
             ledger.select("ingest_run_id", "source", "ref", "part").iter_rows()
@@ -708,14 +704,7 @@ class BronzeSink:
             df = pl.from_arrow(pa.concat_tables(parts))
             assert isinstance(df, pl.DataFrame)
             df = df.with_columns(_run_id_column(run_ids[partition]))
-            for sym in df["symbol"].unique().to_list():
-                if sym not in self.bucket_of:
-                    self.bucket_of[sym] = lake.symbol_bucket(sym, self.settings.lake.buckets)
-            df = df.with_columns(
-                pl.col("symbol")
-                .replace_strict(self.bucket_of, return_dtype=pl.Int16)
-                .alias("bucket")
-            )
+            df = with_buckets(df, self.settings.lake.buckets, self.bucket_of)
             for (bucket,), frame in sorted(
                 df.partition_by("bucket", as_dict=True, maintain_order=True).items()
             ):
@@ -730,7 +719,7 @@ class BronzeSink:
             stats.files.append(str(path.relative_to(self.settings.lake_path)))
             if i == len(jobs) // 2:
                 _test_crash_point("during_write")
-        with pipeline.bronze_lock(self.settings):
+        with bronze.lock(self.settings):
             if ledger_rows:
                 ledger = self._read_ledger()  # re-read: another collector may have appended
                 new = pl.DataFrame(ledger_rows, schema=pl.Schema(_LEDGER_SCHEMA))
@@ -738,14 +727,12 @@ class BronzeSink:
                 lake.write_parquet_atomic(ledger.to_arrow(), self.ledger_path)
                 stats.units_activated += self._activate(ledger, new)
         if instruments:
-            with pipeline.bronze_lock(self.settings):
+            with bronze.lock(self.settings):
                 for msg in instruments:
-                    stats.instruments += pipeline._merge_instruments(self.settings, msg.table)
+                    stats.instruments += bronze.merge_instruments(self.settings, msg.table)
 
     def _activate(self, ledger: pl.DataFrame, new: pl.DataFrame) -> int:
         """Add catalog entries for units of ``new`` whose parts are now all in the ledger."""
-        from stockbatch import pipeline
-
         keys = ["ingest_run_id", "source", "ref", "sha256"]
         touched = new.select(keys).unique()
         complete = (
@@ -772,7 +759,7 @@ class BronzeSink:
             }
             for r in complete.sort(["ingest_run_id", "ref"]).iter_rows(named=True)
         ]
-        return pipeline.append_catalog(self.settings, entries, locked=True)
+        return bronze.append_catalog(self.settings, entries, locked=True)
 
     def rollback(self, files: Iterable[str], partitions: dict[int, int]) -> None:
         """Undo a flush whose commit failed (files and ledger rows; catalog entries are

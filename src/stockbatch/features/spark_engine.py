@@ -790,7 +790,7 @@ def _bucket_writer(
             path = lake.bucket_dir(root, int(current or 0)) / _PART
             lake.write_parquet_atomic(lake.conform(frame, target), path, compression)
             if tail_root is not None:
-                from stockbatch import processing
+                from stockbatch.process import update as processing
 
                 tail = lake.bucket_dir(tail_root, int(current or 0)) / _PART
                 lake.write_parquet_atomic(processing.tail_of(frame), tail, compression)
@@ -864,7 +864,7 @@ def _write_buckets(
             lake.write_parquet_atomic(empty, path, compression)
             written[b] = path
             if tail_root is not None:
-                from stockbatch import processing
+                from stockbatch.process import update as processing
 
                 tail = pl.DataFrame(schema=processing.TAIL_SCHEMA)
                 lake.write_parquet_atomic(tail, lake.bucket_dir(tail_root, b) / _PART, compression)

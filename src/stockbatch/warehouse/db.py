@@ -34,6 +34,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
 
+from stockbatch.errors import PipelineError
+
 if TYPE_CHECKING:
     from stockbatch.settings import Settings
 
@@ -83,7 +85,7 @@ class WarehouseUnavailable(RuntimeError):
     """The warehouse server cannot be reached; the message is one line saying what to do."""
 
 
-class WarehouseNotConfigured(ValueError):
+class WarehouseNotConfigured(PipelineError, ValueError):
     """``warehouse.kind=postgresql`` but no URL is set and none is recorded."""
 
 
@@ -129,6 +131,11 @@ def resolve_urls(settings: Settings) -> WarehouseUrls:
             "postgresql` (same STOCKBATCH_HOME) or set STOCKBATCH_WAREHOUSE__URL"
         )
     return WarehouseUrls(owner=owner, loader=loader, reader=reader)
+
+
+def display_url(url: str) -> str:
+    """A URL fit to store or print: the password masked."""
+    return sa.make_url(url).render_as_string(hide_password=True)
 
 
 def _where(url: sa.URL) -> str:

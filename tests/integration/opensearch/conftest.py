@@ -20,7 +20,7 @@ from opensearchpy import OpenSearch
 from typer.testing import CliRunner
 
 from integration.opensearch.os_support import Gold, OpenSearchNode
-from stockbatch import lake, pipeline, schema
+from stockbatch.lake import gold as gold_layer
 from stockbatch.settings import Settings
 
 
@@ -40,13 +40,10 @@ def demo_gold(tmp_path_factory: pytest.TempPathFactory, demo_data: Path) -> Gold
     res = CliRunner().invoke(app, args, env={"STOCKBATCH_HOME": str(home)})
     assert res.exit_code == 0, res.output
     settings = Settings(home=home)
-    gold = settings.lake_path / lake.GOLD
     return Gold(
         settings=settings,
-        instruments=pipeline._instruments_table(settings),
-        quarterly=lake.read_canonical(
-            gold / "quarterly_features" / "part-00000.parquet", schema.QUARTERLY_FEATURES
-        ),
-        daily_files=lake.parquet_files(gold / "daily_features"),
-        checksums=pipeline.gold_checksums(settings),
+        instruments=gold_layer.instruments_table(settings),
+        quarterly=gold_layer.read_quarterly(settings),
+        daily_files=gold_layer.daily_files(settings),
+        checksums=gold_layer.gold_checksums(settings),
     )

@@ -24,7 +24,7 @@ def test_sqlite_uses_one_file_for_every_role(tmp_path: Path) -> None:
     urls = db.resolve_urls(Settings(home=tmp_path))
     expected = f"sqlite:///{(tmp_path / 'warehouse.db').resolve()}"
     assert urls == db.WarehouseUrls(owner=expected, loader=expected, reader=expected)
-    assert Settings(home=tmp_path).warehouse_url == expected
+    assert db.resolve_urls(Settings(home=tmp_path)).loader == expected
 
 
 def test_postgresql_uses_the_recorded_roles(tmp_path: Path) -> None:
@@ -34,7 +34,7 @@ def test_postgresql_uses_the_recorded_roles(tmp_path: Path) -> None:
     assert urls == db.WarehouseUrls(
         owner=RECORD["owner_url"], loader=RECORD["loader_url"], reader=RECORD["reader_url"]
     )
-    assert settings.warehouse_url == RECORD["loader_url"]
+    assert db.resolve_urls(settings).loader == RECORD["loader_url"]
 
 
 def test_explicit_urls_win_over_the_record(tmp_path: Path) -> None:
@@ -70,4 +70,4 @@ def test_nothing_recorded_says_how_to_start_postgresql(tmp_path: Path) -> None:
     with pytest.raises(db.WarehouseNotConfigured, match="stockbatch services up postgresql"):
         db.resolve_urls(settings)
     with pytest.raises(ValueError, match="stockbatch services up postgresql"):
-        _ = settings.warehouse_url
+        _ = db.resolve_urls(settings).loader

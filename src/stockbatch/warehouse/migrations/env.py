@@ -31,9 +31,10 @@ def _url() -> str:
     if configured:
         return configured
     from stockbatch.settings import Settings
+    from stockbatch.warehouse.db import resolve_urls
 
     settings_cls: Any = Settings  # fields all have defaults; the env fills them in
-    return str(settings_cls().warehouse_url)
+    return resolve_urls(settings_cls()).owner
 
 
 def _configure(connection: sa.Connection) -> None:

@@ -1,4 +1,5 @@
-"""The ``stockbatch`` command line: thin wrappers over :mod:`stockbatch.pipeline`.
+"""The ``stockbatch`` commands: thin wrappers over :mod:`stockbatch.pipeline`, recorded by
+:mod:`stockbatch.runs`.
 
 Exit codes: 0 success; 1 a failure the message explains; 2 bad usage;
 3 the run completed but some inputs were rejected (listed in the summary and
@@ -13,7 +14,7 @@ import os
 import sys
 import tempfile
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,7 +30,10 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from stockbatch import pipeline
+from stockbatch import export, pipeline, runs
+from stockbatch.errors import PipelineError
+from stockbatch.results import Progress as StageProgress
+from stockbatch.results import ProgressTask, RunResult, no_progress
 from stockbatch.settings import Settings
 
 app = typer.Typer(
@@ -50,7 +54,7 @@ app.add_typer(services_app, name="services")
 console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 
-EXIT_PARTIAL = 3
+EXIT_PARTIAL = runs.EXIT_CODES[runs.PARTIAL]
 
 # ----------------------------------------------------------------------------- options
 
@@ -160,7 +164,7 @@ def _parse_date(value: str | None, what: str) -> dt.date | None:
         raise AssertionError from None
 
 
-class _RichTask(pipeline.ProgressTask):
+class _RichTask(ProgressTask):
     def __init__(self, progress: Progress, description: str, total: int) -> None:
         self.progress = progress
         self.task = progress.add_task(description, total=total)
@@ -173,9 +177,9 @@ class _RichTask(pipeline.ProgressTask):
 
 
 @contextmanager
-def _progress(enabled: bool) -> Iterator[pipeline.Progress]:
+def _progress(enabled: bool) -> Iterator[StageProgress]:
     if not enabled:
-        yield pipeline._no_progress
+        yield no_progress
         return
     bar = Progress(
         TextColumn("{task.description:<18}"),
@@ -217,6 +221,7 @@ def _make_source(
             _fail(f"--path {path} is not a folder; point it at the dataset's folder")
         return KaggleSource(path)
     if source == "yahoo":
+        from stockbatch.lake import bronze
         from stockbatch.sources.yahoo import YahooSource
 
         if not symbols:
@@ -227,7 +232,7 @@ def _make_source(
             syms,
             start=_parse_date(start, "--start"),
             end=None,
-            last_dates=pipeline.stored_last_dates(settings),
+            last_dates=bronze.last_dates(settings),
             settings=settings.yahoo,
         )
     _fail(f"unknown --source {source!r}: use kaggle or yahoo", 2)
@@ -249,7 +254,7 @@ def _guard(fn: Any) -> Any:
     from stockbatch.warehouse.db import WarehouseUnavailable
 
     expected = (
-        pipeline.PipelineError,
+        PipelineError,
         SourceError,
         TransportError,
         WarehouseUnavailable,
@@ -272,6 +277,29 @@ def _guard(fn: Any) -> Any:
             f"internal error ({type(exc).__name__}: {exc}). This is a bug: please report it "
             f"with {log} (full traceback); STOCKBATCH_DEBUG=1 shows it here."
         )
+
+
+def _recorded(
+    s: Settings,
+    command: str,
+    work: Callable[[RunResult, StageProgress], None],
+    params: dict[str, Any] | None = None,
+) -> RunResult:
+    """Run one stage command as a recorded run (a failure is recorded, then reported)."""
+
+    def go() -> RunResult:
+        with _progress(s.progress) as prog, runs.recording(s, command, params=params) as rec:
+            work(rec, prog)
+        return rec
+
+    result: RunResult = _guard(go)
+    return result
+
+
+def _exit_for(status: str) -> None:
+    code = runs.EXIT_CODES.get(status, 1)
+    if code:
+        raise typer.Exit(code)
 
 
 # ----------------------------------------------------------------------------- commands
@@ -302,7 +330,7 @@ def run(
     _guard(lambda: pipeline.check_backends(s))
     src = _make_source(s, source, path, symbols, start, dataset)
     with _progress(s.progress) as prog:
-        res = _guard(
+        res: RunResult = _guard(
             lambda: pipeline.run(
                 s,
                 src,
@@ -324,8 +352,7 @@ def run(
         f"run {res.run_id} {res.status}: {verdict}; manifest {res.manifest_path} "
         f"({res.duration_s:.1f}s)"
     )
-    if res.status == "partial":
-        raise typer.Exit(EXIT_PARTIAL)
+    _exit_for(res.status)
 
 
 @app.command()
@@ -349,22 +376,15 @@ def ingest(
     s = _settings(home, transport=transport, quiet=quiet)
     _guard(lambda: pipeline.check_backends(s))
     src = _make_source(s, source, path, symbols, start, dataset)
-    started = dt.datetime.now(dt.UTC)
-    with _progress(s.progress) as prog:
-        res = _guard(lambda: pipeline.ingest(s, src, force=force, progress=prog))
-    pipeline.write_run_manifest(
-        s,
-        run_id=res.run_id,
-        command="ingest",
-        started_at=started,
-        status="partial" if res.rejected else "succeeded",
-        ingest_result=res,
-        params={"source": source},
-    )
-    _report_rejected(res.rejected)
-    out.print(res.summary())
-    if res.rejected:
-        raise typer.Exit(EXIT_PARTIAL)
+
+    def work(rec: RunResult, prog: StageProgress) -> None:
+        rec.ingest = pipeline.ingest(s, src, run_id=rec.run_id, force=force, progress=prog)
+
+    rec = _recorded(s, "ingest", work, params={"source": source})
+    assert rec.ingest is not None
+    _report_rejected(rec.ingest.rejected)
+    out.print(rec.ingest.summary())
+    _exit_for(rec.status)
 
 
 @app.command()
@@ -402,22 +422,17 @@ def collect(
     """
     s = _settings(home, transport="kafka", quiet=quiet)
     _guard(lambda: pipeline.check_backends(s))
-    started = dt.datetime.now(dt.UTC)
-    res = _guard(
-        lambda: pipeline.collect(s, group=group, timeout_s=timeout, join_grace_s=join_grace)
-    )
-    pipeline.write_run_manifest(
-        s,
-        run_id=res.run_id,
-        command="collect",
-        started_at=started,
-        status="partial" if res.dead_lettered else "succeeded",
-        collect_result=res,
-        params={"group": res.stats.group},
-    )
-    out.print(res.summary())
-    if res.dead_lettered:
-        raise typer.Exit(EXIT_PARTIAL)
+
+    def work(rec: RunResult, prog: StageProgress) -> None:
+        rec.collect = pipeline.collect(
+            s, run_id=rec.run_id, group=group, timeout_s=timeout, join_grace_s=join_grace
+        )
+        rec.params["group"] = rec.collect.stats.group
+
+    rec = _recorded(s, "collect", work)
+    assert rec.collect is not None
+    out.print(rec.collect.summary())
+    _exit_for(rec.status)
 
 
 @app.command()
@@ -437,22 +452,16 @@ def process(
     """
     s = _settings(home, engine=engine, quiet=quiet)
     _guard(lambda: pipeline.check_backends(s))
-    started = dt.datetime.now(dt.UTC)
-    with _progress(s.progress) as prog:
-        res = _guard(
-            lambda: pipeline.process(
-                s, as_of=_parse_date(as_of, "--as-of"), force=force, full=full, progress=prog
-            )
+    day = _parse_date(as_of, "--as-of")
+
+    def work(rec: RunResult, prog: StageProgress) -> None:
+        rec.process = pipeline.process(
+            s, run_id=rec.run_id, as_of=day, force=force, full=full, progress=prog
         )
-    pipeline.write_run_manifest(
-        s,
-        run_id=res.run_id,
-        command="process",
-        started_at=started,
-        status="succeeded",
-        process_result=res,
-    )
-    out.print(res.summary())
+
+    rec = _recorded(s, "process", work)
+    assert rec.process is not None
+    out.print(rec.process.summary())
 
 
 @app.command()
@@ -474,24 +483,20 @@ def load(
     index when one is configured. Exit code 3 when the search index stayed stale."""
     s = _settings(home, warehouse=warehouse, search=search, quiet=quiet)
     _guard(lambda: pipeline.check_backends(s))
-    started = dt.datetime.now(dt.UTC)
-    with _progress(s.progress) as prog:
-        res = _guard(lambda: pipeline.load(s, force=force, search_only=search_only, progress=prog))
-    pipeline.write_run_manifest(
-        s,
-        run_id=res.run_id,
-        command="load",
-        started_at=started,
-        status="succeeded" if not res.search_stale else "degraded",
-        load_result=res,
-    )
-    out.print(res.summary())
-    if res.search_stale:
-        raise typer.Exit(EXIT_PARTIAL)
+
+    def work(rec: RunResult, prog: StageProgress) -> None:
+        rec.load = pipeline.load(
+            s, run_id=rec.run_id, force=force, search_only=search_only, progress=prog
+        )
+
+    rec = _recorded(s, "load", work)
+    assert rec.load is not None
+    out.print(rec.load.summary())
+    _exit_for(rec.status)
 
 
-@app.command()
-def runs(
+@app.command("runs")
+def list_runs(
     last: Annotated[bool, typer.Option("--last", help="Only the newest run.")] = False,
     limit: Annotated[int, typer.Option("--limit", help="How many runs to list.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
@@ -499,10 +504,10 @@ def runs(
 ) -> None:
     """Show recent runs and their row counts."""
     s = _settings(home, quiet=True)
-    docs = pipeline.last_manifests(s, 1 if last else limit)
+    docs = runs.last_manifests(s, 1 if last else limit)
     if not docs:
         _fail(f"no runs recorded under {s.lake_path}; run `stockbatch run` first")
-    rows = [pipeline.run_summary(d) for d in docs]
+    rows = [runs.run_summary(d) for d in docs]
     if as_json:
         out.print_json(json.dumps(rows[0] if last else rows, default=str))
         return
@@ -553,7 +558,7 @@ def export_quarterly(
     """Export the quarterly ML table (FEATURES.md section 3) from the warehouse."""
     s = _settings(home, warehouse=warehouse, quiet=True)
     suffix = _export_target(out_path)
-    n = _guard(lambda: pipeline.export_quarterly(s, out_path, suffix, complete_only=complete_only))
+    n = _guard(lambda: export.export_quarterly(s, out_path, suffix, complete_only=complete_only))
     out.print(f"exported {n:,} quarterly rows to {out_path}")
 
 
@@ -568,7 +573,7 @@ def export_daily(
     s = _settings(home, warehouse=warehouse, quiet=True)
     suffix = _export_target(out_path)
     syms = [x.strip().upper() for x in symbols.split(",")] if symbols else None
-    n = _guard(lambda: pipeline.export_daily(s, out_path, suffix, syms))
+    n = _guard(lambda: export.export_daily(s, out_path, suffix, syms))
     out.print(f"exported {n:,} daily rows to {out_path}")
 
 

@@ -1,14 +1,4 @@
-"""The Parquet lake: layer paths, atomic writes and run manifests.
-
-Layout (under ``settings.lake_path``)::
-
-    bronze/bars/batch=<run_id>/bucket=<NN>/part-<k>.parquet   as arrived, one batch per ingest run
-    silver/bars/bucket=<NN>/part-0.parquet                    clean bars (superseded flagged)
-    silver/quarantine/bucket=<NN>/part-0.parquet              refused rows with reasons
-    gold/daily_features/bucket=<NN>/part-0.parquet
-    gold/quarterly_features/part-0.parquet
-    gold/instruments/part-0.parquet
-    runs/<run_id>.json                                        one manifest per run
+"""Lake file primitives: atomic writes, Parquet read/write in the canonical types, hashes.
 
 Every file is written to a temporary name in the same directory and renamed
 into place, so a reader (or a crash) never sees half a file.
@@ -21,33 +11,12 @@ import hashlib
 import json
 import os
 import tempfile
-import zlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-BRONZE = "bronze"
-SILVER = "silver"
-GOLD = "gold"
-RUNS = "runs"
-
-
-def symbol_bucket(symbol: str, buckets: int) -> int:
-    """Stable bucket of a symbol: crc32 of its UTF-8 bytes mod ``buckets``.
-
-    crc32 (not Python's salted ``hash``) so the assignment is the same in every
-    process and in Spark (``crc32`` is a built-in there too).
-    """
-    return zlib.crc32(symbol.encode("utf-8")) % buckets
-
-
-def bucket_dir(root: Path, bucket: int) -> Path:
-    """Partition folder of one bucket."""
-    return root / f"bucket={bucket:03d}"
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -139,23 +108,11 @@ def parquet_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*.parquet") if not p.name.startswith(".tmp-"))
 
 
-def write_manifest(lake_root: Path, run_id: str, manifest: dict[str, Any]) -> Path:
-    """Write ``runs/<run_id>.json`` atomically and return its path."""
-    path = lake_root / RUNS / f"{run_id}.json"
-    data = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
-    atomic_write_bytes(path, data)
-    return path
+def write_json_atomic(path: Path, doc: Any, *, sort_keys: bool = True) -> None:
+    """Write a JSON document atomically (indented, ``default=str``)."""
+    atomic_write_bytes(path, json.dumps(doc, indent=2, sort_keys=sort_keys, default=str).encode())
 
 
-def read_manifest(lake_root: Path, run_id: str) -> dict[str, Any]:
-    """Load one run manifest."""
-    return json.loads((lake_root / RUNS / f"{run_id}.json").read_text())
-
-
-def iter_manifests(lake_root: Path) -> Iterator[dict[str, Any]]:
-    """Manifests oldest first (run ids sort by time)."""
-    folder = lake_root / RUNS
-    if not folder.exists():
-        return
-    for p in sorted(folder.glob("*.json")):
-        yield json.loads(p.read_text())
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON record of the lake, or ``{}`` when it does not exist yet."""
+    return json.loads(path.read_text()) if path.exists() else {}

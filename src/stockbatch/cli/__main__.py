@@ -1,0 +1,5 @@
+"""``python -m stockbatch.cli``: the same as the ``stockbatch`` command."""
+
+from stockbatch.cli.main import main
+
+main()

@@ -1,0 +1,284 @@
+"""The bronze layer as one component: its catalog, its lock, its bucket writer, its reads.
+
+Both landing paths use it: the direct ingest and the Kafka collector write
+parts through :class:`BucketWriter` (or the same bucket rule), add unit
+versions with :func:`append_catalog` under :func:`lock`, and the process stage
+reads the active rows with :func:`read_bucket`.
+
+The catalog (``bronze/_catalog.parquet``) has one row per landed unit version;
+the newest batch of a unit is its active version. A version that only holds a
+file's appended lines (``delta``) extends the version it names, recursively.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from stockbatch import schema
+from stockbatch.errors import PipelineError
+from stockbatch.lake import files
+from stockbatch.lake.layout import LakeLayout, batch_of_file, bucket_dir, part_name, with_buckets
+from stockbatch.settings import Settings
+
+
+def _layout(settings: Settings) -> LakeLayout:
+    return LakeLayout(settings.lake_path)
+
+
+CATALOG_SCHEMA = pa.schema(
+    [
+        ("source", pa.string()),
+        ("ref", pa.string()),
+        ("sha256", pa.string()),
+        ("batch", pa.string()),
+        ("rows", pa.int64()),
+        ("ingested_at", pa.string()),
+        # Files only: byte size, and when this version is the previous one plus
+        # appended lines, that version's sha256 and the first new line number (so
+        # `process` can treat just those lines as new; see incremental.py).
+        ("size", pa.int64()),
+        ("extends", pa.string()),
+        ("first_new_line", pa.int64()),
+        # True when the batch holds only those appended lines (direct ingest): the
+        # unit's rows are then this batch plus the version it extends, recursively.
+        ("delta", pa.bool_()),
+    ]
+)
+
+
+def read_catalog(settings: Settings) -> pl.DataFrame:
+    """The bronze catalog: one row per landed unit version (newest batch is active)."""
+    path = _layout(settings).catalog
+    if not path.exists():
+        # Not Schema.empty_table(): that imports pandas (half a second) on first use.
+        return pl.DataFrame(schema=pl.Schema(CATALOG_SCHEMA))
+    cat = pl.read_parquet(path)
+    # Catalogs written before a column existed: the column is null there.
+    target = pl.Schema(CATALOG_SCHEMA)
+    return cat.with_columns(
+        pl.lit(None, dtype).alias(name) for name, dtype in target.items() if name not in cat.columns
+    ).select(target.names())
+
+
+def active_units(settings: Settings) -> pl.DataFrame:
+    """The newest landed version of every unit: what the process stage reads."""
+    cat = read_catalog(settings)
+    if cat.is_empty():
+        return cat
+    return cat.sort("batch").group_by(["source", "ref"], maintain_order=True).last().sort("ref")
+
+
+def active_parts(settings: Settings) -> pl.DataFrame:
+    """Every landed batch whose rows make up the newest version of its unit.
+
+    That is the newest version's batch and, when it landed only appended lines
+    (``delta``), the batches of the versions it extends, back to a full one.
+    Same columns as the catalog, oldest part of each unit first.
+    """
+    cat = read_catalog(settings)
+    if cat.is_empty():
+        return cat
+    if not cat["delta"].fill_null(False).any():
+        return active_units(settings)
+    keep: list[int] = []
+    cat = cat.sort("batch").with_row_index("__i")
+    for group in cat.partition_by(["source", "ref"], maintain_order=True):
+        entries = group.rows(named=True)
+        chain = [entries[-1]]
+        while chain[-1]["delta"]:
+            base = [e for e in entries if e["sha256"] == chain[-1]["extends"]
+                    and e["batch"] < chain[-1]["batch"]]  # fmt: skip
+            if not base:
+                raise PipelineError(
+                    f"bronze catalog: {chain[-1]['ref']} batch {chain[-1]['batch']} appends "
+                    "to a version that is not in the catalog; run `stockbatch ingest --force`"
+                )
+            chain.append(base[-1])
+        keep.extend(e["__i"] for e in chain)
+    return cat.filter(pl.col("__i").is_in(keep)).drop("__i").sort("ref", "batch")
+
+
+@contextlib.contextmanager
+def lock(settings: Settings) -> Iterator[None]:
+    """Exclusive lock of the bronze metadata (catalog, Kafka ledger) across processes.
+
+    Collectors running in parallel (and an ingest) update the same catalog; the
+    read-modify-write happens under this lock so no update is lost. Not
+    re-entrant: a holder passes ``locked=True`` to the helpers below.
+    """
+    path = _layout(settings).bronze_lock
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def append_catalog(
+    settings: Settings, entries: Iterable[dict[str, Any]], *, locked: bool = False
+) -> int:
+    """Add unit versions to the bronze catalog (an entry already there is not added again).
+
+    Returns how many entries were new.
+    """
+    rows = list(entries)
+    if not rows:
+        return 0
+    with contextlib.nullcontext() if locked else lock(settings):
+        catalog = read_catalog(settings)
+        new = pl.DataFrame(rows, schema=pl.Schema(CATALOG_SCHEMA))
+        if not catalog.is_empty():
+            new = new.join(catalog, on=["source", "ref", "sha256", "batch"], how="anti")
+        new = new.unique(subset=["source", "ref", "sha256", "batch"], keep="first")
+        if new.is_empty():
+            return 0
+        merged = pl.concat([catalog, new]) if not catalog.is_empty() else new
+        files.write_parquet_atomic(merged.to_arrow(), _layout(settings).catalog)
+        return len(new)
+
+
+class BucketWriter:
+    """Buffers landed tables and writes bounded bronze Parquet parts, one per bucket.
+
+    Tables are only collected on ``add``; the bucket and run id columns are
+    computed once per flush on the whole buffer (vectorised), which is much
+    cheaper than splitting every small file as it arrives.
+    """
+
+    def __init__(self, settings: Settings, run_id: str) -> None:
+        self.root = _layout(settings).bronze_batch(run_id)
+        self.run_id = run_id
+        self.buckets = settings.lake.buckets
+        self.flush_rows = settings.lake.flush_rows
+        self.compression = settings.lake.compression
+        self.pending: list[pa.Table] = []
+        self.buffered = 0
+        self.parts: dict[int, int] = {}
+        self.bucket_of: dict[str, int] = {}
+        self.files: list[Path] = []
+
+    def add(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        self.pending.append(table)
+        self.buffered += table.num_rows
+        if self.buffered >= self.flush_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        df = pl.from_arrow(pa.concat_tables(self.pending))
+        assert isinstance(df, pl.DataFrame)
+        df = with_buckets(df, self.buckets, self.bucket_of).with_columns(
+            pl.lit(self.run_id).alias("ingest_run_id")
+        )
+        for (bucket,), part in sorted(
+            df.partition_by("bucket", as_dict=True, maintain_order=True).items()
+        ):
+            b = int(bucket)
+            k = self.parts.get(b, 0)
+            path = bucket_dir(self.root, b) / part_name(k)
+            files.write_parquet_atomic(
+                files.conform(part, schema.BRONZE_BARS), path, self.compression
+            )
+            self.files.append(path)
+            self.parts[b] = k + 1
+        self.pending.clear()
+        self.buffered = 0
+
+
+def merge_instruments(settings: Settings, table: pa.Table) -> int:
+    """Merge instrument metadata (newest wins); returns how many rows were new or changed."""
+    path = _layout(settings).instruments
+    new = pl.from_arrow(table.cast(schema.INSTRUMENTS))
+    assert isinstance(new, pl.DataFrame)
+    new = new.unique(subset="symbol", keep="first")
+    old = pl.read_parquet(path) if path.exists() else new.clear()
+    changed = len(new.join(old, on=new.columns, how="anti", nulls_equal=True))
+    if changed:
+        merged = pl.concat([new, old]).unique(subset="symbol", keep="first").sort("symbol")
+        files.write_parquet_atomic(merged.to_arrow(), path, settings.lake.compression)
+    return changed
+
+
+def whole_batches(settings: Settings, active: pl.DataFrame) -> tuple[set[str], set[str]]:
+    """(batches whose every landed row is active, batches that are only partly active).
+
+    A batch is wholly active when none of its units was superseded by a newer
+    batch and its files hold exactly the rows the catalog lists for it (no orphan
+    rows, e.g. of a Kafka unit still missing parts). Those batches are read
+    without the row-level filter, which costs more than the read itself.
+    """
+    catalog = read_catalog(settings)
+    cat_rows = dict(catalog.group_by("batch").agg(pl.col("rows").sum()).iter_rows())
+    act_rows = dict(active.group_by("batch").agg(pl.col("rows").sum()).iter_rows())
+    file_rows: dict[str, int] = {}
+    for p in files.parquet_files(_layout(settings).bronze_bars):
+        batch = batch_of_file(p)
+        file_rows[batch] = file_rows.get(batch, 0) + pq.ParquetFile(p).metadata.num_rows
+    whole = {b for b, n in act_rows.items() if n == cat_rows.get(b) == file_rows.get(b, 0)}
+    return whole, set(act_rows) - whole
+
+
+def read_bucket(
+    settings: Settings,
+    bucket: int,
+    active: pl.DataFrame,
+    batches: tuple[set[str], set[str]] | None = None,
+) -> pl.DataFrame:
+    """Every active bronze row of one bucket (``batches``: see :func:`whole_batches`)."""
+    whole, _ = batches if batches is not None else whole_batches(settings, active)
+    folder = bucket_dir(Path(), bucket).name
+    mine = [
+        p for p in files.parquet_files(_layout(settings).bronze_bars) if p.parent.name == folder
+    ]
+    direct = [p for p in mine if batch_of_file(p) in whole]
+    # Everything else goes through the row filter: partly superseded batches, and
+    # folders that are not one catalog batch (the Kafka collector's files, named by
+    # topic/partition/offsets, hold rows of several ingest runs).
+    filtered = [p for p in mine if p not in direct]
+    frames = [pl.scan_parquet(direct)] if direct else []
+    if filtered:
+        keys = active.select(
+            pl.col("ref").alias("source_file"), pl.col("batch").alias("ingest_run_id")
+        ).lazy()
+        frames.append(
+            pl.scan_parquet(filtered).join(keys, on=["source_file", "ingest_run_id"], how="semi")
+        )
+    if not frames:
+        return pl.DataFrame(schema=files.polars_schema(schema.BRONZE_BARS))
+    return pl.concat(frames).collect()
+
+
+def last_dates(settings: Settings, source: str = "yahoo") -> dict[str, dt.date]:
+    """Newest landed date per symbol of one source (for incremental Yahoo fetches)."""
+    active = active_parts(settings).filter(pl.col("source") == source)
+    landed = files.parquet_files(_layout(settings).bronze_bars)
+    if active.is_empty() or not landed:
+        return {}
+    keys = active.select(
+        pl.col("ref").alias("source_file"), pl.col("batch").alias("ingest_run_id")
+    ).lazy()
+    df = (
+        pl.scan_parquet(landed)
+        .filter(pl.col("source") == source)
+        .join(keys, on=["source_file", "ingest_run_id"], how="semi")
+        .select("symbol", pl.col("trade_date").str.to_date("%Y-%m-%d", strict=False))
+        .group_by("symbol")
+        .agg(pl.col("trade_date").max())
+        .drop_nulls()
+        .collect()
+    )
+    return dict(zip(df["symbol"].to_list(), df["trade_date"].to_list(), strict=True))

@@ -1,0 +1,18 @@
+"""The stages as functions of the settings: what the CLI, the DAGs and the API call.
+
+``ingest`` (sources -> bronze, or -> Kafka), ``collect`` (Kafka -> bronze),
+``process`` (bronze -> silver -> gold; :mod:`stockbatch.process`), ``load``
+(gold -> warehouse, then the search sync) and ``run`` (all of them as one
+recorded run). Each returns its record from :mod:`stockbatch.results`; a run is
+recorded by :mod:`stockbatch.runs`.
+"""
+
+from __future__ import annotations
+
+from stockbatch.pipeline.collect import collect
+from stockbatch.pipeline.ingest import ingest
+from stockbatch.pipeline.load import load
+from stockbatch.pipeline.run import check_backends, run
+from stockbatch.process import process
+
+__all__ = ["check_backends", "collect", "ingest", "load", "process", "run"]

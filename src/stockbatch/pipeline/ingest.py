@@ -1,0 +1,178 @@
+"""The ingest stage: land a source's units in bronze, or publish them to Kafka."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import time
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from stockbatch.errors import PipelineError
+from stockbatch.lake import bronze
+from stockbatch.results import IngestResult, Progress, new_run_id, no_progress
+from stockbatch.settings import Settings
+from stockbatch.sources.base import Source, SourceError, SourceUnit
+
+
+def ingest(
+    settings: Settings,
+    source: Source,
+    *,
+    run_id: str | None = None,
+    force: bool = False,
+    progress: Progress = no_progress,
+) -> IngestResult:
+    """Land a source's units in bronze, skipping units already landed unchanged.
+
+    With ``settings.transport == "kafka"`` the units are published to Kafka
+    instead (``stockbatch collect`` lands them); the run fails, and remembers
+    nothing, unless every record was confirmed by the broker.
+    """
+    started = time.perf_counter()
+    run_id = run_id or new_run_id()
+    result = IngestResult(run_id=run_id, source=source.name, transport=settings.transport)
+    catalog = bronze.read_catalog(settings)
+    active = bronze.active_units(settings) if not catalog.is_empty() else catalog
+    seen = {(r["source"], r["ref"]): r["sha256"] for r in active.iter_rows(named=True)}
+    sizes = {(r["source"], r["ref"]): r["size"] for r in active.iter_rows(named=True)}
+    units = list(source.units())
+    if not units and not source.allows_no_units:
+        raise PipelineError(
+            f"{source.name}: found no input to ingest ({source.describe()}). "
+            "Check the path or symbols."
+        )
+    publisher = None
+    if settings.transport == "kafka":
+        from stockbatch.bus.kafka import UnitPublisher
+
+        publisher = UnitPublisher(settings, run_id)  # connects (bounded wait), makes the topic
+        # A unit counts as seen when it is in the lake already, or when a successful
+        # run delivered it to this cluster's topic (the collector may not have run yet).
+        seen = {**seen, **publisher.published()}
+    writer = bronze.BucketWriter(settings, run_id)
+    new_entries: list[dict[str, Any]] = []
+    task = progress(f"ingest {source.name}", len(units))
+    try:
+        todo: list[SourceUnit] = []
+        for unit in units:
+            prior = seen.get((unit.source, unit.ref))
+            if not force and unit.sha256 is not None and prior == unit.sha256:
+                result.units_seen += 1
+                result.units_skipped += 1
+                task.advance()
+            else:
+                todo.append(unit)
+        for unit, outcome in source.read_many(todo):
+            result.units_seen += 1
+            task.advance()
+            if isinstance(outcome, SourceError):
+                result.rejected.append(
+                    {"ref": unit.ref, "source": unit.source, "error": str(outcome)}
+                )
+                continue
+            table = outcome
+            key = (unit.source, unit.ref)
+            first_new = _appended_lines(unit, seen.get(key), sizes.get(key))
+            # Direct ingest lands only the appended lines of a grown file (the catalog
+            # chains the versions). Through Kafka the whole file goes, as before.
+            delta = first_new is not None and publisher is None
+            if delta:
+                table = table.filter(pc.greater_equal(table.column("line_no"), first_new))
+            n = table.num_rows
+            sha = unit.sha256 or _table_sha256(table)
+            if n == 0:
+                result.empty_units += 1
+                if unit.sha256 is None:
+                    # An API answer with no rows (e.g. no session since the last fetch)
+                    # landed nothing; only files are remembered, so an empty file is
+                    # counted once and then skipped while unchanged.
+                    continue
+            if publisher is not None:
+                publisher.publish_unit(unit.source, unit.ref, sha, table)
+            elif n:
+                writer.add(table)
+            result.units_ingested += 1
+            result.rows += n
+            new_entries.append(
+                {
+                    "source": unit.source,
+                    "ref": unit.ref,
+                    "sha256": sha,
+                    "batch": run_id,
+                    "rows": n,
+                    "ingested_at": dt.datetime.now(dt.UTC).isoformat(),
+                    "size": unit.size,
+                    "extends": seen.get(key) if first_new is not None else None,
+                    "first_new_line": first_new,
+                    "delta": delta,
+                }
+            )
+            result.units.append({"ref": unit.ref, "source": unit.source, "rows": n, "sha256": sha})
+        writer.flush()
+        instruments = source.instruments()
+        if instruments is not None and instruments.num_rows:
+            if publisher is not None:
+                # Sent along with changed units only, so a rerun with nothing new
+                # publishes nothing at all.
+                if result.units_ingested:
+                    publisher.publish_instruments(source.name, instruments)
+                    result.instruments = instruments.num_rows
+            else:
+                result.instruments = bronze.merge_instruments(settings, instruments)
+        if publisher is not None:
+            result.kafka = publisher.finish().to_dict()
+    except BaseException:
+        if publisher is not None:
+            publisher.abort()
+        raise
+    finally:
+        task.close()
+    if publisher is None and new_entries:
+        # The catalog is written last: a crash before this point leaves orphan
+        # bronze files that no catalog entry activates, so a rerun lands them again.
+        bronze.append_catalog(settings, new_entries)
+    result.duration_s = time.perf_counter() - started
+    return result
+
+
+def _appended_lines(unit: SourceUnit, prior_sha: str | None, prior_size: int | None) -> int | None:
+    """First new line number when ``unit``'s file is its prior version plus appended lines.
+
+    True when the file's first ``prior_size`` bytes hash to the prior version's
+    sha256 and the old last line was complete (ended by a newline in either
+    version). Line numbers are 1-based and count ``\n`` like the Kaggle parser.
+    """
+    if unit.path is None or not prior_sha or not prior_size or not unit.size:
+        return None
+    if unit.size <= prior_size or unit.sha256 == prior_sha:
+        return None
+    h = hashlib.sha256()
+    newlines = 0
+    last = b""
+    with unit.path.open("rb") as fh:
+        remaining = prior_size
+        while remaining:
+            block = fh.read(min(remaining, 1 << 20))
+            if not block:
+                return None
+            h.update(block)
+            newlines += block.count(b"\n")
+            last = block[-1:]
+            remaining -= len(block)
+        nxt = fh.read(1)
+    if h.hexdigest() != prior_sha:
+        return None
+    if last == b"\n":
+        return newlines + 1
+    # The old last line had no newline: it is unchanged only if the new file ends it here.
+    return newlines + 2 if nxt == b"\n" else None
+
+
+def _table_sha256(table: pa.Table) -> str:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()

@@ -1,0 +1,206 @@
+"""The run record: one status rule, the manifest, the warehouse's run row, the summary.
+
+Every way of running stockbatch (a whole ``run``, a single stage command, later
+the Airflow DAGs and the API) records its run through :func:`recording`, so a
+run's status is decided by one rule (:func:`status_of`) and every run, failed
+ones included, leaves ``runs/<run_id>.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from stockbatch import __version__, lake, schema
+from stockbatch.lake import gold
+from stockbatch.results import RunResult, new_run_id
+from stockbatch.settings import Settings
+
+SUCCEEDED = "succeeded"
+PARTIAL = "partial"
+"""Completed, but something needs attention: rejected inputs, dead-lettered
+records, or a search index left stale."""
+FAILED = "failed"
+
+EXIT_CODES = {SUCCEEDED: 0, FAILED: 1, PARTIAL: 3}
+"""The process exit code of each status (the CLI's, and the DAG tasks')."""
+
+
+def status_of(run: RunResult) -> str:
+    """The status of a run from its stages' results (the one rule)."""
+    if run.error is not None:
+        return FAILED
+    if (
+        (run.ingest is not None and run.ingest.rejected)
+        or (run.collect is not None and run.collect.dead_lettered)
+        or (run.load is not None and run.load.search_stale)
+    ):
+        return PARTIAL
+    return SUCCEEDED
+
+
+@contextlib.contextmanager
+def recording(
+    settings: Settings,
+    command: str,
+    *,
+    run_id: str | None = None,
+    params: dict[str, Any] | None = None,
+) -> Iterator[RunResult]:
+    """Record the run of the block: the caller fills in the stage results.
+
+    On leaving the block the status is decided and the manifest written (and the
+    warehouse's run row when the run loaded it); a failing block is recorded as
+    ``failed`` with its error, then the exception goes on.
+    """
+    run = RunResult(run_id=run_id or new_run_id(), command=command, params=dict(params or {}))
+    t0 = time.perf_counter()
+    try:
+        yield run
+    except Exception as exc:
+        run.error = str(exc)
+        finish(settings, run, time.perf_counter() - t0)
+        raise
+    finish(settings, run, time.perf_counter() - t0)
+
+
+def finish(settings: Settings, run: RunResult, duration_s: float) -> Path:
+    """Decide the status, write the manifest and the warehouse's run row."""
+    run.status = status_of(run)
+    run.duration_s = duration_s
+    doc = manifest_of(settings, run)
+    path = lake.layout(settings).manifest(run.run_id)
+    lake.write_json_atomic(path, doc)
+    run.manifest_path = path
+    if run.load is not None and not run.load.warehouse_skipped and run.error is None:
+        _record_in_warehouse(settings, doc)
+    return path
+
+
+def manifest_of(settings: Settings, run: RunResult) -> dict[str, Any]:
+    """What a run read, produced and counted (the content of ``runs/<run_id>.json``)."""
+    finished = dt.datetime.now(dt.UTC)
+    doc: dict[str, Any] = {
+        "run_id": run.run_id,
+        "command": run.command,
+        "status": run.status,
+        "started_at": run.started_at.isoformat(),
+        "finished_at": finished.isoformat(),
+        "duration_s": round((finished - run.started_at).total_seconds(), 3),
+        "code_version": __version__,
+        "feature_set_version": schema.FEATURE_SET_VERSION,
+        "settings": json.loads(settings.model_dump_json()),
+        "params": run.params,
+        "host": os.uname().nodename,
+    }
+    if run.error:
+        doc["error"] = run.error
+    if run.ingest is not None:
+        r = run.ingest
+        doc["ingest"] = {
+            "source": r.source,
+            "units_seen": r.units_seen,
+            "units_ingested": r.units_ingested,
+            "units_skipped": r.units_skipped,
+            "empty_units": r.empty_units,
+            "rows": r.rows,
+            "rejected": r.rejected,
+            "units": r.units,
+            "instruments": r.instruments,
+            "transport": r.transport,
+        }
+        if r.kafka is not None:
+            doc["ingest"]["kafka"] = r.kafka
+    if run.collect is not None:
+        # The offset range per partition ([start, end), committed) is what makes a
+        # rerun of the same batch a no-op: the group's committed offsets are past it.
+        doc["collect"] = run.collect.stats.to_dict()
+    if run.process is not None:
+        p = run.process
+        doc["process"] = {
+            "skipped": p.skipped,
+            "reused_from": p.reused_from,
+            "fingerprint": p.fingerprint,
+            "as_of": p.as_of.isoformat(),
+            "engine": settings.process.engine,
+            "daily_rows": p.daily_rows,
+            "quarterly_rows": p.quarterly_rows,
+            "symbols": p.symbols,
+            "source_choice": p.winners,
+            "recomputed": p.recomputed,
+            "gold_checksums": gold.process_state(settings).get("gold_checksums", {}),
+        }
+        doc["counts"] = p.counts
+    if run.load is not None:
+        ld = run.load
+        doc["load"] = {
+            "search": ld.search,
+            "warehouse_skipped": ld.warehouse_skipped,
+            "warehouse": settings.warehouse.kind,
+            "tables": ld.tables,
+            "buckets_loaded": ld.buckets_loaded,
+            "buckets_unchanged": ld.buckets_unchanged,
+            "rows_changed": ld.rows_changed,
+        }
+    return doc
+
+
+def _record_in_warehouse(settings: Settings, doc: dict[str, Any]) -> None:
+    from stockbatch.warehouse import db, loader
+
+    engine = db.engine_for(db.resolve_urls(settings).loader)
+    loader.record_run(engine, doc)
+    loader.audit(
+        engine,
+        actor=os.environ.get("USER", "stockbatch"),
+        action=doc["command"],
+        detail={"run_id": doc["run_id"], "status": doc["status"]},
+    )
+
+
+def read_manifest(settings: Settings, run_id: str) -> dict[str, Any]:
+    """One run's manifest."""
+    return json.loads(lake.layout(settings).manifest(run_id).read_text())
+
+
+def iter_manifests(settings: Settings) -> Iterator[dict[str, Any]]:
+    """Manifests oldest first (run ids sort by time)."""
+    folder = lake.layout(settings).runs
+    if not folder.exists():
+        return
+    for p in sorted(folder.glob("*.json")):
+        yield json.loads(p.read_text())
+
+
+def last_manifests(settings: Settings, last: int = 1) -> list[dict[str, Any]]:
+    """The newest ``last`` run manifests, newest first."""
+    return list(reversed(list(iter_manifests(settings))))[:last]
+
+
+def run_summary(doc: dict[str, Any]) -> dict[str, Any]:
+    """The counts of a run manifest, flat (what `stockbatch runs` prints)."""
+    counts = doc.get("counts", {})
+    return {
+        "run_id": doc["run_id"],
+        "command": doc.get("command"),
+        "status": doc.get("status"),
+        "started_at": doc.get("started_at"),
+        "duration_s": doc.get("duration_s", 0.0),
+        "rows_landed": doc.get("ingest", {}).get("rows", 0),
+        "rows_in": counts.get("rows_in", 0),
+        "rows_clean": counts.get("rows_clean", 0),
+        "rows_quarantined": counts.get("rows_quarantined", 0),
+        "rows_deduplicated": counts.get("rows_deduplicated", 0),
+        "rows_superseded": counts.get("rows_superseded", 0),
+        "reasons": counts.get("reasons", {}),
+        "health": counts.get("health", {}),
+        "process_skipped": doc.get("process", {}).get("skipped"),
+        "rows_changed_in_warehouse": doc.get("load", {}).get("rows_changed"),
+        "rejected_inputs": len(doc.get("ingest", {}).get("rejected", [])),
+    }
