@@ -67,7 +67,7 @@ sys.path.insert(0, str(HERE))
 import synth  # noqa: E402  (a sibling script, not a package)
 from stockbatch import lake, schema  # noqa: E402
 from stockbatch.services.postgresql import PostgresService, find_pg_bindir  # noqa: E402
-from stockbatch.warehouse import db, loader, queries  # noqa: E402
+from stockbatch.warehouse import bulk, db, loader, queries  # noqa: E402
 
 KEY = ("symbol", "trade_date")
 TABLES = ("daily_bars", "daily_features")
@@ -135,7 +135,7 @@ def write_peer_csv(files: list[Path], folder: Path) -> dict[str, Path]:
         for path in files:
             for table, rows in split(lake.read_canonical(path, schema.DAILY_FEATURES)).items():
                 # NaN -> empty field (NULL), as stockbatch stores it.
-                cols = [loader._csv_column(c.combine_chunks()) for c in rows.columns]
+                cols = [bulk.csv_column(c.combine_chunks()) for c in rows.columns]
                 batch = pa.table(cols, names=rows.column_names)
                 if table not in writers:
                     writers[table] = pa_csv.CSVWriter(

@@ -20,6 +20,8 @@ echo "== ruff"
 .venv/bin/ruff format --check src tests benchmarks
 echo "== mypy"
 .venv/bin/mypy
+echo "== import-linter (layers and no cycles: pyproject.toml [tool.importlinter])"
+.venv/bin/lint-imports --no-cache
 echo "== pytest"
 set +e
 .venv/bin/pytest "$@"

@@ -29,17 +29,15 @@ def load(
     The warehouse gets only the gold files that changed since its last load,
     all tables in ONE transaction (a failure or a killed connection leaves the
     previous state). A configured search index is then synced; an unreachable
-    node leaves it marked stale without failing the load (see :func:`search_sync`).
-    ``search_only``: skip the warehouse (catch a stale index up).
+    node leaves it marked stale without failing the load (see
+    :func:`stockbatch.search.sync.search_sync`). ``search_only``: skip the
+    warehouse (catch a stale index up).
     """
-    from stockbatch.warehouse import db, loader
-
     started = time.perf_counter()
-    run_id = run_id or new_run_id()
+    result = LoadResult(run_id=run_id or new_run_id())
     state = gold.process_state(settings)
     if not state:
         raise PipelineError("nothing to load: run `stockbatch process` first.")
-    result = LoadResult(run_id=run_id)
     if search_only:
         if settings.search.kind == "none":
             raise PipelineError(
@@ -47,21 +45,34 @@ def load(
                 "(or STOCKBATCH_SEARCH__KIND=opensearch)."
             )
         result.warehouse_skipped = True
-        result.search = sync.search_sync(settings, run_id=run_id)
-        result.duration_s = time.perf_counter() - started
-        return result
+    else:
+        _load_warehouse(settings, state["gold_checksums"], result, force, progress)
+    if settings.search.kind != "none":
+        result.search = sync.search_sync(settings, run_id=result.run_id)
+    result.duration_s = time.perf_counter() - started
+    return result
+
+
+def _load_warehouse(
+    settings: Settings,
+    checksums: dict[str, str],
+    result: LoadResult,
+    force: bool,
+    progress: Progress,
+) -> None:
+    """The changed gold files, the instruments, quarterly table and quarantine: one
+    transaction; then the record of what was loaded (never before the commit)."""
+    from stockbatch.warehouse import db, loader
+
     urls = resolve_urls(settings)
     if urls.loader.startswith("sqlite:///"):
         Path(urls.loader.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     db.migrate(urls.owner)
-    engine = db.engine_for(urls.loader)
     where = db.display_url(urls.loader)
     layout = lake.layout(settings)
-    loaded_path = layout.loaded_state
-    loaded = lake.read_json(loaded_path)
+    loaded = lake.read_json(layout.loaded_state)
     if loaded.get("warehouse_url") != where:
         loaded = {}
-    checksums: dict[str, str] = state["gold_checksums"]
     prior: dict[str, str] = {} if force else loaded.get("checksums", {})
 
     def add(name: str, stats: Any) -> None:
@@ -71,13 +82,12 @@ def load(
         t["unchanged"] += stats.unchanged
 
     daily_files = gold.daily_files(settings)
-    todo = [
-        p for p in daily_files if prior.get(layout.relative(p)) != checksums.get(layout.relative(p))
-    ]
+    rel = layout.relative
+    todo = [p for p in daily_files if prior.get(rel(p)) != checksums.get(rel(p))]
     result.buckets_unchanged = len(daily_files) - len(todo)
     task = progress("load", len(todo) + 2)
     try:
-        with loader.run_transaction(engine) as tx:
+        with loader.run_transaction(db.engine_for(urls.loader)) as tx:
             inst = gold.instruments_table(settings)
             add("instruments", tx.load_table("instruments", [inst], key=("symbol",)))
             for p in todo:
@@ -90,10 +100,8 @@ def load(
                 result.buckets_loaded += 1
                 task.advance()
             quarterly = gold.read_quarterly(settings)
-            add(
-                "quarterly_features",
-                tx.load_table("quarterly_features", [quarterly], key=("symbol", "quarter")),
-            )
+            key = ("symbol", "quarter")
+            add("quarterly_features", tx.load_table("quarterly_features", [quarterly], key=key))
             task.advance()
             quarantine = [
                 lake.read_canonical(p, schema.QUARANTINE)
@@ -105,10 +113,8 @@ def load(
         task.close()
     # Only after the commit: a failed load is redone in full by the next one.
     lake.atomic_write_bytes(
-        loaded_path,
-        json.dumps({"warehouse_url": where, "checksums": checksums, "run_id": run_id}).encode(),
+        layout.loaded_state,
+        json.dumps(
+            {"warehouse_url": where, "checksums": checksums, "run_id": result.run_id}
+        ).encode(),
     )
-    if settings.search.kind != "none":
-        result.search = sync.search_sync(settings, run_id=run_id)
-    result.duration_s = time.perf_counter() - started
-    return result

@@ -13,7 +13,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from stockbatch.warehouse import db, loader, models, queries
+from stockbatch.warehouse import bulk, db, loader, models, queries
 
 from .conftest import Gold
 
@@ -315,7 +315,7 @@ def test_binary_copy_encodes_every_kind_exactly(warehouse: db.WarehouseUrls) -> 
         with engine.begin() as conn:
             table.create(conn)
             # Sliced batches too: Arrow offsets into shared buffers must be honoured.
-            n = loader.bulk_insert(conn, table, columns, iter([batch.slice(0, 2), batch.slice(2)]))
+            n = bulk.bulk_insert(conn, table, columns, iter([batch.slice(0, 2), batch.slice(2)]))
             back = conn.execute(sa.select(table)).all()
     finally:
         engine.dispose()

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from stockbatch import schema
-from stockbatch.warehouse import loader, models, queries
+from stockbatch.warehouse import bulk, loader, models, queries
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "warehouse"
 KEY = ("symbol", "trade_date")
@@ -340,7 +340,7 @@ def test_generic_bulk_insert_matches_the_sqlite_fast_path(
     fast = stored_bars(engine)
     with engine.begin() as conn:
         conn.execute(sa.delete(models.daily_bars))
-    monkeypatch.setattr(loader, "_BULK_INSERTERS", {})
+    monkeypatch.setattr(bulk, "BULK_INSERTERS", {})
     assert loader.load_table(engine, "daily_bars", [bars(BASE)], key=KEY) == (
         loader.LoadStats(4, 0, 0)
     )
