@@ -385,6 +385,7 @@ def _load_dataset(
     max_retries: int,
     timeout: float,
 ) -> IndexLoadStats:
+    """Unchanged: skip. Otherwise a fresh index, filled and checked, then the alias swap."""
     started = time.perf_counter()
     alias = ds.alias(prefix)
     live = alias_targets(client, alias)
@@ -397,7 +398,39 @@ def _load_dataset(
             skipped_unchanged=True,
             seconds=time.perf_counter() - started,
         )
+    index, meta = _fresh_index(client, ds, prefix, run_id, fingerprint, live)
+    try:
+        indexed = bulk_index(
+            client,
+            index,
+            batches,
+            chunk_docs=chunk_docs,
+            threads=threads,
+            max_retries=max_retries,
+            timeout=max(timeout, 60.0),
+        )
+        count = _ready_to_serve(client, index, meta, indexed, expected, replicas, timeout)
+    except BaseException:
+        # Never leave a half-loaded index behind (the alias still points at the old one).
+        with contextlib.suppress(TransportError):  # the original error matters more
+            client.indices.delete(index=index)
+        raise
+    previous, deleted = _swap_alias(client, ds.pattern(prefix), alias, index, live, keep_previous)
+    return IndexLoadStats(
+        alias=alias,
+        index=index,
+        docs=count,
+        docs_indexed=indexed,
+        previous=previous,
+        deleted=deleted,
+        seconds=time.perf_counter() - started,
+    )
 
+
+def _fresh_index(
+    client: OpenSearch, ds: Dataset, prefix: str, run_id: str, fingerprint: str, live: list[str]
+) -> tuple[str, dict[str, Any]]:
+    """Create the index this load fills, with bulk-load settings; returns it and its meta."""
     index = ds.index_name(prefix, run_id, fingerprint)
     if client.indices.exists(index=index):
         if index in live:
@@ -419,60 +452,60 @@ def _load_dataset(
             "mappings": {"_meta": {META_KEY: meta}},
         },
     )
-    try:
-        indexed = bulk_index(
-            client,
-            index,
-            batches,
-            chunk_docs=chunk_docs,
-            threads=threads,
-            max_retries=max_retries,
-            timeout=max(timeout, 60.0),
-        )
-        client.indices.put_settings(
-            index=index, body={"index": {**SERVE_SETTINGS, "number_of_replicas": replicas}}
-        )
-        client.indices.refresh(index=index, request_timeout=max(timeout, 60.0))
-        count = doc_count(client, index)
-        if count != indexed or (expected is not None and count != expected):
-            raise SearchError(
-                f"{index} holds {count:,} documents after the load; expected "
-                f"{expected if expected is not None else indexed:,}"
-            )
-        client.indices.put_mapping(
-            index=index,
-            body={"_meta": {META_KEY: {**meta, "docs": count, "loaded_at": _now()}}},
-        )
-        wait_s = int(max(timeout, 30))
-        # request_timeout must be given: without it the client takes `timeout` for its own.
-        client.cluster.health(
-            index=index, wait_for_status="yellow", timeout=f"{wait_s}s", request_timeout=wait_s + 5
-        )
-    except BaseException:
-        # Never leave a half-loaded index behind (the alias still points at the old one).
-        with contextlib.suppress(TransportError):  # the original error matters more
-            client.indices.delete(index=index)
-        raise
+    return index, meta
 
+
+def _ready_to_serve(
+    client: OpenSearch,
+    index: str,
+    meta: dict[str, Any],
+    indexed: int,
+    expected: int | None,
+    replicas: int,
+    timeout: float,
+) -> int:
+    """Serving settings, refresh, count check, meta with the count, health; the count."""
+    client.indices.put_settings(
+        index=index, body={"index": {**SERVE_SETTINGS, "number_of_replicas": replicas}}
+    )
+    client.indices.refresh(index=index, request_timeout=max(timeout, 60.0))
+    count = doc_count(client, index)
+    if count != indexed or (expected is not None and count != expected):
+        raise SearchError(
+            f"{index} holds {count:,} documents after the load; expected "
+            f"{expected if expected is not None else indexed:,}"
+        )
+    client.indices.put_mapping(
+        index=index,
+        body={"_meta": {META_KEY: {**meta, "docs": count, "loaded_at": _now()}}},
+    )
+    wait_s = int(max(timeout, 30))
+    # request_timeout must be given: without it the client takes `timeout` for its own.
+    client.cluster.health(
+        index=index, wait_for_status="yellow", timeout=f"{wait_s}s", request_timeout=wait_s + 5
+    )
+    return count
+
+
+def _swap_alias(
+    client: OpenSearch,
+    pattern: str,
+    alias: str,
+    index: str,
+    live: list[str],
+    keep_previous: bool,
+) -> tuple[str | None, list[str]]:
+    """Point the alias at ``index`` atomically; delete all but it and the previous one."""
     actions: list[dict[str, Any]] = [{"remove": {"index": old, "alias": alias}} for old in live]
     actions.append({"add": {"index": index, "alias": alias}})
     client.indices.update_aliases(body={"actions": actions})
-
     previous = live[0] if len(live) == 1 else None
     keep = {index, *([previous] if keep_previous and previous else [])}
-    existing = sorted(client.indices.get(index=ds.pattern(prefix), expand_wildcards="all"))
+    existing = sorted(client.indices.get(index=pattern, expand_wildcards="all"))
     deleted = [name for name in existing if name not in keep]
     if deleted:
         client.indices.delete(index=",".join(deleted))
-    return IndexLoadStats(
-        alias=alias,
-        index=index,
-        docs=count,
-        docs_indexed=indexed,
-        previous=previous,
-        deleted=deleted,
-        seconds=time.perf_counter() - started,
-    )
+    return previous, deleted
 
 
 def _now() -> str:

@@ -73,6 +73,9 @@ QUARTERLY_DOUBLES_2 = (
 
 def upgrade() -> None:
     """Create every table."""
+    # Long on purpose: a migration is a frozen, declarative record of the schema at
+    # revision 0001 (one create_table per table), read top to bottom; it must not call
+    # helpers that could change later.
     op.create_table(
         "instruments",
         sa.Column("symbol", SYMBOL, nullable=False),
