@@ -99,7 +99,7 @@ def connect(
 def connect_settings(settings: Settings, timeout: float | None = None) -> OpenSearch:
     """:func:`connect` to the node of ``settings`` (explicit URL, else the one recorded
     by ``stockbatch services up opensearch``); :class:`SearchUnavailable` if there is none."""
-    from stockbatch.services.opensearch import effective_search_url
+    from stockbatch.services.endpoints import effective_search_url
 
     search = settings.search
     url = effective_search_url(settings)

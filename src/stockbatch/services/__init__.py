@@ -1,33 +1,45 @@
-"""Real services (Kafka now; PostgreSQL and OpenSearch next) provisioned and run on
-loopback by the project itself, with their data under ``$STOCKBATCH_HOME/services``.
+"""Real services (Kafka, PostgreSQL, OpenSearch) provisioned and run on loopback by
+the project itself, with their data under ``$STOCKBATCH_HOME/services``.
 
-Entry points: ``stockbatch services up|down|status`` (:mod:`stockbatch.services.cli`),
-:class:`KafkaService` for code and test fixtures, and :func:`recorded_endpoints`
-to find what ``services up`` started. See ``deploy/services/README.md``.
+Entry points: ``stockbatch services up|down|status`` (:mod:`stockbatch.services.cli`);
+the service classes (one :class:`~stockbatch.services.base.LocalService` each) for
+code and test fixtures; :mod:`stockbatch.services.endpoints` to find what ``services
+up`` started. See ``deploy/services/README.md``.
 """
 
-from stockbatch.services.base import Service, ServiceError, ServiceStatus
-from stockbatch.services.endpoints import recorded_endpoints, services_file
+from stockbatch.services.base import LocalService, Service, ServiceError, ServiceStatus
+from stockbatch.services.endpoints import (
+    effective_kafka_settings,
+    effective_search_url,
+    recorded_endpoints,
+    services_file,
+)
 from stockbatch.services.kafka import (
     KAFKA_VERSION,
     KafkaService,
     ScramCredentials,
-    effective_kafka_settings,
     ensure_kafka_jars,
     probe_kafka,
     wait_for_kafka,
 )
+from stockbatch.services.opensearch import OPENSEARCH_VERSION, OpenSearchService
+from stockbatch.services.postgresql import PostgresService
 from stockbatch.services.registry import SERVICES, get_service, service_names
 
 __all__ = [
     "KAFKA_VERSION",
+    "OPENSEARCH_VERSION",
     "SERVICES",
     "KafkaService",
+    "LocalService",
+    "OpenSearchService",
+    "PostgresService",
     "ScramCredentials",
     "Service",
     "ServiceError",
     "ServiceStatus",
     "effective_kafka_settings",
+    "effective_search_url",
     "ensure_kafka_jars",
     "get_service",
     "probe_kafka",

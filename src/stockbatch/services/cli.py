@@ -23,7 +23,8 @@ from stockbatch.services.registry import SERVICES, get_service, service_names
 
 app = typer.Typer(
     name="services",
-    help="Provision and run real services (Kafka) on 127.0.0.1, data under STOCKBATCH_HOME.",
+    help="Provision and run real services (Kafka, PostgreSQL, OpenSearch) on 127.0.0.1, "
+    "data under STOCKBATCH_HOME.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -1,24 +1,29 @@
-"""``$STOCKBATCH_HOME/services.json``: where the running local services listen.
+"""Where is service X: ``$STOCKBATCH_HOME/services.json`` and the settings that win over it.
 
-``stockbatch services up`` writes one entry per service it started, for example::
+``stockbatch services up`` records one entry per service it started, for example::
 
     {"kafka": {"bootstrap_servers": "127.0.0.1:40123", "pid": 4242,
                "security_protocol": "PLAINTEXT", ...}}
 
 and ``services down`` removes it, so every later command run with the same
 ``STOCKBATCH_HOME`` finds the services without configuration. Explicit settings
-always win over what is recorded here (see
-:func:`stockbatch.services.kafka.effective_kafka_settings`). The file may hold
-the local broker's generated passwords, so it is written owner-readable only.
+always win over the record (:func:`effective_kafka_settings`,
+:func:`effective_search_url`; the warehouse URLs: ``stockbatch.warehouse.db``).
+The file holds generated passwords, so it is written owner-readable only.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from pydantic import SecretStr
 
 from stockbatch.services.base import ServiceError, file_lock, write_private
+
+if TYPE_CHECKING:
+    from stockbatch.settings import KafkaSettings, Settings
 
 FILE_NAME = "services.json"
 
@@ -74,3 +79,46 @@ def forget_endpoint(home: Path, name: str) -> None:
             write_private(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
         else:
             path.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- settings first
+
+
+_RECORDED_KAFKA_FIELDS = ("security_protocol", "sasl_mechanism", "sasl_username", "sasl_password")
+
+
+def effective_kafka_settings(settings: Settings) -> KafkaSettings:
+    """``settings.kafka`` completed from ``$STOCKBATCH_HOME/services.json``.
+
+    Explicit settings win: when ``kafka.bootstrap_servers`` is set, the record is
+    ignored entirely (it describes another cluster). Otherwise the recorded
+    bootstrap servers are used, and the recorded security fields fill in every
+    field still at its default. With nothing recorded, ``settings.kafka`` is
+    returned unchanged (``bootstrap_servers`` stays None: the caller says how to
+    start a broker).
+    """
+    kafka = settings.kafka
+    if kafka.bootstrap_servers:
+        return kafka
+    record = recorded_endpoints(settings.home).get("kafka")
+    if not record or not record.get("bootstrap_servers"):
+        return kafka
+    update: dict[str, Any] = {"bootstrap_servers": record["bootstrap_servers"]}
+    fields = type(kafka).model_fields
+    for name in _RECORDED_KAFKA_FIELDS:
+        value = record.get(name)
+        if value is None or getattr(kafka, name) != fields[name].default:
+            continue
+        update[name] = SecretStr(value) if name == "sasl_password" else value
+    return kafka.model_copy(update=update)
+
+
+def effective_search_url(settings: Settings) -> str | None:
+    """The OpenSearch URL to use: ``settings.search.url`` if set (explicit wins), else
+    the one ``stockbatch services up opensearch`` recorded under ``settings.home``,
+    else None (the caller says how to start a node)."""
+    if settings.search.url:
+        return settings.search.url
+    record = recorded_endpoints(settings.home).get("opensearch") or {}
+    url = record.get("url")
+    return str(url) if url else None

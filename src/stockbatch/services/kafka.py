@@ -1,39 +1,17 @@
-"""A real Apache Kafka 4 broker (KRaft, one combined broker+controller node) on loopback.
+"""A real Apache Kafka 4 broker (KRaft, one node that is both broker and controller)
+on loopback: :class:`KafkaService`, its jars (:func:`ensure_kafka_jars`) and a
+dependency-free readiness probe (:func:`probe_kafka`).
 
-How it works:
-
-1. :func:`ensure_kafka_jars` resolves ``org.apache.kafka:kafka_2.13`` (plus
-   ``kafka-tools`` and a Log4j 2 backend) from Maven Central with
-   ``deploy/services/kafka/pom.xml`` into a cache folder, once:
-   ``$STOCKBATCH_CACHE/kafka-<version>/libs`` (default ``~/.cache/stockbatch``).
-2. :class:`KafkaService` keeps everything of one broker under
-   ``$STOCKBATCH_HOME/services/kafka/``: ``data/`` (the KRaft log dirs, kept across
-   restarts), ``logs/server.log``, ``kafka.out`` (JVM stdout/stderr),
-   ``server.properties`` (regenerated at each start), ``state.json`` (cluster id,
-   ports, generated SCRAM passwords) and ``kafka.pid``.
-3. ``up()`` formats the storage once (``kafka.tools.StorageTool format``, with two
-   SCRAM-SHA-512 users: ``stockbatch`` for clients and ``kafka-broker`` for the
-   broker's own inter-broker connections), starts ``java -cp 'libs/*' kafka.Kafka``
-   detached, waits until the listener answers a Kafka ``ApiVersions`` request, and
-   records the endpoint in ``$STOCKBATCH_HOME/services.json``.
-
-With ``scram=True`` the client listener is ``SASL_PLAINTEXT`` with SCRAM-SHA-512
-(the KRaft controller listener stays PLAINTEXT on loopback: Kafka does not support
-SCRAM on controller listeners). Topics are never auto-created: producers must
-create them, as on a production cluster.
+With ``scram=True`` the client listener is ``SASL_PLAINTEXT`` with SCRAM-SHA-512.
+Files, ports and the provisioning steps: ``deploy/services/README.md``.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
-import datetime as dt
-import functools
 import json
 import os
-import re
 import secrets
-import shutil
 import socket
 import struct
 import subprocess
@@ -41,92 +19,40 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import SecretStr
-
-from stockbatch.services.base import (
-    ServiceError,
-    ServiceStatus,
-    State,
-    file_lock,
-    free_port,
-    kill_process,
-    pid_alive,
-    port_is_free,
-    process_cmdline,
-    read_state,
-    start_detached,
-    stop_process,
-    tail,
-    write_state,
+from stockbatch.services.base import HOST, Launch, ServiceError, file_lock
+from stockbatch.services.jvm import (
+    DEPLOY_DIR,
+    JvmService,
+    cache_root,
+    copy_dependencies,
+    find_java,
+    find_mvn,
+    jars_complete,
+    java_version,
+    log4j2_rolling_file,
 )
-from stockbatch.services.endpoints import forget_endpoint, record_endpoint, recorded_endpoints
 
 if TYPE_CHECKING:
-    from stockbatch.settings import KafkaSettings, Settings
+    from stockbatch.settings import Settings
 
 KAFKA_VERSION = "4.1.1"
 """Kafka release run locally; keep in sync with ``kafka.version`` in the pom."""
 
-MIN_JAVA = 17
-HOST = "127.0.0.1"
 CLIENT_USER = "stockbatch"
 BROKER_USER = "kafka-broker"
 SCRAM_MECHANISM = "SCRAM-SHA-512"
 
-# src/stockbatch/services/kafka.py -> the repository root (editable install / checkout).
-REPO_ROOT = Path(__file__).resolve().parents[3]
-POM = REPO_ROOT / "deploy" / "services" / "kafka" / "pom.xml"
-
-_JAVA_HINT = "install a Java 17+ runtime (Debian: apt-get install openjdk-17-jre-headless)"
-_MVN_HINT = "install Apache Maven (Debian: apt-get install maven)"
+POM = DEPLOY_DIR / "kafka" / "pom.xml"
 
 
 # ----------------------------------------------------------------------------- provisioning
 
 
-def cache_root() -> Path:
-    """Download cache: ``$STOCKBATCH_CACHE``, else ``$XDG_CACHE_HOME/stockbatch``, else
-    ``~/.cache/stockbatch``."""
-    if value := os.environ.get("STOCKBATCH_CACHE"):
-        return Path(value).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "stockbatch"
-
-
 def kafka_libs_dir(version: str = KAFKA_VERSION, root: Path | None = None) -> Path:
     """Where the jars of Kafka ``version`` live (whether or not provisioned yet)."""
     return (root or cache_root()) / f"kafka-{version}" / "libs"
-
-
-@functools.lru_cache(maxsize=8)
-def java_version(java: str) -> str:
-    """The full version of ``java`` (``17.0.15``), from ``java -version``."""
-    try:
-        out = subprocess.run(
-            [java, "-version"], capture_output=True, text=True, timeout=30, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ServiceError(f"`{java} -version` failed ({exc}): {_JAVA_HINT}") from exc
-    match = re.search(r'version "([^"]+)"', out.stderr + out.stdout)
-    if not match:
-        raise ServiceError(f"cannot read the Java version from `{java} -version`: {out.stderr}")
-    return match.group(1)
-
-
-def find_java() -> str:
-    """The ``java`` to run (``$JAVA_HOME/bin/java`` first), checked to be Java 17+."""
-    java_home = os.environ.get("JAVA_HOME")
-    candidate = Path(java_home) / "bin" / "java" if java_home else None
-    java = str(candidate) if candidate and candidate.exists() else shutil.which("java")
-    if not java:
-        raise ServiceError(f"`java` was not found on PATH (nor in $JAVA_HOME): {_JAVA_HINT}")
-    parts = [int(p) for p in re.findall(r"\d+", java_version(java))[:2]] or [0]
-    major = parts[1] if parts[0] == 1 and len(parts) > 1 else parts[0]  # "1.8.0" is Java 8
-    if major < MIN_JAVA:
-        raise ServiceError(f"Kafka 4 needs Java {MIN_JAVA}+, {java} is Java {major}: {_JAVA_HINT}")
-    return java
 
 
 def ensure_kafka_jars(
@@ -138,60 +64,26 @@ def ensure_kafka_jars(
     """Return the folder of Kafka's jars, resolving them with Maven on first use.
 
     ``settings`` is accepted so callers pass what they have; the cache location
-    comes from :func:`cache_root` (``STOCKBATCH_CACHE``) or ``root``. Safe to call
-    from several processes at once (a file lock makes one of them download).
-    Raises :class:`ServiceError` naming what to install if ``mvn`` or ``java`` is
-    missing, and Maven's own output if the resolution fails.
+    comes from :func:`~stockbatch.services.jvm.cache_root` (``STOCKBATCH_CACHE``)
+    or ``root``. Safe to call from several processes at once (a file lock makes one
+    of them download). Raises :class:`ServiceError` naming what to install if
+    ``mvn`` or ``java`` is missing, and Maven's own output if the resolution fails.
     """
     del settings  # the cache is per user, not per STOCKBATCH_HOME
     libs = kafka_libs_dir(version, root)
-    marker = libs.parent / "COMPLETE"
-    if marker.exists() and libs.is_dir():
+    if jars_complete(libs):
         return libs
     with file_lock(libs.parent / ".lock"):
-        if marker.exists() and libs.is_dir():  # another process finished meanwhile
+        if jars_complete(libs):  # another process finished meanwhile
             return libs
-        mvn = shutil.which("mvn")
-        if not mvn:
-            raise ServiceError(
-                f"Kafka {version} is not in {libs.parent} yet and `mvn` is not on PATH to "
-                f"fetch it from Maven Central: {_MVN_HINT}"
-            )
+        mvn = find_mvn(f"Kafka {version}", libs)
         find_java()  # Maven needs it too; fail with the same clear message
         if not POM.exists():
             raise ServiceError(
                 f"{POM} is missing (run from a stockbatch checkout), or provision the jars "
-                f"by hand into {libs} and create {marker}"
+                f"by hand into {libs} and create {libs.parent / 'COMPLETE'}"
             )
-        tmp = libs.parent / f"libs.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        cmd = [
-            mvn,
-            "-B",
-            "-q",
-            "-Dstyle.color=never",
-            "-f",
-            str(POM),
-            f"-Dkafka.version={version}",
-            "dependency:copy-dependencies",
-            f"-DoutputDirectory={tmp}",
-        ]
-        try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, check=False)
-        except subprocess.TimeoutExpired as exc:
-            raise ServiceError(f"Maven did not resolve Kafka {version} within 20 min") from exc
-        broker_jar = tmp / f"kafka_2.13-{version}.jar"
-        if done.returncode != 0 or not broker_jar.exists():
-            output = "\n".join((done.stdout + done.stderr).splitlines()[-30:])
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise ServiceError(
-                f"Maven could not resolve org.apache.kafka:kafka_2.13:{version} "
-                f"(exit {done.returncode}):\n{output}"
-            )
-        shutil.rmtree(libs, ignore_errors=True)
-        tmp.rename(libs)
-        jars = sorted(p.name for p in libs.glob("*.jar"))
-        marker.write_text("\n".join(jars) + "\n")
+        copy_dependencies(mvn, POM, "kafka.version", version, "org.apache.kafka:kafka_2.13", libs)
     return libs
 
 
@@ -251,38 +143,6 @@ def wait_for_kafka(bootstrap_servers: str, timeout: float) -> None:
         time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
 
 
-# ----------------------------------------------------------------------------- settings
-
-
-_RECORDED_FIELDS = ("security_protocol", "sasl_mechanism", "sasl_username", "sasl_password")
-
-
-def effective_kafka_settings(settings: Settings) -> KafkaSettings:
-    """``settings.kafka`` completed from ``$STOCKBATCH_HOME/services.json``.
-
-    Explicit settings win: when ``kafka.bootstrap_servers`` is set, the record is
-    ignored entirely (it describes another cluster). Otherwise the recorded
-    bootstrap servers are used, and the recorded security fields fill in every
-    field still at its default. With nothing recorded, ``settings.kafka`` is
-    returned unchanged (``bootstrap_servers`` stays None: the caller says how to
-    start a broker).
-    """
-    kafka = settings.kafka
-    if kafka.bootstrap_servers:
-        return kafka
-    record = recorded_endpoints(settings.home).get("kafka")
-    if not record or not record.get("bootstrap_servers"):
-        return kafka
-    update: dict[str, Any] = {"bootstrap_servers": record["bootstrap_servers"]}
-    fields = type(kafka).model_fields
-    for name in _RECORDED_FIELDS:
-        value = record.get(name)
-        if value is None or getattr(kafka, name) != fields[name].default:
-            continue
-        update[name] = SecretStr(value) if name == "sasl_password" else value
-    return kafka.model_copy(update=update)
-
-
 # ----------------------------------------------------------------------------- the broker
 
 
@@ -303,23 +163,9 @@ def new_cluster_id() -> str:
             return value
 
 
-_LOG4J2 = """\
-# Generated by stockbatch: the broker's log, rolled at 20 MB, 3 files kept.
-status = warn
-appender.file.type = RollingFile
-appender.file.name = FILE
-appender.file.fileName = ${sys:kafka.logs.dir}/server.log
-appender.file.filePattern = ${sys:kafka.logs.dir}/server.log.%i
-appender.file.layout.type = PatternLayout
-appender.file.layout.pattern = [%d] %p %m (%c)%n
-appender.file.policies.type = Policies
-appender.file.policies.size.type = SizeBasedTriggeringPolicy
-appender.file.policies.size.size = 20MB
-appender.file.strategy.type = DefaultRolloverStrategy
-appender.file.strategy.max = 3
-rootLogger.level = INFO
-rootLogger.appenderRef.file.ref = FILE
-"""
+_LOG4J2 = log4j2_rolling_file(
+    "broker", "warn", "${sys:kafka.logs.dir}/server.log", "[%d] %p %m (%c)%n", "INFO"
+)
 
 _LOG4J2_TOOL = """\
 # Generated by stockbatch: command-line tools print warnings and errors only.
@@ -334,8 +180,8 @@ rootLogger.appenderRef.console.ref = STDERR
 """
 
 
-class KafkaService:
-    """One local Kafka broker under ``home/services/kafka`` (see the module doc).
+class KafkaService(JvmService):
+    """One local Kafka broker under ``home/services/kafka``.
 
     ``port`` is the client port on 127.0.0.1 (default: the one used last time, else
     a free one). ``scram=True`` puts SASL/SCRAM-SHA-512 on the client listener;
@@ -347,6 +193,10 @@ class KafkaService:
     """
 
     name = "kafka"
+    title = "Kafka"
+    port_hint = "`stockbatch services up kafka --port N`"
+    log_name = "logs/server.log"
+    secret_fields: ClassVar[tuple[str, ...]] = ("sasl_password",)
 
     def __init__(
         self,
@@ -361,73 +211,24 @@ class KafkaService:
         cache: Path | None = None,
         class_cache: bool = True,
     ) -> None:
-        self.home = Path(home).expanduser().resolve()
-        self.port = port
+        super().__init__(
+            home,
+            port,
+            version=version,
+            heap=heap,
+            start_timeout=start_timeout,
+            stop_timeout=stop_timeout,
+            cache=cache,
+        )
         self._scram = scram
-        self.version = version
-        self.heap = heap
-        self.start_timeout = start_timeout
-        self.stop_timeout = stop_timeout
-        self.cache = cache
         self.class_cache = class_cache
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    # -- paths ---------------------------------------------------------------
-
-    @property
-    def dir(self) -> Path:
-        """Everything of this broker: ``$STOCKBATCH_HOME/services/kafka``."""
-        return self.home / "services" / "kafka"
-
-    @property
-    def data_dir(self) -> Path:
-        """The KRaft log dir (topics and metadata); survives restarts."""
-        return self.dir / "data"
-
-    @property
-    def log_file(self) -> Path:
-        """The broker's own log."""
-        return self.dir / "logs" / "server.log"
-
-    @property
-    def stdout_file(self) -> Path:
-        """JVM stdout and stderr (crashes before logging starts land here)."""
-        return self.dir / "kafka.out"
 
     @property
     def properties_file(self) -> Path:
         """``server.properties``, regenerated at each start."""
         return self.dir / "server.properties"
 
-    @property
-    def _state_file(self) -> Path:
-        return self.dir / "state.json"
-
-    @property
-    def _pid_file(self) -> Path:
-        return self.dir / "kafka.pid"
-
-    # -- state ---------------------------------------------------------------
-
-    def _load_state(self) -> dict[str, Any]:
-        try:
-            state: dict[str, Any] = json.loads(self._state_file.read_text())
-        except FileNotFoundError:
-            state = {}
-        if not state.get("cluster_id"):
-            # Passwords are generated once, at format time: the SCRAM users live in the
-            # metadata log, so they must stay the same for as long as data_dir does.
-            state = {
-                "cluster_id": new_cluster_id(),
-                "users": {
-                    CLIENT_USER: secrets.token_urlsafe(18),
-                    BROKER_USER: secrets.token_urlsafe(18),
-                },
-            }
-        return state
-
-    def _stored_state(self) -> dict[str, Any]:
-        return read_state(self._state_file)
+    # -- options and endpoint --------------------------------------------------
 
     @property
     def scram(self) -> bool:
@@ -435,9 +236,6 @@ class KafkaService:
         if self._scram is not None:
             return self._scram
         return bool(self._stored_state().get("security_protocol") == "SASL_PLAINTEXT")
-
-    def _save_state(self, state: dict[str, Any]) -> None:
-        write_state(self._state_file, state)
 
     @property
     def credentials(self) -> ScramCredentials | None:
@@ -455,10 +253,7 @@ class KafkaService:
     @property
     def bootstrap_servers(self) -> str:
         """``127.0.0.1:<port>`` (the port chosen at the last ``up``)."""
-        port = self.port or self._stored_state().get("port")
-        if port is None:
-            raise ServiceError(f"Kafka under {self.dir} has never been started: no port yet")
-        return f"{HOST}:{port}"
+        return self.address
 
     def endpoint(self) -> dict[str, Any]:
         """What ``services.json`` records for this broker."""
@@ -490,22 +285,65 @@ class KafkaService:
         config.update(overrides)
         return config
 
-    # -- process -------------------------------------------------------------
+    # -- what differs from the other services ------------------------------------
 
-    def _running_pid(self) -> int | None:
-        """The broker's pid if it runs; checks the command line so a reused pid never matches."""
+    def _state_for_start(self) -> dict[str, Any]:
         try:
-            pid = int(self._pid_file.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
-        if self._proc is not None and self._proc.pid == pid:
-            return pid if self._proc.poll() is None else None
-        if not pid_alive(pid):
-            return None
-        cmdline = process_cmdline(pid)
-        if "kafka.Kafka" in cmdline and str(self.properties_file) in cmdline:
-            return pid
-        return None
+            state: dict[str, Any] = json.loads(self._state_file.read_text())
+        except FileNotFoundError:
+            state = {}
+        if not state.get("cluster_id"):
+            # Passwords are generated once, at format time: the SCRAM users live in the
+            # metadata log, so they must stay the same for as long as data_dir does.
+            state = {
+                "cluster_id": new_cluster_id(),
+                "users": {
+                    CLIENT_USER: secrets.token_urlsafe(18),
+                    BROKER_USER: secrets.token_urlsafe(18),
+                },
+            }
+        return state
+
+    def _check_options(self, state: dict[str, Any], pid: int) -> None:
+        if (
+            self._scram is not None and state.get("security_protocol") != self.security_protocol
+        ) or (self.port is not None and self.port != state.get("port")):
+            raise ServiceError(
+                f"Kafka already runs under {self.dir} (pid {pid}, "
+                f"{state.get('security_protocol')} on port {state.get('port')}); "
+                "run `stockbatch services down kafka` before changing its options"
+            )
+
+    def _ensure_jars(self) -> Path:
+        return ensure_kafka_jars(version=self.version, root=self.cache)
+
+    def _prepare(self, state: dict[str, Any], tools: tuple[str, Path]) -> Launch:
+        java, libs = tools
+        state.update(
+            controller_port=self._second_port(state, "controller_port", state["port"]),
+            security_protocol=self.security_protocol,
+            version=self.version,
+        )
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        self._save_state(state)
+        self.properties_file.write_text(self._server_properties(state))
+        (self.dir / "log4j2.properties").write_text(_LOG4J2)
+        (self.dir / "log4j2-tool.properties").write_text(_LOG4J2_TOOL)
+        if not (self.data_dir / "meta.properties").exists():
+            self._format(java, libs, state)
+        return Launch(self._java_command(java, libs), cwd=self.dir)
+
+    def _owns(self, cmdline: list[str]) -> bool:
+        return "kafka.Kafka" in cmdline and str(self.properties_file) in cmdline
+
+    def _ready(self, timeout: float) -> bool:
+        return probe_kafka(self.bootstrap_servers, timeout=timeout)
+
+    def _running_detail(self) -> str:
+        return f"{self.label} ({self.security_protocol})"
+
+    # -- the JVM and its files ----------------------------------------------------
 
     def _class_archive(self, java: str, libs: Path) -> list[str]:
         """JVM flags to use (or, the first time, to write) the class-data sharing archive.
@@ -523,15 +361,14 @@ class KafkaService:
         # -Xlog:cds=off: the dump lists every class it skips, hundreds of harmless lines.
         return [f"-XX:ArchiveClassesAtExit={dump}", "-Xlog:cds=off"]
 
-    @staticmethod
-    def _settle_class_archive(cmdline: list[str], clean_exit: bool) -> None:
+    def _after_exit(self, cmdline: list[str], clean: bool) -> None:
         """After the broker exited: publish a freshly dumped archive, or drop a partial one."""
         for flag in cmdline:
             if not flag.startswith("-XX:ArchiveClassesAtExit="):
                 continue
             dump = Path(flag.split("=", 1)[1])
             archive = dump.with_name(dump.name.rsplit(".", 2)[0])
-            if clean_exit and dump.exists() and dump.stat().st_size > 0 and not archive.exists():
+            if clean and dump.exists() and dump.stat().st_size > 0 and not archive.exists():
                 os.replace(dump, archive)
             dump.unlink(missing_ok=True)
 
@@ -631,168 +468,3 @@ class KafkaService:
                 f"formatting the Kafka storage in {self.data_dir} failed "
                 f"(exit {done.returncode}):\n{(done.stdout + done.stderr).strip()[-3000:]}"
             )
-
-    def _log_tails(self) -> str:
-        parts = []
-        for path in (self.stdout_file, self.log_file):
-            text = tail(path, 30)
-            if text.strip():
-                parts.append(f"--- last lines of {path}\n{text}")
-        return "\n".join(parts) or f"(no output in {self.stdout_file} or {self.log_file})"
-
-    def _wait_ready(self, pid: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self._running_pid() != pid:
-                code = self._proc.poll() if self._proc is not None else None
-                raise ServiceError(
-                    f"Kafka (pid {pid}) exited during start-up"
-                    + (f" with code {code}" if code is not None else "")
-                    + f":\n{self._log_tails()}"
-                )
-            if probe_kafka(self.bootstrap_servers, timeout=1.0):
-                return
-            if time.monotonic() >= deadline:
-                raise ServiceError(
-                    f"Kafka (pid {pid}) did not answer on {self.bootstrap_servers} within "
-                    f"{timeout:g} s:\n{self._log_tails()}"
-                )
-            time.sleep(0.2)
-
-    # -- lifecycle -----------------------------------------------------------
-
-    def up(self) -> ServiceStatus:
-        """Provision (jars, storage) if needed, start, wait until it answers, record it.
-
-        Idempotent: a broker that already runs with the same options is kept.
-        """
-        java = find_java()
-        libs = ensure_kafka_jars(version=self.version, root=self.cache)
-        with file_lock(self.dir / ".lock"):
-            state = self._load_state()
-            pid = self._running_pid()
-            if pid is not None:
-                if (
-                    self._scram is not None
-                    and state.get("security_protocol") != self.security_protocol
-                ) or (self.port is not None and self.port != state.get("port")):
-                    raise ServiceError(
-                        f"Kafka already runs under {self.dir} (pid {pid}, "
-                        f"{state.get('security_protocol')} on port {state.get('port')}); "
-                        "run `stockbatch services down kafka` before changing its options"
-                    )
-                self.port = state["port"]
-                self._wait_ready(pid, self.start_timeout)
-                record_endpoint(self.home, self.name, {**self.endpoint(), "pid": pid})
-                return self.status()
-
-            port = self.port or state.get("port") or free_port()
-            if not port_is_free(port):
-                raise ServiceError(
-                    f"port {HOST}:{port} is taken by another process; stop it or choose "
-                    "another port (`stockbatch services up kafka --port N`)"
-                )
-            cport = state.get("controller_port")
-            if not cport or cport == port or not port_is_free(cport):
-                cport = free_port()
-                while cport == port:
-                    cport = free_port()
-            state.update(
-                port=port,
-                controller_port=cport,
-                security_protocol=self.security_protocol,
-                version=self.version,
-            )
-            self.port = port
-            self.dir.mkdir(parents=True, exist_ok=True)
-            self.log_file.parent.mkdir(parents=True, exist_ok=True)
-            self._save_state(state)
-            self.properties_file.write_text(self._server_properties(state))
-            (self.dir / "log4j2.properties").write_text(_LOG4J2)
-            (self.dir / "log4j2-tool.properties").write_text(_LOG4J2_TOOL)
-            if not (self.data_dir / "meta.properties").exists():
-                self._format(java, libs, state)
-
-            with open(self.stdout_file, "ab") as out:
-                stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-                out.write(f"\n==== stockbatch: starting Kafka {self.version} at {stamp}\n".encode())
-            command = self._java_command(java, libs)
-            self._proc = start_detached(command, cwd=self.dir, output=self.stdout_file)
-            pid = self._proc.pid
-            self._pid_file.write_text(f"{pid}\n")
-            try:
-                self._wait_ready(pid, self.start_timeout)
-            except ServiceError:
-                stop_process(pid, 5.0, self._proc)
-                self._settle_class_archive(command, clean_exit=False)
-                self._pid_file.unlink(missing_ok=True)
-                raise
-            record_endpoint(self.home, self.name, {**self.endpoint(), "pid": pid})
-            return self.status()
-
-    def down(self) -> bool:
-        """SIGTERM, wait ``stop_timeout`` s, then SIGKILL; forget the endpoint. Keeps the data.
-
-        Returns True if a broker was running.
-        """
-        if not self.dir.exists():  # never started here: nothing to stop, create nothing
-            forget_endpoint(self.home, self.name)
-            return False
-        with file_lock(self.dir / ".lock"):
-            pid = self._running_pid()
-            if pid is not None:
-                cmdline = process_cmdline(pid)
-                ended = stop_process(pid, self.stop_timeout, self._proc)
-                self._settle_class_archive(cmdline, clean_exit=ended == "terminated")
-            self._pid_file.unlink(missing_ok=True)
-            forget_endpoint(self.home, self.name)
-            return pid is not None
-
-    def kill(self) -> bool:
-        """SIGKILL the broker at once (a crash, for fault tests); leaves services.json as is.
-
-        ``up()`` afterwards recovers from the unclean shutdown on the same data.
-        """
-        with file_lock(self.dir / ".lock"):
-            pid = self._running_pid()
-            if pid is not None:
-                cmdline = process_cmdline(pid)
-                kill_process(pid, self._proc)
-                self._settle_class_archive(cmdline, clean_exit=False)
-            return pid is not None
-
-    def restart(self) -> ServiceStatus:
-        """``down()`` then ``up()`` on the same data dir and port."""
-        self.down()
-        return self.up()
-
-    def purge(self) -> None:
-        """Stop the broker and delete its folder (topics, logs, credentials)."""
-        self.down()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def status(self) -> ServiceStatus:
-        """Running (answers), unhealthy (process alive, no answer) or stopped."""
-        pid = self._running_pid()
-        endpoint: dict[str, Any] = {}
-        with contextlib.suppress(ServiceError):
-            endpoint = {**self.endpoint(), "pid": pid}
-            endpoint.pop("sasl_password", None)  # status output is for humans and logs
-        state: State
-        if pid is None:
-            state = "stopped"
-            detail = "not running" if self._state_file.exists() else "never started here"
-        elif probe_kafka(self.bootstrap_servers, timeout=2.0):
-            state, detail = "running", f"Kafka {self.version} ({self.security_protocol})"
-        else:
-            state = "unhealthy"
-            detail = f"process alive but {self.bootstrap_servers} does not answer"
-        return ServiceStatus(
-            name=self.name,
-            state=state,
-            pid=pid,
-            endpoint=endpoint,
-            data_dir=str(self.data_dir),
-            log_file=str(self.log_file),
-            detail=detail,
-        )

@@ -1,81 +1,45 @@
-"""A real OpenSearch 2.19 node (single node, plain HTTP) on loopback.
+"""A real OpenSearch 2.19 node (single node, plain HTTP, no security plugin) on loopback:
+:class:`OpenSearchService`, its jars and launcher (:func:`ensure_opensearch_jars`) and
+a health probe (:func:`probe_opensearch`).
 
-How it works:
-
-1. :func:`ensure_opensearch_jars` resolves ``org.opensearch:opensearch`` and the
-   modules a search node needs (``transport-netty4-client`` for HTTP,
-   ``analysis-common``, ``mapper-extras-client``, ``lang-painless``) plus Log4j
-   from Maven Central with ``deploy/services/opensearch/pom.xml`` into
-   ``$STOCKBATCH_CACHE/opensearch-<version>/libs`` (default ``~/.cache/stockbatch``),
-   then compiles the tiny launcher ``deploy/services/opensearch/StockbatchOpenSearch.java``
-   next to them with ``javac``. Once per machine.
-2. :class:`OpenSearchService` keeps everything of one node under
-   ``$STOCKBATCH_HOME/services/opensearch/``: ``data/`` (indices, kept across
-   restarts), ``logs/stockbatch.log``, ``opensearch.out`` (JVM stdout/stderr),
-   ``config/`` (``opensearch.yml`` and ``log4j2.properties``, regenerated at each
-   start), ``state.json`` (ports) and ``opensearch.pid``.
-3. ``up()`` starts ``java -cp 'libs/*:launcher' StockbatchOpenSearch`` detached,
-   waits until ``GET /_cluster/health`` answers yellow or green, and records
-   ``{"url": "http://127.0.0.1:<port>", ...}`` in ``$STOCKBATCH_HOME/services.json``.
-
-Why a launcher and not the distribution: Maven Central publishes the server and
-module jars but not the distribution's ``modules/*/`` descriptors and security
-policies, so the launcher loads the modules as classpath plugins (as OpenSearch's
-own test clusters do). There is no security plugin: HTTP is plain and
-unauthenticated, which is why the node binds to 127.0.0.1 only.
+The node runs from Maven Central's jars through a small launcher
+(``deploy/services/opensearch/StockbatchOpenSearch.java``); why, and its files and
+ports: ``deploy/services/README.md``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
 import hashlib
 import json
 import os
 import shutil
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from stockbatch.services.base import (
-    ServiceError,
-    ServiceStatus,
-    State,
-    file_lock,
-    free_port,
-    kill_process,
-    pid_alive,
-    port_is_free,
-    process_cmdline,
-    read_state,
-    start_detached,
-    stop_process,
-    tail,
-    write_state,
+from stockbatch.services.base import HOST, Launch, ServiceError, file_lock
+from stockbatch.services.jvm import (
+    DEPLOY_DIR,
+    JvmService,
+    cache_root,
+    copy_dependencies,
+    find_java,
+    find_mvn,
+    jars_complete,
+    log4j2_rolling_file,
 )
-from stockbatch.services.endpoints import forget_endpoint, record_endpoint, recorded_endpoints
-from stockbatch.services.kafka import cache_root, find_java
-
-if TYPE_CHECKING:
-    from stockbatch.settings import Settings
 
 OPENSEARCH_VERSION = "2.19.6"
 """OpenSearch release run locally (the newest line on Java 17); keep in sync with the pom."""
 
-HOST = "127.0.0.1"
 LAUNCHER_CLASS = "StockbatchOpenSearch"
 
-# src/stockbatch/services/opensearch.py -> the repository root (editable install / checkout).
-REPO_ROOT = Path(__file__).resolve().parents[3]
-DEPLOY_DIR = REPO_ROOT / "deploy" / "services" / "opensearch"
-POM = DEPLOY_DIR / "pom.xml"
-LAUNCHER_SOURCE = DEPLOY_DIR / f"{LAUNCHER_CLASS}.java"
+POM = DEPLOY_DIR / "opensearch" / "pom.xml"
+LAUNCHER_SOURCE = DEPLOY_DIR / "opensearch" / f"{LAUNCHER_CLASS}.java"
 
 _JDK_HINT = "install a Java 17 JDK (Debian: apt-get install openjdk-17-jdk-headless)"
-_MVN_HINT = "install Apache Maven (Debian: apt-get install maven)"
 
 
 # ----------------------------------------------------------------------------- provisioning
@@ -99,41 +63,6 @@ def find_javac(java: str) -> str:
     if not javac:
         raise ServiceError(f"`javac` was not found next to {java} nor on PATH: {_JDK_HINT}")
     return javac
-
-
-def _resolve_jars(version: str, libs: Path) -> None:
-    mvn = shutil.which("mvn")
-    if not mvn:
-        raise ServiceError(
-            f"OpenSearch {version} is not in {libs.parent} yet and `mvn` is not on PATH to "
-            f"fetch it from Maven Central: {_MVN_HINT}"
-        )
-    tmp = libs.parent / f"libs.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    cmd = [
-        mvn,
-        "-B",
-        "-q",
-        "-Dstyle.color=never",
-        "-f",
-        str(POM),
-        f"-Dopensearch.version={version}",
-        "dependency:copy-dependencies",
-        f"-DoutputDirectory={tmp}",
-    ]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise ServiceError(f"Maven did not resolve OpenSearch {version} within 20 min") from exc
-    if done.returncode != 0 or not (tmp / f"opensearch-{version}.jar").exists():
-        output = "\n".join((done.stdout + done.stderr).splitlines()[-30:])
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise ServiceError(
-            f"Maven could not resolve org.opensearch:opensearch:{version} "
-            f"(exit {done.returncode}):\n{output}"
-        )
-    shutil.rmtree(libs, ignore_errors=True)
-    tmp.rename(libs)
 
 
 def _compile_launcher(javac: str, libs: Path, out: Path) -> None:
@@ -163,16 +92,18 @@ def ensure_opensearch_jars(*, version: str = OPENSEARCH_VERSION, root: Path | No
     Raises :class:`ServiceError` naming what to install when ``mvn``/``javac`` is missing.
     """
     base = opensearch_dir(version, root)
-    libs, marker = base / "libs", base / "COMPLETE"
-    if marker.exists() and libs.is_dir() and _launcher_dir(base).is_dir():
+    libs = base / "libs"
+    if jars_complete(libs) and _launcher_dir(base).is_dir():
         return base
     if not POM.exists() or not LAUNCHER_SOURCE.exists():
-        raise ServiceError(f"{DEPLOY_DIR} is incomplete: run from a stockbatch checkout")
+        raise ServiceError(f"{POM.parent} is incomplete: run from a stockbatch checkout")
     with file_lock(base / ".lock"):
         java = find_java()
-        if not (marker.exists() and libs.is_dir()):
-            _resolve_jars(version, libs)
-            marker.write_text("\n".join(sorted(p.name for p in libs.glob("*.jar"))) + "\n")
+        if not jars_complete(libs):
+            mvn = find_mvn(f"OpenSearch {version}", libs)
+            copy_dependencies(
+                mvn, POM, "opensearch.version", version, "org.opensearch:opensearch", libs
+            )
         launcher = _launcher_dir(base)
         if not launcher.is_dir():
             _compile_launcher(find_javac(java), libs, launcher)
@@ -198,44 +129,22 @@ def probe_opensearch(url: str, timeout: float = 2.0) -> bool:
     return bool(health and health.get("status") in ("yellow", "green"))
 
 
-def effective_search_url(settings: Settings) -> str | None:
-    """The OpenSearch URL to use: ``settings.search.url`` if set (explicit wins), else
-    the one ``stockbatch services up opensearch`` recorded under ``settings.home``,
-    else None (the caller says how to start a node)."""
-    if settings.search.url:
-        return settings.search.url
-    record = recorded_endpoints(settings.home).get("opensearch") or {}
-    url = record.get("url")
-    return str(url) if url else None
-
-
 # ----------------------------------------------------------------------------- the node
 
 
-_LOG4J2 = """\
-# Generated by stockbatch: the node's log, rolled at 20 MB, 3 files kept.
-status = error
-appender.rolling.type = RollingFile
-appender.rolling.name = rolling
-appender.rolling.fileName = ${sys:opensearch.logs.base_path}/stockbatch.log
-appender.rolling.filePattern = ${sys:opensearch.logs.base_path}/stockbatch.log.%i
-appender.rolling.layout.type = PatternLayout
-appender.rolling.layout.pattern = [%d{ISO8601}][%-5p][%-25c{1.}] %marker%m%n
-appender.rolling.policies.type = Policies
-appender.rolling.policies.size.type = SizeBasedTriggeringPolicy
-appender.rolling.policies.size.size = 20MB
-appender.rolling.strategy.type = DefaultRolloverStrategy
-appender.rolling.strategy.max = 3
-rootLogger.level = info
-rootLogger.appenderRef.rolling.ref = rolling
-# Deprecation warnings (one per request of some old APIs) stay out of the node's log.
-logger.deprecation.name = org.opensearch.deprecation
-logger.deprecation.level = error
-"""
+_LOG4J2 = log4j2_rolling_file(
+    "node",
+    "error",
+    "${sys:opensearch.logs.base_path}/stockbatch.log",
+    "[%d{ISO8601}][%-5p][%-25c{1.}] %marker%m%n",
+    "info",
+    # Deprecation warnings (one per request of some old APIs) stay out of the node's log.
+    "logger.deprecation.name = org.opensearch.deprecation\nlogger.deprecation.level = error\n",
+)
 
 
-class OpenSearchService:
-    """One local OpenSearch node under ``home/services/opensearch`` (see the module doc).
+class OpenSearchService(JvmService):
+    """One local OpenSearch node under ``home/services/opensearch``.
 
     ``port`` is the HTTP port on 127.0.0.1 (default: the one used last time, else a
     free one); the transport port (node-to-node, unused by clients) is chosen and
@@ -243,6 +152,10 @@ class OpenSearchService:
     """
 
     name = "opensearch"
+    title = "OpenSearch"
+    port_hint = "OpenSearchService(home, port=N)"  # the CLI's --port is Kafka's
+    log_name = "logs/stockbatch.log"
+    probe_interval = 0.25
 
     def __init__(
         self,
@@ -255,36 +168,15 @@ class OpenSearchService:
         stop_timeout: float = 30.0,
         cache: Path | None = None,
     ) -> None:
-        self.home = Path(home).expanduser().resolve()
-        self.port = port
-        self.version = version
-        self.heap = heap
-        self.start_timeout = start_timeout
-        self.stop_timeout = stop_timeout
-        self.cache = cache
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    # -- paths ---------------------------------------------------------------
-
-    @property
-    def dir(self) -> Path:
-        """Everything of this node: ``$STOCKBATCH_HOME/services/opensearch``."""
-        return self.home / "services" / "opensearch"
-
-    @property
-    def data_dir(self) -> Path:
-        """Indices and cluster state; survives restarts."""
-        return self.dir / "data"
-
-    @property
-    def log_file(self) -> Path:
-        """The node's own log."""
-        return self.dir / "logs" / "stockbatch.log"
-
-    @property
-    def stdout_file(self) -> Path:
-        """JVM stdout and stderr (crashes before logging starts land here)."""
-        return self.dir / "opensearch.out"
+        super().__init__(
+            home,
+            port,
+            version=version,
+            heap=heap,
+            start_timeout=start_timeout,
+            stop_timeout=stop_timeout,
+            cache=cache,
+        )
 
     @property
     def config_dir(self) -> Path:
@@ -292,25 +184,9 @@ class OpenSearchService:
         return self.dir / "config"
 
     @property
-    def _state_file(self) -> Path:
-        return self.dir / "state.json"
-
-    @property
-    def _pid_file(self) -> Path:
-        return self.dir / "opensearch.pid"
-
-    # -- state ---------------------------------------------------------------
-
-    def _stored_state(self) -> dict[str, Any]:
-        return read_state(self._state_file)
-
-    @property
     def url(self) -> str:
         """``http://127.0.0.1:<port>`` (the port chosen at the last ``up``)."""
-        port = self.port or self._stored_state().get("port")
-        if port is None:
-            raise ServiceError(f"OpenSearch under {self.dir} has never been started: no port yet")
-        return f"http://{HOST}:{port}"
+        return f"http://{self.address}"
 
     def endpoint(self) -> dict[str, Any]:
         """What ``services.json`` records for this node."""
@@ -323,22 +199,40 @@ class OpenSearchService:
             "log_file": str(self.log_file),
         }
 
-    # -- process -------------------------------------------------------------
+    # -- what differs from the other services ------------------------------------
 
-    def _running_pid(self) -> int | None:
-        """The node's pid if it runs; checks the command line so a reused pid never matches."""
-        try:
-            pid = int(self._pid_file.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
-        if self._proc is not None and self._proc.pid == pid:
-            return pid if self._proc.poll() is None else None
-        if not pid_alive(pid):
-            return None
-        cmdline = process_cmdline(pid)
-        if LAUNCHER_CLASS in cmdline and str(self.config_dir) in cmdline:
-            return pid
-        return None
+    def _ensure_jars(self) -> Path:
+        return ensure_opensearch_jars(version=self.version, root=self.cache)
+
+    def _prepare(self, state: dict[str, Any], tools: tuple[str, Path]) -> Launch:
+        java, base = tools
+        state.update(
+            transport_port=self._second_port(state, "transport_port", state["port"]),
+            version=self.version,
+        )
+        for folder in (self.data_dir, self.log_file.parent, self.config_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        self._save_state(state)
+        (self.config_dir / "opensearch.yml").write_text(self._opensearch_yml(state))
+        (self.config_dir / "log4j2.properties").write_text(_LOG4J2)
+        return Launch(self._java_command(java, base), cwd=self.dir)
+
+    def _owns(self, cmdline: list[str]) -> bool:
+        return LAUNCHER_CLASS in cmdline and str(self.config_dir) in cmdline
+
+    def _ready(self, timeout: float) -> bool:
+        return probe_opensearch(self.url, timeout=timeout)
+
+    def _awaiting(self) -> str:
+        return f"report yellow/green health at {self.url}"
+
+    def _health(self) -> tuple[bool, str]:
+        color = (cluster_health(self.url, timeout=2.0) or {}).get("status")
+        if color in ("yellow", "green"):
+            return True, f"{self.label} (health {color})"
+        return False, f"process alive but {self.url} reports health {color or 'nothing'}"
+
+    # -- the JVM and its files ----------------------------------------------------
 
     def _java_command(self, java: str, base: Path) -> list[str]:
         tmpdir = self.dir / "tmp"
@@ -391,152 +285,3 @@ class OpenSearchService:
             "bootstrap.memory_lock: false",
         ]
         return "\n".join(lines) + "\n"
-
-    def _log_tails(self) -> str:
-        parts = []
-        for path in (self.stdout_file, self.log_file):
-            text = tail(path, 30)
-            if text.strip():
-                parts.append(f"--- last lines of {path}\n{text}")
-        return "\n".join(parts) or f"(no output in {self.stdout_file} or {self.log_file})"
-
-    def _wait_ready(self, pid: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self._running_pid() != pid:
-                code = self._proc.poll() if self._proc is not None else None
-                raise ServiceError(
-                    f"OpenSearch (pid {pid}) exited during start-up"
-                    + (f" with code {code}" if code is not None else "")
-                    + f":\n{self._log_tails()}"
-                )
-            if probe_opensearch(self.url, timeout=1.0):
-                return
-            if time.monotonic() >= deadline:
-                raise ServiceError(
-                    f"OpenSearch (pid {pid}) did not report yellow/green health at {self.url} "
-                    f"within {timeout:g} s:\n{self._log_tails()}"
-                )
-            time.sleep(0.25)
-
-    # -- lifecycle -----------------------------------------------------------
-
-    def up(self) -> ServiceStatus:
-        """Provision (jars, launcher) if needed, start, wait for health, record the URL.
-
-        Idempotent: a node that already runs here is kept (asking for another port
-        while it runs is an error).
-        """
-        java = find_java()
-        base = ensure_opensearch_jars(version=self.version, root=self.cache)
-        with file_lock(self.dir / ".lock"):
-            state = self._stored_state()
-            pid = self._running_pid()
-            if pid is not None:
-                if self.port is not None and self.port != state.get("port"):
-                    raise ServiceError(
-                        f"OpenSearch already runs under {self.dir} (pid {pid}, port "
-                        f"{state.get('port')}); run `stockbatch services down opensearch` first"
-                    )
-                self.port = state["port"]
-                self._wait_ready(pid, self.start_timeout)
-                record_endpoint(self.home, self.name, {**self.endpoint(), "pid": pid})
-                return self.status()
-
-            port = self.port or state.get("port") or free_port()
-            if not port_is_free(port):
-                raise ServiceError(
-                    f"port {HOST}:{port} is taken by another process; stop it or choose "
-                    "another port (OpenSearchService(home, port=N))"
-                )
-            tport = state.get("transport_port")
-            if not tport or tport == port or not port_is_free(tport):
-                tport = free_port()
-                while tport == port:
-                    tport = free_port()
-            state.update(port=port, transport_port=tport, version=self.version)
-            self.port = port
-            for folder in (self.data_dir, self.log_file.parent, self.config_dir):
-                folder.mkdir(parents=True, exist_ok=True)
-            write_state(self._state_file, state)
-            (self.config_dir / "opensearch.yml").write_text(self._opensearch_yml(state))
-            (self.config_dir / "log4j2.properties").write_text(_LOG4J2)
-
-            with open(self.stdout_file, "ab") as out:
-                stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-                out.write(
-                    f"\n==== stockbatch: starting OpenSearch {self.version} at {stamp}\n".encode()
-                )
-            self._proc = start_detached(
-                self._java_command(java, base), cwd=self.dir, output=self.stdout_file
-            )
-            pid = self._proc.pid
-            self._pid_file.write_text(f"{pid}\n")
-            try:
-                self._wait_ready(pid, self.start_timeout)
-            except ServiceError:
-                stop_process(pid, 5.0, self._proc)
-                self._pid_file.unlink(missing_ok=True)
-                raise
-            record_endpoint(self.home, self.name, {**self.endpoint(), "pid": pid})
-            return self.status()
-
-    def down(self) -> bool:
-        """SIGTERM (the node closes cleanly), SIGKILL after ``stop_timeout`` s; forget the
-        endpoint. Keeps the data. Returns True if a node was running."""
-        if not self.dir.exists():  # never started here: nothing to stop, create nothing
-            forget_endpoint(self.home, self.name)
-            return False
-        with file_lock(self.dir / ".lock"):
-            pid = self._running_pid()
-            if pid is not None:
-                stop_process(pid, self.stop_timeout, self._proc)
-            self._pid_file.unlink(missing_ok=True)
-            forget_endpoint(self.home, self.name)
-            return pid is not None
-
-    def kill(self) -> bool:
-        """SIGKILL the node at once (a crash, for fault tests); leaves services.json as is."""
-        with file_lock(self.dir / ".lock"):
-            pid = self._running_pid()
-            if pid is not None:
-                kill_process(pid, self._proc)
-            return pid is not None
-
-    def restart(self) -> ServiceStatus:
-        """``down()`` then ``up()`` on the same data dir and port."""
-        self.down()
-        return self.up()
-
-    def purge(self) -> None:
-        """Stop the node and delete its folder (indices, logs, config)."""
-        self.down()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def status(self) -> ServiceStatus:
-        """Running (health yellow/green), unhealthy (process alive, no health) or stopped."""
-        pid = self._running_pid()
-        endpoint: dict[str, Any] = {}
-        with contextlib.suppress(ServiceError):
-            endpoint = {**self.endpoint(), "pid": pid}
-        state: State
-        if pid is None:
-            state = "stopped"
-            detail = "not running" if self._state_file.exists() else "never started here"
-        else:
-            health = cluster_health(self.url, timeout=2.0)
-            color = (health or {}).get("status")
-            if color in ("yellow", "green"):
-                state, detail = "running", f"OpenSearch {self.version} (health {color})"
-            else:
-                state = "unhealthy"
-                detail = f"process alive but {self.url} reports health {color or 'nothing'}"
-        return ServiceStatus(
-            name=self.name,
-            state=state,
-            pid=pid,
-            endpoint=endpoint,
-            data_dir=str(self.data_dir),
-            log_file=str(self.log_file),
-            detail=detail,
-        )

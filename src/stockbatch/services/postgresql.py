@@ -1,46 +1,13 @@
-"""A real PostgreSQL server (Debian's ``postgresql`` package) as a throwaway local cluster.
+"""A real PostgreSQL server (Debian's ``postgresql`` package) as a throwaway local
+cluster: :class:`PostgresService`, with a ``stockbatch`` database and three login
+roles (owner, loader, reader) whose generated passwords it records.
 
-How it works:
-
-1. :func:`find_pg_bindir` finds ``initdb`` and ``postgres``: ``$STOCKBATCH_PG_BINDIR``,
-   else the newest ``/usr/lib/postgresql/<version>/bin`` (Debian keeps them off PATH),
-   else ``initdb`` on PATH. None found: a :class:`ServiceError` saying what to install.
-2. :class:`PostgresService` keeps everything of one cluster under
-   ``$STOCKBATCH_HOME/services/postgresql/``: ``data/`` (the cluster, kept across
-   restarts), ``run/`` (the unix socket, mode 0700), ``postgresql.log`` (the
-   server's stderr), ``state.json`` (port and generated passwords, mode 0600).
-3. ``up()`` runs ``initdb`` once (UTF-8, C collation, scram-sha-256 for every
-   connection), regenerates ``data/stockbatch.conf`` (included from
-   ``postgresql.conf``), starts ``postgres -D data`` detached, waits until it
-   answers a query, creates the database and the roles once, and records the
-   endpoint in ``$STOCKBATCH_HOME/services.json``.
-
-Roles (passwords generated at first start, stored in ``state.json`` and services.json):
-
-- ``stockbatch_owner``: owns the database ``stockbatch`` and its ``public`` schema,
-  runs the migrations (:func:`stockbatch.warehouse.db.migrate`).
-- ``stockbatch_loader``: member of the group role ``stockbatch_write``
-  (SELECT/INSERT/UPDATE/DELETE on the tables, USAGE on sequences, TEMP on the
-  database for staging tables); cannot create, alter or drop anything in the schema.
-- ``stockbatch_reader``: member of ``stockbatch_read`` (SELECT only, no TEMP).
-
-The group roles get their privileges twice over, on purpose: default privileges
-for every table the owner creates, and explicit GRANTs that ``migrate`` issues
-after each upgrade (which also works on a server provisioned by a DBA who created
-the two group roles).
-
-Running as root (CI containers): PostgreSQL refuses to run as root, so initdb and
-the server run as the ``postgres`` system user the Debian package creates (else
-``nobody``), owning ``data/`` and ``run/``. That user must be able to reach
-``data/``: every folder above it that it cannot search gets the "others may
-search" bit (``o+x``, no listing, no reading), the smallest change that works
-without ACL tools. Not running as root, the server runs as the current user.
+Binaries, files, roles and running as root: ``deploy/services/README.md``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import os
 import pwd
 import re
@@ -49,29 +16,12 @@ import shutil
 import signal
 import stat
 import subprocess
-import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote
 
-from stockbatch.services.base import (
-    ServiceError,
-    ServiceStatus,
-    State,
-    file_lock,
-    free_port,
-    pid_alive,
-    port_is_free,
-    process_cmdline,
-    read_state,
-    tail,
-    wait_exit,
-    write_private,
-    write_state,
-)
-from stockbatch.services.endpoints import forget_endpoint, record_endpoint
+from stockbatch.services.base import HOST, Launch, LocalService, ServiceError, write_private
 
-HOST = "127.0.0.1"
 DATABASE = "stockbatch"
 SUPERUSER = "stockbatch_admin"
 OWNER = "stockbatch_owner"
@@ -193,40 +143,26 @@ def pg_url(user: str, password: str, port: int, host: str = HOST, database: str 
 # ----------------------------------------------------------------------------- the server
 
 
-class PostgresService:
-    """One local PostgreSQL cluster under ``home/services/postgresql`` (see the module doc).
+class PostgresService(LocalService[tuple[Path, pwd.struct_passwd]]):
+    """One local PostgreSQL cluster under ``home/services/postgresql``.
 
     ``port`` is the TCP port on 127.0.0.1 (default: the one used last time, else a
-    free one; kept across restarts so recorded URLs stay valid).
+    free one; kept across restarts so recorded URLs stay valid). The server writes
+    its own pid file (``data/postmaster.pid``) and log (``postgresql.log``).
     """
 
     name = "postgresql"
-
-    def __init__(
-        self,
-        home: Path,
-        port: int | None = None,
-        *,
-        start_timeout: float = 60.0,
-        stop_timeout: float = 30.0,
-    ) -> None:
-        self.home = Path(home).expanduser().resolve()
-        self.port = port
-        self.start_timeout = start_timeout
-        self.stop_timeout = stop_timeout
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    # -- paths ---------------------------------------------------------------
-
-    @property
-    def dir(self) -> Path:
-        """Everything of this cluster: ``$STOCKBATCH_HOME/services/postgresql``."""
-        return self.home / "services" / "postgresql"
-
-    @property
-    def data_dir(self) -> Path:
-        """The cluster (PGDATA); survives restarts."""
-        return self.dir / "data"
+    title = "PostgreSQL"
+    port_hint = "`stockbatch services up postgresql --port N`"
+    log_name = "postgresql.log"
+    writes_pid_file = False
+    # Fast shutdown (abort transactions, checkpoint), then immediate, then KILL.
+    stop_signals: ClassVar[tuple[signal.Signals, ...]] = (signal.SIGINT, signal.SIGQUIT)
+    abort_timeout = None
+    kill_group = True  # the postmaster leads its backends' process group
+    secret_fields: ClassVar[tuple[str, ...]] = ("owner_url", "loader_url", "reader_url")
+    probe_timeout = 2.0
+    probe_interval = 0.1
 
     @property
     def socket_dir(self) -> Path:
@@ -234,27 +170,13 @@ class PostgresService:
         return self.dir / "run"
 
     @property
-    def log_file(self) -> Path:
-        """The server's stderr (its log)."""
-        return self.dir / "postgresql.log"
+    def stdout_file(self) -> Path:
+        """The server's stderr is its log."""
+        return self.log_file
 
     @property
-    def _state_file(self) -> Path:
-        return self.dir / "state.json"
-
-    # -- state ---------------------------------------------------------------
-
-    def _stored_state(self) -> dict[str, Any]:
-        return read_state(self._state_file)
-
-    def _save_state(self, state: dict[str, Any]) -> None:
-        write_state(self._state_file, state)
-
-    def _port(self) -> int:
-        port = self.port or self._stored_state().get("port")
-        if port is None:
-            raise ServiceError(f"PostgreSQL under {self.dir} has never been started: no port yet")
-        return int(port)
+    def _pid_file(self) -> Path:
+        return self.data_dir / "postmaster.pid"
 
     def url(self, role: str = "loader", database: str = DATABASE) -> str:
         """SQLAlchemy URL of ``role``: ``owner``, ``loader``, ``reader`` or ``superuser``.
@@ -269,16 +191,16 @@ class PostgresService:
             raise ServiceError(f"PostgreSQL under {self.dir} has never been started: no roles yet")
         if role == "superuser" and database == DATABASE:
             database = "postgres"
-        return pg_url(users[role], password, self._port(), database=database)
+        return pg_url(users[role], password, self._known_port(), database=database)
 
     def endpoint(self) -> dict[str, Any]:
         """What ``services.json`` records: where it listens and the three role URLs."""
         state = self._stored_state()
         return {
             "host": HOST,
-            "port": self._port(),
+            "port": self._known_port(),
             "database": DATABASE,
-            "url": f"postgresql://{HOST}:{self._port()}/{DATABASE}",  # for humans, no secret
+            "url": f"postgresql://{HOST}:{self._known_port()}/{DATABASE}",  # for humans, no secret
             "owner_url": self.url("owner"),
             "loader_url": self.url("loader"),
             "reader_url": self.url("reader"),
@@ -287,6 +209,53 @@ class PostgresService:
             "data_dir": str(self.data_dir),
             "log_file": str(self.log_file),
         }
+
+    # -- what differs from the other services ------------------------------------
+
+    def _provision(self) -> tuple[Path, pwd.struct_passwd]:
+        return find_pg_bindir(), self._server_user()
+
+    def _prepare(self, state: dict[str, Any], tools: tuple[Path, pwd.struct_passwd]) -> Launch:
+        bindir, user = tools
+        if len(str(self.socket_dir)) > _MAX_SOCKET_DIR:
+            raise ServiceError(
+                f"{self.socket_dir} is too long for a unix socket path (limit "
+                f"{_MAX_SOCKET_DIR} characters): use a shorter STOCKBATCH_HOME"
+            )
+        passwords = state.get("passwords") or {
+            role: secrets.token_urlsafe(24) for role in (SUPERUSER, OWNER, LOADER, READER)
+        }
+        state.update(passwords=passwords, version=server_version(bindir))
+        state.setdefault("bootstrapped", False)
+        self._make_reachable(user)
+        # Passwords are saved before initdb: they must outlive a crash between the two.
+        self._save_state(state)
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._initdb(bindir, user, passwords[SUPERUSER])
+            state["bootstrapped"] = False
+            self._save_state(state)
+        self._own_dir(self.socket_dir, user)
+        conf = _CONF.format(host=HOST, port=state["port"], socket_dir=self.socket_dir)
+        self._write_as(self.data_dir / "stockbatch.conf", conf, user)
+        self._write_as(self.data_dir / "pg_hba.conf", _HBA, user)
+        command = [str(bindir / "postgres"), "-D", str(self.data_dir)]
+        return Launch(command, cwd=self.data_dir, popen=self._as_user(user))
+
+    def _when_ready(self, state: dict[str, Any]) -> None:
+        if not state.get("bootstrapped"):
+            self._bootstrap(state)
+            state["bootstrapped"] = True
+            self._save_state(state)
+
+    def _owns(self, cmdline: list[str]) -> bool:
+        return str(self.data_dir) in cmdline
+
+    def _ready(self, timeout: float) -> bool:
+        return self._query_ok(timeout)
+
+    def _running_detail(self) -> str:
+        version = self._stored_state().get("version", "")
+        return f"PostgreSQL {version}, roles {OWNER}/{LOADER}/{READER}"
 
     # -- OS user -------------------------------------------------------------
 
@@ -344,24 +313,6 @@ class PostgresService:
         if user.pw_uid != os.geteuid():
             os.chown(path, user.pw_uid, user.pw_gid)
 
-    # -- process -------------------------------------------------------------
-
-    def _running_pid(self) -> int | None:
-        """The postmaster's pid from ``postmaster.pid``, checked against its command line."""
-        try:
-            first = (self.data_dir / "postmaster.pid").read_text().splitlines()[0]
-            pid = int(first.strip())
-        except (FileNotFoundError, IndexError, ValueError, PermissionError):
-            return None
-        if self._proc is not None and self._proc.pid == pid:
-            return pid if self._proc.poll() is None else None
-        if not pid_alive(pid):
-            return None
-        cmdline = process_cmdline(pid)
-        if cmdline and str(self.data_dir) in cmdline:
-            return pid
-        return None
-
     def _query_ok(self, timeout: float = 2.0) -> bool:
         """True if the server answers ``SELECT 1`` as the superuser over TCP."""
         import psycopg
@@ -372,7 +323,7 @@ class PostgresService:
         try:
             with psycopg.connect(
                 host=HOST,
-                port=self._port(),
+                port=self._known_port(),
                 user=SUPERUSER,
                 password=password,
                 dbname="postgres",
@@ -383,30 +334,7 @@ class PostgresService:
         except psycopg.Error:
             return False
 
-    def _log_tail(self) -> str:
-        text = tail(self.log_file, 30)
-        return f"--- last lines of {self.log_file}\n{text}" if text.strip() else "(empty log)"
-
-    def _wait_ready(self, pid: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self._running_pid() != pid and not (
-                self._proc is not None and self._proc.poll() is None
-            ):
-                code = self._proc.poll() if self._proc is not None else None
-                raise ServiceError(
-                    f"PostgreSQL (pid {pid}) exited during start-up"
-                    + (f" with code {code}" if code is not None else "")
-                    + f":\n{self._log_tail()}"
-                )
-            if self._query_ok(timeout=2.0):
-                return
-            if time.monotonic() >= deadline:
-                raise ServiceError(
-                    f"PostgreSQL (pid {pid}) did not answer on {HOST}:{self._port()} within "
-                    f"{timeout:g} s:\n{self._log_tail()}"
-                )
-            time.sleep(0.1)
+    # -- cluster, roles, databases -----------------------------------------------
 
     def _initdb(self, bindir: Path, user: pwd.struct_passwd, superpass: str) -> None:
         self._own_dir(self.data_dir, user)
@@ -558,169 +486,3 @@ class PostgresService:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
-
-    # -- lifecycle -----------------------------------------------------------
-
-    def up(self) -> ServiceStatus:
-        """Provision (initdb, roles) if needed, start, wait until it answers, record it.
-
-        Idempotent: a cluster that already runs here is kept (its port cannot change).
-        """
-        bindir = find_pg_bindir()
-        user = self._server_user()
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with file_lock(self.dir / ".lock"):
-            state = self._stored_state()
-            pid = self._running_pid()
-            if pid is not None:
-                if self.port is not None and self.port != state.get("port"):
-                    raise ServiceError(
-                        f"PostgreSQL already runs under {self.dir} (pid {pid}, port "
-                        f"{state.get('port')}); run `stockbatch services down postgresql` first"
-                    )
-                self.port = int(state["port"])
-                self._wait_ready(pid, self.start_timeout)
-                if not state.get("bootstrapped"):
-                    self._bootstrap(state)
-                    state["bootstrapped"] = True
-                    self._save_state(state)
-                record_endpoint(self.home, self.name, {**self.endpoint(), "pid": pid})
-                return self.status()
-
-            port = self.port or state.get("port") or free_port()
-            if not port_is_free(port):
-                raise ServiceError(
-                    f"port {HOST}:{port} is taken by another process; stop it or choose another "
-                    "port (`stockbatch services up postgresql --port N`)"
-                )
-            if len(str(self.socket_dir)) > _MAX_SOCKET_DIR:
-                raise ServiceError(
-                    f"{self.socket_dir} is too long for a unix socket path (limit "
-                    f"{_MAX_SOCKET_DIR} characters): use a shorter STOCKBATCH_HOME"
-                )
-            passwords = state.get("passwords") or {
-                role: secrets.token_urlsafe(24) for role in (SUPERUSER, OWNER, LOADER, READER)
-            }
-            state.update(port=port, passwords=passwords, version=server_version(bindir))
-            state.setdefault("bootstrapped", False)
-            self.port = port
-            self._make_reachable(user)
-            # Passwords are saved before initdb: they must outlive a crash between the two.
-            self._save_state(state)
-            if not (self.data_dir / "PG_VERSION").exists():
-                self._initdb(bindir, user, passwords[SUPERUSER])
-                state["bootstrapped"] = False
-                self._save_state(state)
-            self._own_dir(self.socket_dir, user)
-            conf = _CONF.format(host=HOST, port=port, socket_dir=self.socket_dir)
-            self._write_as(self.data_dir / "stockbatch.conf", conf, user)
-            self._write_as(self.data_dir / "pg_hba.conf", _HBA, user)
-
-            stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-            with open(self.log_file, "ab") as out:
-                out.write(f"\n==== stockbatch: starting PostgreSQL at {stamp}\n".encode())
-                self._proc = subprocess.Popen(
-                    [str(bindir / "postgres"), "-D", str(self.data_dir)],
-                    cwd=self.data_dir,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # survives the command that started it
-                    close_fds=True,
-                    **self._as_user(user),
-                )
-            pid = self._proc.pid
-            try:
-                self._wait_ready(pid, self.start_timeout)
-                if not state.get("bootstrapped"):
-                    self._bootstrap(state)
-                    state["bootstrapped"] = True
-                    self._save_state(state)
-            except Exception:
-                self._stop(pid)
-                raise
-            record_endpoint(self.home, self.name, {**self.endpoint(), "pid": pid})
-            return self.status()
-
-    def _stop(self, pid: int) -> str:
-        """Fast shutdown (SIGINT: abort transactions, checkpoint), then immediate, then KILL."""
-        for sig, wait in (
-            (signal.SIGINT, self.stop_timeout),
-            (signal.SIGQUIT, 10.0),
-            (signal.SIGKILL, 10.0),
-        ):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-            if wait_exit(pid, wait, self._proc):
-                return sig.name
-        raise ServiceError(f"PostgreSQL (pid {pid}) survived SIGKILL for 10 s")
-
-    def down(self) -> bool:
-        """Fast shutdown, forced after ``stop_timeout`` s; forget the endpoint. Keeps the data.
-
-        Returns True if the server was running.
-        """
-        if not self.dir.exists():
-            forget_endpoint(self.home, self.name)
-            return False
-        with file_lock(self.dir / ".lock"):
-            pid = self._running_pid()
-            if pid is not None:
-                self._stop(pid)
-            forget_endpoint(self.home, self.name)
-            return pid is not None
-
-    def kill(self) -> bool:
-        """SIGKILL the server and its backends at once (a crash, for fault tests).
-
-        ``up()`` afterwards runs crash recovery from the WAL on the same data.
-        """
-        with file_lock(self.dir / ".lock"):
-            pid = self._running_pid()
-            if pid is None:
-                return False
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)  # the postmaster leads its children's group
-            if not wait_exit(pid, 10.0, self._proc):
-                raise ServiceError(f"PostgreSQL (pid {pid}) survived SIGKILL for 10 s")
-            return True
-
-    def restart(self) -> ServiceStatus:
-        """``down()`` then ``up()`` on the same data dir and port."""
-        self.down()
-        return self.up()
-
-    def purge(self) -> None:
-        """Stop the server and delete its folder (data, logs, passwords)."""
-        self.down()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def status(self) -> ServiceStatus:
-        """Running (answers a query), unhealthy (process alive, no answer) or stopped."""
-        pid = self._running_pid()
-        endpoint: dict[str, Any] = {}
-        with contextlib.suppress(ServiceError):
-            endpoint = {
-                k: v for k, v in self.endpoint().items() if not k.endswith("_url")
-            }  # no passwords in status output (it is for humans and logs)
-            endpoint["pid"] = pid
-        version = self._stored_state().get("version", "")
-        state: State
-        if pid is None:
-            state = "stopped"
-            detail = "not running" if self._state_file.exists() else "never started here"
-        elif self._query_ok(timeout=2.0):
-            state = "running"
-            detail = f"PostgreSQL {version}, roles {OWNER}/{LOADER}/{READER}"
-        else:
-            state = "unhealthy"
-            detail = f"process alive but {HOST}:{self._port()} does not answer"
-        return ServiceStatus(
-            name=self.name,
-            state=state,
-            pid=pid,
-            endpoint=endpoint,
-            data_dir=str(self.data_dir),
-            log_file=str(self.log_file),
-            detail=detail,
-        )

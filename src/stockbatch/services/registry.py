@@ -1,10 +1,9 @@
-"""The services the project can provision, by name.
+"""The services the project can provision, by name (the CLI's list).
 
-Adding one (PostgreSQL, OpenSearch): write ``services/<name>.py`` with a class
-that satisfies :class:`stockbatch.services.base.Service` (``up``/``down``/
-``status``/``restart``, data under ``home/services/<name>``, its endpoint
-recorded with :func:`stockbatch.services.endpoints.record_endpoint`), then add a
-:class:`ServiceSpec` to :data:`SERVICES`. The CLI and the test fixtures pick it up.
+Adding one: write ``services/<name>.py`` with a subclass of
+:class:`stockbatch.services.base.LocalService` (it gets ``up``/``down``/``status``/
+``restart``/``purge``, its folder under ``home/services/<name>`` and its entry in
+services.json from the base), then add a :class:`ServiceSpec` to :data:`SERVICES`.
 """
 
 from __future__ import annotations
