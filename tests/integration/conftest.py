@@ -10,33 +10,31 @@ is a second one with SASL/SCRAM-SHA-512 on its client listener. Both are stopped
 the end of the session, whatever happened. A machine without Java or Maven fails
 these fixtures with what to install: integration tests never skip silently.
 
-Fault tests may stop, kill or restart ``kafka_broker.service``; they must leave it
-running (``kafka_broker.ensure_running()``) for the tests after them.
+Fault tests may stop, kill or restart ``kafka_broker.service`` (or ``pg.service``,
+``opensearch_node.service``); they must leave it running (``ensure_running()``) for
+the tests after them. The start-once/stop-at-end pattern is
+:func:`support.services.session_service`.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
 from integration.opensearch.os_support import OpenSearchNode
-from stockbatch.services import KafkaService, ScramCredentials, ServiceError
+from stockbatch.services import KafkaService, ScramCredentials
 from stockbatch.services.opensearch import OpenSearchService
 from stockbatch.services.postgresql import PostgresService
+from support.services import RunningService, session_service
 
 
 @dataclass
-class KafkaBroker:
+class KafkaBroker(RunningService[KafkaService]):
     """A running local broker: where it listens, its home, and its service handle."""
-
-    service: KafkaService
-    home: Path
 
     @property
     def bootstrap_servers(self) -> str:
@@ -65,85 +63,44 @@ class KafkaBroker:
             }
         return values
 
-    def ensure_running(self) -> None:
-        """Start the broker again if a test stopped it (same port, same data)."""
-        if not self.service.status().running:
-            self.service.up()
-
-
-@contextlib.contextmanager
-def _broker(home: Path, scram: bool) -> Iterator[KafkaBroker]:
-    service = KafkaService(home, scram=scram)
-    try:
-        error = None
-        try:
-            service.up()
-        except ServiceError as exc:
-            error = str(exc)
-        if error is not None:  # outside the except: no chained traceback around the message
-            pytest.fail(
-                f"could not start the local Kafka broker{' (SCRAM)' if scram else ''}: {error}",
-                pytrace=False,
-            )
-        yield KafkaBroker(service=service, home=home)
-    finally:
-        # Never leave a JVM behind, even when start-up or a test failed.
-        with contextlib.suppress(ServiceError):
-            service.down()
-
 
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
     """A PLAINTEXT Kafka broker for the whole session (its home is a fresh temp folder)."""
-    with _broker(tmp_path_factory.mktemp("kafka-home"), scram=False) as broker:
-        yield broker
+    home = tmp_path_factory.mktemp("kafka-home")
+    broker = KafkaBroker(KafkaService(home, scram=False), home)
+    with session_service(broker, "Kafka broker") as b:
+        yield b
 
 
 @pytest.fixture(scope="session")
 def kafka_broker_scram(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
     """A Kafka broker whose client listener requires SASL/SCRAM-SHA-512."""
-    with _broker(tmp_path_factory.mktemp("kafka-scram-home"), scram=True) as broker:
-        yield broker
+    home = tmp_path_factory.mktemp("kafka-scram-home")
+    broker = KafkaBroker(KafkaService(home, scram=True), home)
+    with session_service(broker, "Kafka broker (SCRAM)") as b:
+        yield b
 
 
 # ----------------------------------------------------------------------------- PostgreSQL
 
 
 @dataclass
-class Postgres:
+class Postgres(RunningService[PostgresService]):
     """The session's running server and its home."""
-
-    service: PostgresService
-    home: Path
 
     def superuser(self, database: str = "postgres") -> psycopg.Connection[Any]:
         """An autocommit psycopg connection as the cluster's superuser."""
         url = self.service.url("superuser", database=database).replace("+psycopg", "")
         return psycopg.connect(url, autocommit=True, connect_timeout=10)
 
-    def ensure_running(self) -> None:
-        """Start the server again if a test stopped it (same port, same data)."""
-        if not self.service.status().running:
-            self.service.up()
-
 
 @pytest.fixture(scope="session")
 def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
     """A PostgreSQL server for the whole session (its home is a fresh temp folder)."""
     home = tmp_path_factory.mktemp("pg-home")
-    service = PostgresService(home)
-    try:
-        error = None
-        try:
-            service.up()
-        except ServiceError as exc:
-            error = str(exc)
-        if error is not None:  # outside the except: no chained traceback around the message
-            pytest.fail(f"could not start the local PostgreSQL server: {error}", pytrace=False)
-        yield Postgres(service=service, home=home)
-    finally:
-        with contextlib.suppress(ServiceError):
-            service.down()
+    with session_service(Postgres(PostgresService(home), home), "PostgreSQL server") as server:
+        yield server
 
 
 # ----------------------------------------------------------------------------- OpenSearch
@@ -153,17 +110,6 @@ def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
 def opensearch_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenSearchNode]:
     """An OpenSearch node for the whole session (its home is a fresh temp folder)."""
     home = tmp_path_factory.mktemp("opensearch-home")
-    service = OpenSearchService(home)
-    try:
-        error = None
-        try:
-            service.up()
-        except ServiceError as exc:
-            error = str(exc)
-        if error is not None:  # outside the except: no chained traceback around the message
-            pytest.fail(f"could not start the local OpenSearch node: {error}", pytrace=False)
-        yield OpenSearchNode(service=service, home=home)
-    finally:
-        # Never leave a JVM behind, even when start-up or a test failed.
-        with contextlib.suppress(ServiceError):
-            service.down()
+    node = OpenSearchNode(OpenSearchService(home), home)
+    with session_service(node, "OpenSearch node") as running:
+        yield running

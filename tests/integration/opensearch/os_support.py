@@ -12,14 +12,12 @@ from stockbatch import lake, schema
 from stockbatch.search import connect
 from stockbatch.services.opensearch import OpenSearchService
 from stockbatch.settings import Settings
+from support.services import RunningService
 
 
 @dataclass
-class OpenSearchNode:
+class OpenSearchNode(RunningService[OpenSearchService]):
     """A running local node: its URL, its home and its service handle."""
-
-    service: OpenSearchService
-    home: Path
 
     @property
     def url(self) -> str:
@@ -29,11 +27,6 @@ class OpenSearchNode:
     def client(self, timeout: float = 30.0) -> OpenSearch:
         """A checked client of this node."""
         return connect(self.url, timeout)
-
-    def ensure_running(self) -> None:
-        """Start the node again if a test stopped it (same port, same data)."""
-        if not self.service.status().running:
-            self.service.up()
 
 
 @dataclass
