@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -17,13 +16,6 @@ from stockbatch import __version__, lake, schema
 from stockbatch.errors import PipelineError
 from stockbatch.lake import gold
 from stockbatch.settings import Settings
-
-
-def reader_engine(settings: Settings) -> Any:
-    """A read-only connection to the warehouse (the reader role on PostgreSQL)."""
-    from stockbatch.warehouse import db
-
-    return db.engine_for(db.resolve_urls(settings).reader)
 
 
 def _write_table(table: pa.Table, path: Path, suffix: str, meta: dict[str, str]) -> None:
@@ -59,10 +51,9 @@ def export_quarterly(
     settings: Settings, path: Path, suffix: str, *, complete_only: bool = False
 ) -> int:
     """Write the quarterly ML table from the warehouse; returns the row count."""
-    from stockbatch.warehouse import queries
+    from stockbatch.warehouse import db, queries
 
-    engine = reader_engine(settings)
-    _require_loaded(engine)
+    engine = db.loaded_reader(settings)
     table = queries.quarterly_table(engine)
     if complete_only:
         table = table.filter(pc.equal(table.column("q_complete"), True))
@@ -72,10 +63,9 @@ def export_quarterly(
 
 def export_daily(settings: Settings, path: Path, suffix: str, symbols: list[str] | None) -> int:
     """Write daily bars + features from the warehouse; returns the row count."""
-    from stockbatch.warehouse import queries
+    from stockbatch.warehouse import db, queries
 
-    engine = reader_engine(settings)
-    _require_loaded(engine)
+    engine = db.loaded_reader(settings)
     parts = list(queries.daily_table(engine, symbols))
     table = pa.concat_tables(parts) if parts else schema.DAILY_FEATURES.empty_table()
     if symbols and table.num_rows == 0:
@@ -83,12 +73,3 @@ def export_daily(settings: Settings, path: Path, suffix: str, symbols: list[str]
     meta = {k: v for k, v in _lineage(settings).items() if k != "stockbatch.label_columns"}
     _write_table(table, path, suffix, meta)
     return int(table.num_rows)
-
-
-def _require_loaded(engine: Any) -> None:
-    from sqlalchemy import inspect
-
-    if not inspect(engine).has_table("quarterly_features"):
-        raise PipelineError(
-            "the warehouse is empty: run `stockbatch run` (or `stockbatch load`) first."
-        )

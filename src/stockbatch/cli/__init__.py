@@ -1,7 +1,19 @@
-"""The ``stockbatch`` command line (Typer): pipeline commands and ``services``."""
+"""The ``stockbatch`` command line (Typer).
+
+``common`` (the app, options, settings, errors, progress), ``main`` (pipeline
+commands), ``inspect`` (runs, show, quarantine, export); ``services`` commands
+come from :mod:`stockbatch.services.cli`.
+"""
 
 from __future__ import annotations
 
-from stockbatch.cli.main import app, main
+from stockbatch.cli import inspect, main  # noqa: F401  (registers the commands)
+from stockbatch.cli.common import app
 
-__all__ = ["app", "main"]
+
+def run_app() -> None:  # pragma: no cover - console entry point
+    """Console entry point."""
+    app()
+
+
+__all__ = ["app", "run_app"]

@@ -1,5 +1,5 @@
 """``python -m stockbatch.cli``: the same as the ``stockbatch`` command."""
 
-from stockbatch.cli.main import main
+from stockbatch.cli import run_app
 
-main()
+run_app()

@@ -133,6 +133,19 @@ def resolve_urls(settings: Settings) -> WarehouseUrls:
     return WarehouseUrls(owner=owner, loader=loader, reader=reader)
 
 
+def loaded_reader(settings: Settings) -> sa.Engine:
+    """A read-only connection (the reader role on PostgreSQL) to a loaded warehouse.
+
+    Raises a :class:`PipelineError` that says what to run when nothing was loaded yet.
+    """
+    engine = engine_for(resolve_urls(settings).reader)
+    if not sa.inspect(engine).has_table("quarterly_features"):
+        raise PipelineError(
+            "the warehouse is empty: run `stockbatch run` (or `stockbatch load`) first."
+        )
+    return engine
+
+
 def display_url(url: str) -> str:
     """A URL fit to store or print: the password masked."""
     return sa.make_url(url).render_as_string(hide_password=True)

@@ -196,3 +196,90 @@ def table_counts(engine: sa.Engine) -> dict[str, int]:
             name: int(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one())
             for name, t in models.metadata.tables.items()
         }
+
+
+def symbol_daily(engine: sa.Engine, symbol: str, last: int) -> pa.Table:
+    """The ``last`` newest daily rows of one symbol (bars + features), oldest first."""
+    bars = models.daily_bars
+    newest = _daily_select().where(bars.c.symbol == symbol)
+    stmt = newest.order_by(None).order_by(bars.c.trade_date.desc()).limit(last)
+    with engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    return _to_arrow(rows[::-1], schema.DAILY_FEATURES)
+
+
+def symbol_quarterly(engine: sa.Engine, symbol: str, last: int) -> pa.Table:
+    """The ``last`` newest quarterly rows of one symbol, oldest first."""
+    t = models.quarterly_features
+    stmt = (
+        sa.select(*[_raw(t.c[n]) for n in schema.QUARTERLY_FEATURES.names])
+        .where(t.c.symbol == symbol)
+        .order_by(t.c.quarter.desc())
+        .limit(last)
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    return _to_arrow(rows[::-1], schema.QUARTERLY_FEATURES)
+
+
+QUARANTINE_GROUPS = {"reason": "reasons", "symbol": "symbol", "file": "source_file"}
+"""What ``quarantine_counts`` can group by, and the column behind each."""
+
+
+def _quarantine_filter(
+    stmt: sa.Select[Any], run_id: str | None, reason: str | None, symbol: str | None
+) -> sa.Select[Any]:
+    t = models.quarantine
+    if run_id is not None:
+        # The process run that refused the row, or the landing that brought it.
+        stmt = stmt.where(sa.or_(t.c.run_id == run_id, t.c.ingest_run_id == run_id))
+    if reason is not None:
+        # ``reasons`` is comma-joined: match a whole code, not a substring of another.
+        padded = sa.literal(",") + t.c.reasons + sa.literal(",")
+        stmt = stmt.where(padded.like(f"%,{_like_escape(reason)},%", escape="\\"))
+    if symbol is not None:
+        stmt = stmt.where(t.c.symbol == symbol)
+    return stmt
+
+
+def quarantine_counts(
+    engine: sa.Engine,
+    by: str = "reason",
+    *,
+    run_id: str | None = None,
+    reason: str | None = None,
+    symbol: str | None = None,
+) -> list[tuple[str, int]]:
+    """Quarantined rows per reason code (a row with two reasons counts for both), symbol
+    or source file; most first."""
+    t = models.quarantine
+    col = t.c[QUARANTINE_GROUPS[by]]
+    stmt = _quarantine_filter(sa.select(col, sa.func.count()).group_by(col), run_id, reason, symbol)
+    counts: dict[str, int] = {}
+    with engine.connect() as conn:
+        for key, n in conn.execute(stmt):
+            keys = str(key).split(",") if by == "reason" else [str(key)]
+            for k in keys:
+                counts[k] = counts.get(k, 0) + int(n)
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def quarantine_rows(
+    engine: sa.Engine,
+    *,
+    run_id: str | None = None,
+    reason: str | None = None,
+    symbol: str | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """Refused rows with their reasons and where they came from (file and line)."""
+    t = models.quarantine
+    cols = [
+        t.c.symbol, t.c.trade_date, t.c.open, t.c.high, t.c.low, t.c.close, t.c.adj_close,
+        t.c.volume, t.c.reasons, t.c.source, t.c.source_file, t.c.line_no, t.c.raw_line,
+        t.c.run_id, t.c.ingest_run_id,
+    ]  # fmt: skip
+    stmt = _quarantine_filter(sa.select(*cols), run_id, reason, symbol)
+    stmt = stmt.order_by(t.c.source_file, t.c.line_no).limit(limit)
+    with engine.connect() as conn:
+        return [dict(row._mapping) for row in conn.execute(stmt)]

@@ -1,0 +1,231 @@
+"""The commands that read results: ``runs``, ``show``, ``quarantine``, ``export``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from stockbatch import export, runs
+from stockbatch.cli.common import (
+    HomeOpt,
+    SymbolsOpt,
+    WarehouseOpt,
+    app,
+    cli_settings,
+    fail,
+    guard,
+    out,
+)
+
+export_app = typer.Typer(help="Export tables for the ML application (.parquet or .csv).")
+app.add_typer(export_app, name="export")
+
+
+@app.command("runs")
+def list_runs(
+    last: Annotated[bool, typer.Option("--last", help="Only the newest run.")] = False,
+    limit: Annotated[int, typer.Option("--limit", help="How many runs to list.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    home: HomeOpt = None,
+) -> None:
+    """Show recent runs and their row counts."""
+    s = cli_settings(home, quiet=True)
+    docs = runs.last_manifests(s, 1 if last else limit)
+    if not docs:
+        fail(f"no runs recorded under {s.lake_path}; run `stockbatch run` first")
+    rows = [runs.run_summary(d) for d in docs]
+    if as_json:
+        out.print_json(json.dumps(rows[0] if last else rows, default=str))
+        return
+    from rich.table import Table
+
+    table = Table(
+        "run id",
+        "command",
+        "status",
+        "landed",
+        "rows in",
+        "clean",
+        "quarantined",
+        "dedup",
+        "seconds",
+    )
+    for r in rows:
+        table.add_row(
+            r["run_id"],
+            r["command"],
+            r["status"],
+            f"{r['rows_landed']:,}",
+            f"{r['rows_in']:,}",
+            f"{r['rows_clean']:,}",
+            f"{r['rows_quarantined']:,}",
+            f"{r['rows_deduplicated']:,}",
+            f"{r['duration_s']:.1f}",
+        )
+    out.print(table)
+
+
+SHOW_DAILY = ("trade_date", "close", "adj_close", "volume", "ret_1d", "sma_20", "sma_50",
+              "sma_200", "rsi_14", "macd", "atr_14", "volatility_20")  # fmt: skip
+SHOW_QUARTERLY = ("quarter", "q_close", "q_return", "q_volatility", "q_max_drawdown",
+                  "q_trading_days", "q_missing_days", "q_complete", "available_at",
+                  "label_next_q_return")  # fmt: skip
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "[dim]-[/]"
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) >= 1000:  # volumes
+            return f"{value:,.0f}"
+        return f"{value:,.2f}" if abs(value) >= 100 else f"{value:.4g}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def _table(title: str, rows: list[dict[str, object]], columns: tuple[str, ...]) -> Any:
+    from rich.table import Table
+
+    table = Table(*columns, title=title, title_justify="left")
+    for row in rows:
+        table.add_row(*(_cell(row[c]) for c in columns))
+    return table
+
+
+@app.command()
+def show(
+    symbol: Annotated[str, typer.Argument(help="The symbol, e.g. AAPL (case-insensitive).")],
+    days: Annotated[int, typer.Option("--days", min=0, help="Newest daily rows to show.")] = 10,
+    quarters: Annotated[
+        int, typer.Option("--quarters", min=0, help="Newest quarterly rows to show.")
+    ] = 4,
+    home: HomeOpt = None,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Show a symbol's newest daily rows (with features) and quarterly rows.
+
+    The full rows: `stockbatch export daily --symbols SYMBOL` and `export quarterly`;
+    every column is described in docs/data.md.
+    """
+    from stockbatch.warehouse import db, queries
+
+    s = cli_settings(home, warehouse=warehouse, quiet=True)
+    sym = symbol.strip().upper()
+
+    def read() -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+        engine = db.loaded_reader(s)
+        daily = queries.symbol_daily(engine, sym, days).to_pylist()
+        quarterly = queries.symbol_quarterly(engine, sym, quarters).to_pylist()
+        return daily, quarterly
+
+    daily, quarterly = guard(read)
+    if not daily and not quarterly:
+        fail(
+            f"no rows for {sym} in the warehouse; check the symbol "
+            f"(`stockbatch quarantine --symbol {sym}` shows rows that were refused)"
+        )
+    if days:
+        out.print(_table(f"{sym}: last {len(daily)} daily rows", daily, SHOW_DAILY))
+    if quarters:
+        out.print(_table(f"{sym}: last {len(quarterly)} quarters", quarterly, SHOW_QUARTERLY))
+
+
+@app.command()
+def quarantine(
+    run: Annotated[
+        str | None, typer.Option("--run", help="Only rows of this run (process or landing).")
+    ] = None,
+    reason: Annotated[str | None, typer.Option("--reason", help="Only this reason code.")] = None,
+    symbol: Annotated[str | None, typer.Option("--symbol", help="Only this symbol.")] = None,
+    by: Annotated[str, typer.Option("--by", help="Count per reason | symbol | file.")] = "reason",
+    limit: Annotated[int, typer.Option("--limit", min=0, help="Refused rows to list.")] = 20,
+    home: HomeOpt = None,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Counts of the refused rows and the rows themselves, with reasons and file:line.
+
+    One row can carry several reasons, so the counts per reason can add up to
+    more than the rows. Reason codes are described in docs/data.md.
+    """
+    from stockbatch.warehouse import db, queries
+
+    if by not in queries.QUARANTINE_GROUPS:
+        fail(f"--by must be one of {', '.join(queries.QUARANTINE_GROUPS)}, got {by!r}", code=2)
+    s = cli_settings(home, warehouse=warehouse, quiet=True)
+    sym = symbol.strip().upper() if symbol else None
+    flt = {"run_id": run, "reason": reason, "symbol": sym}
+
+    def read() -> tuple[list[tuple[str, int]], list[dict[str, object]]]:
+        engine = db.loaded_reader(s)
+        counts = queries.quarantine_counts(engine, by, **flt)
+        return counts, queries.quarantine_rows(engine, **flt, limit=limit)
+
+    counts, rows = guard(read)
+    if not counts:
+        out.print("no quarantined rows" + (" match" if any(flt.values()) else ""))
+        return
+    from rich.table import Table
+
+    summary = Table(by, "rows", title="quarantined rows per " + by, title_justify="left")
+    for key, n in counts[:50]:
+        summary.add_row(key, f"{n:,}")
+    out.print(summary)
+    if by == "reason":
+        out.print("[dim](a row with several reasons counts once per reason)[/]")
+    if rows:
+        for r in rows:
+            r["where"] = f"{r['source_file']}:{r['line_no']}"
+        cols = (
+            "symbol",
+            "trade_date",
+            "open",
+            "high",
+            "low",
+            "close",
+            "volume",
+            "reasons",
+            "where",
+        )
+        out.print(_table(f"first {len(rows)} refused rows", rows, cols))
+
+
+def _export_target(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in (".parquet", ".csv"):
+        fail(f"--out must end in .parquet or .csv, got {path.name!r}", code=2)
+    return suffix
+
+
+@export_app.command("quarterly")
+def export_quarterly(
+    out_path: Annotated[Path, typer.Option("--out", help="Target file (.parquet or .csv).")],
+    home: HomeOpt = None,
+    warehouse: WarehouseOpt = None,
+    complete_only: Annotated[
+        bool, typer.Option("--complete-only", help="Drop quarter-to-date (incomplete) rows.")
+    ] = False,
+) -> None:
+    """Export the quarterly ML table (FEATURES.md section 3) from the warehouse."""
+    s = cli_settings(home, warehouse=warehouse, quiet=True)
+    suffix = _export_target(out_path)
+    n = guard(lambda: export.export_quarterly(s, out_path, suffix, complete_only=complete_only))
+    out.print(f"exported {n:,} quarterly rows to {out_path}")
+
+
+@export_app.command("daily")
+def export_daily(
+    out_path: Annotated[Path, typer.Option("--out", help="Target file (.parquet or .csv).")],
+    symbols: SymbolsOpt = None,
+    home: HomeOpt = None,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Export daily bars + features (FEATURES.md section 2) from the warehouse."""
+    s = cli_settings(home, warehouse=warehouse, quiet=True)
+    suffix = _export_target(out_path)
+    syms = [x.strip().upper() for x in symbols.split(",")] if symbols else None
+    n = guard(lambda: export.export_daily(s, out_path, suffix, syms))
+    out.print(f"exported {n:,} daily rows to {out_path}")
