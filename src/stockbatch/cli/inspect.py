@@ -19,9 +19,27 @@ from stockbatch.cli.common import (
     guard,
     out,
 )
+from stockbatch.settings import Settings
 
 export_app = typer.Typer(help="Export tables for the ML application (.parquet or .csv).")
 app.add_typer(export_app, name="export")
+
+
+def _no_runs_message(s: Settings) -> str:
+    """Say which home was read and where runs are recorded instead, if anywhere near."""
+    here = f"no runs recorded in STOCKBATCH_HOME={s.home} (lake {s.lake_path})"
+    found = sorted(
+        str(p.parent.parent.parent)
+        for base in (Path(".stockbatch"), s.home)
+        if base.is_dir()
+        for p in list(base.glob("lake/runs/*.json"))[:1] + list(base.glob("*/lake/runs/*.json"))
+    )
+    homes = [h for h in dict.fromkeys(found) if Path(h).resolve() != s.home.resolve()]
+    if homes:
+        return (
+            f"{here}; runs are recorded in {', '.join(homes)}: pass --home or set STOCKBATCH_HOME"
+        )
+    return f"{here}; run `stockbatch run` first (or pass --home / set STOCKBATCH_HOME)"
 
 
 @app.command("runs")
@@ -35,7 +53,7 @@ def list_runs(
     s = cli_settings(home, quiet=True)
     docs = runs.last_manifests(s, 1 if last else limit)
     if not docs:
-        fail(f"no runs recorded under {s.lake_path}; run `stockbatch run` first")
+        fail(_no_runs_message(s))
     rows = [runs.run_summary(d) for d in docs]
     if as_json:
         out.print_json(json.dumps(rows[0] if last else rows, default=str))
