@@ -17,6 +17,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from typer.testing import CliRunner
 
+from stockbatch.cli.services import app as services_app
 from stockbatch.services import (
     KafkaService,
     ServiceError,
@@ -26,8 +27,7 @@ from stockbatch.services import (
     recorded_endpoints,
     wait_for_kafka,
 )
-from stockbatch.services.base import free_port, process_cmdline
-from stockbatch.services.cli import app as services_app
+from stockbatch.services.system import free_port, process_cmdline
 from stockbatch.settings import KafkaSettings, Settings
 
 pytestmark = pytest.mark.integration
@@ -170,7 +170,10 @@ def test_killed_broker_comes_back_with_its_data(kafka_broker: Any) -> None:
     _produce(config, topic, records)
 
     assert service.kill() is True
-    assert service.status().state == "stopped"
+    killed = service.status()
+    assert killed.state == "died" and killed.degraded  # still recorded as up: a crash
+    result = CliRunner().invoke(services_app, ["status", "kafka", "--home", str(kafka_broker.home)])
+    assert result.exit_code == 3 and "kafka: died" in result.stdout
     assert not probe_kafka(kafka_broker.bootstrap_servers, timeout=1)
 
     assert service.up().running
@@ -212,9 +215,11 @@ def test_cli_status_down_up(kafka_broker: Any) -> None:
     assert result.exit_code == 0, result.output
     assert "kafka: stopped" in result.stdout
 
+    # Stopped on purpose is not degraded (exit 0); services never started say so.
     result = runner.invoke(services_app, ["status", "--home", home])
-    assert result.exit_code == 3
+    assert result.exit_code == 0, result.output
     assert "kafka: stopped" in result.stdout
+    assert "opensearch: not started" in result.stdout
 
     result = runner.invoke(services_app, ["up", "kafka", "--home", home])
     assert result.exit_code == 0, result.output
@@ -306,7 +311,7 @@ def test_unreachable_broker_fails_within_bounded_time() -> None:
 
 def test_status_of_a_never_started_broker(tmp_path: Path) -> None:
     status = KafkaService(tmp_path).status()
-    assert status.state == "stopped" and status.pid is None
+    assert status.state == "not started" and status.pid is None and not status.degraded
     assert recorded_endpoints(tmp_path) == {}
     assert KafkaService(tmp_path).down() is False
     assert list(tmp_path.iterdir()) == []  # looking and stopping create nothing

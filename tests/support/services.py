@@ -17,7 +17,8 @@ from typing import Any, Generic, TypeVar
 
 import pytest
 
-from stockbatch.services.base import LocalService, ServiceError
+from stockbatch.services.base import LocalService
+from stockbatch.services.system import ServiceError
 
 S = TypeVar("S", bound=LocalService[Any])
 H = TypeVar("H", bound="RunningService[Any]")

@@ -2,7 +2,7 @@
 
 ``common`` (the app, options, settings, errors, progress), ``main`` (pipeline
 commands), ``inspect`` (runs, show, quarantine, export); ``services`` commands
-come from :mod:`stockbatch.services.cli`.
+come from :mod:`stockbatch.cli.services`.
 """
 
 from __future__ import annotations

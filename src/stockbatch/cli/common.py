@@ -43,7 +43,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-from stockbatch.services.cli import services_app  # noqa: E402  (sub-app registered after app)
+from stockbatch.cli.services import services_app  # noqa: E402  (sub-app registered after app)
 
 app.add_typer(services_app, name="services")
 # soft_wrap: summaries stay one line each in logs (Rich would wrap them at 80 columns).
@@ -204,7 +204,7 @@ def report_rejected(rejected: list[dict[str, str]]) -> None:
 def guard(fn: Any) -> Any:
     """Turn expected failures into one clear line and exit code 1 (never a traceback)."""
     from stockbatch.bus import TransportError
-    from stockbatch.services.base import ServiceError
+    from stockbatch.services.system import ServiceError
     from stockbatch.sources.base import SourceError
     from stockbatch.warehouse.db import WarehouseUnavailable
 

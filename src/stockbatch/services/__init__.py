@@ -1,13 +1,13 @@
 """Real services (Kafka, PostgreSQL, OpenSearch) provisioned and run on loopback by
 the project itself, with their data under ``$STOCKBATCH_HOME/services``.
 
-Entry points: ``stockbatch services up|down|status`` (:mod:`stockbatch.services.cli`);
+Entry points: ``stockbatch services up|down|status`` (:mod:`stockbatch.cli.services`);
 the service classes (one :class:`~stockbatch.services.base.LocalService` each) for
 code and test fixtures; :mod:`stockbatch.services.endpoints` to find what ``services
 up`` started. See ``deploy/services/README.md``.
 """
 
-from stockbatch.services.base import LocalService, Service, ServiceError, ServiceStatus
+from stockbatch.services.base import LocalService, Service, ServiceStatus
 from stockbatch.services.endpoints import (
     effective_kafka_settings,
     effective_search_url,
@@ -25,6 +25,7 @@ from stockbatch.services.kafka import (
 from stockbatch.services.opensearch import OPENSEARCH_VERSION, OpenSearchService
 from stockbatch.services.postgresql import PostgresService
 from stockbatch.services.registry import SERVICES, get_service, service_names
+from stockbatch.services.system import ServiceError
 
 __all__ = [
     "KAFKA_VERSION",

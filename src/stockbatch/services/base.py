@@ -11,33 +11,34 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import errno
-import fcntl
-import json
-import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
-State = Literal["running", "starting", "stopped", "unhealthy"]
+from stockbatch.services.endpoints import forget_endpoint, record_endpoint, recorded_endpoints
+from stockbatch.services.system import (
+    HOST,
+    ServiceError,
+    file_lock,
+    free_port,
+    kill_process,
+    pid_alive,
+    port_is_free,
+    process_cmdline,
+    read_state,
+    start_detached,
+    stop_process,
+    tail,
+    write_state,
+)
 
-HOST = "127.0.0.1"
-"""Every local service listens on loopback only."""
-
-
-class ServiceError(RuntimeError):
-    """A service could not be provisioned, started, reached or stopped.
-
-    The message says what went wrong and what to do about it (and, for a start
-    that failed, ends with the tail of the service's log).
-    """
+State = Literal["running", "starting", "stopped", "unhealthy", "not started", "died"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,12 @@ class ServiceStatus:
     def running(self) -> bool:
         """True when the process is alive and answers on its port."""
         return self.state == "running"
+
+    @property
+    def degraded(self) -> bool:
+        """True when something needs attention: alive but not answering, or gone while
+        still recorded as up (a crash or a kill, not ``services down``)."""
+        return self.state in ("unhealthy", "died")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (``services status --json``)."""
@@ -361,7 +368,6 @@ class LocalService(ABC, Generic[P]):
             self._pid_file.unlink(missing_ok=True)
 
     def _record(self, pid: int) -> ServiceStatus:
-        from stockbatch.services.endpoints import record_endpoint  # it imports this module
 
         record_endpoint(self.home, self.name, {**self.endpoint(), "pid": pid})
         return self.status()
@@ -401,7 +407,6 @@ class LocalService(ABC, Generic[P]):
 
         Returns True if it was running. Where it never started, creates nothing.
         """
-        from stockbatch.services.endpoints import forget_endpoint  # it imports this module
 
         if not self.dir.exists():
             forget_endpoint(self.home, self.name)
@@ -449,9 +454,12 @@ class LocalService(ABC, Generic[P]):
             public = {k: v for k, v in self.endpoint().items() if k not in self.secret_fields}
             endpoint = {**public, "pid": pid}  # no passwords: status is for humans and logs
         state: State
-        if pid is None:
-            state = "stopped"
-            detail = "not running" if self._state_file.exists() else "never started here"
+        if pid is None and not self._state_file.exists():
+            state, detail = "not started", "never started in this home"
+        elif pid is None and self.name in recorded_endpoints(self.home):
+            state, detail = "died", "recorded as up, but its process is gone: see its log"
+        elif pid is None:
+            state, detail = "stopped", "not running"
         else:
             healthy, detail = self._health()
             state = "running" if healthy else "unhealthy"
@@ -464,183 +472,3 @@ class LocalService(ABC, Generic[P]):
             log_file=str(self.log_file),
             detail=detail,
         )
-
-
-# ----------------------------------------------------------------------------- files
-
-
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock: serialises two ``services up`` on one home."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write atomically (temp + rename), readable by the owner only (files hold passwords)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def read_state(path: Path) -> dict[str, Any]:
-    """A service's private JSON state file ({} when missing or unreadable)."""
-    try:
-        return dict(json.loads(path.read_text()))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-
-
-def write_state(path: Path, state: dict[str, Any]) -> None:
-    """Write a service's JSON state file (owner-readable only: it holds passwords)."""
-    write_private(path, json.dumps(state, indent=2, sort_keys=True) + "\n")
-
-
-def tail(path: Path, lines: int = 40) -> str:
-    """The last ``lines`` lines of a text file ('' if it does not exist)."""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - 64 * 1024))
-            data = fh.read().decode("utf-8", errors="replace")
-    except FileNotFoundError:
-        return ""
-    return "\n".join(data.splitlines()[-lines:])
-
-
-# ----------------------------------------------------------------------------- ports
-
-
-def free_port(host: str = HOST) -> int:
-    """A TCP port that nothing listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def port_is_free(port: int, host: str = HOST) -> bool:
-    """True if ``host:port`` can be bound (SO_REUSEADDR, as servers bind)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as exc:
-            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
-                return False
-            raise
-        return True
-
-
-# ----------------------------------------------------------------------------- processes
-
-
-def pid_alive(pid: int) -> bool:
-    """True if ``pid`` exists and is not a zombie (a dead child nobody reaped yet)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        # Field 3 of /proc/<pid>/stat is the state; the name before it may hold spaces.
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
-    except OSError:
-        return True
-
-
-def process_cmdline(pid: int) -> list[str]:
-    """The command line of ``pid`` ([] if unknown)."""
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
-
-
-def start_detached(
-    cmd: list[str], cwd: Path, output: Path, **popen: Any
-) -> subprocess.Popen[bytes]:
-    """Start ``cmd`` in its own session (survives the caller), stdout+stderr to ``output``.
-
-    ``popen``: more :class:`subprocess.Popen` arguments (``env``, ``user``, ...).
-    """
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with open(output, "ab") as out:
-        return subprocess.Popen(
-            cmd,
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-            **popen,
-        )
-
-
-def _exited(pid: int, proc: subprocess.Popen[bytes] | None) -> bool:
-    if proc is not None and proc.pid == pid:
-        return proc.poll() is not None
-    return not pid_alive(pid)
-
-
-def wait_exit(pid: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> bool:
-    """Wait until ``pid`` is gone; False on timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if _exited(pid, proc):
-            return True
-        time.sleep(0.05)
-    return _exited(pid, proc)
-
-
-def stop_process(
-    pid: int,
-    timeout: float,
-    proc: subprocess.Popen[bytes] | None = None,
-    signals: Sequence[signal.Signals] = (signal.SIGTERM,),
-) -> Literal["terminated", "killed", "gone"]:
-    """Send ``signals`` in turn (the first gets ``timeout`` s to work, later ones 10 s),
-    then SIGKILL. Says how it ended ("terminated": one of ``signals`` did it)."""
-    if _exited(pid, proc):
-        return "gone"
-    for i, sig in enumerate(signals):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-        if wait_exit(pid, timeout if i == 0 else 10.0, proc):
-            return "terminated"
-    kill_process(pid, proc)
-    return "killed"
-
-
-def kill_process(
-    pid: int, proc: subprocess.Popen[bytes] | None = None, *, group: bool = False
-) -> None:
-    """SIGKILL at once (a crash, for fault tests) and wait until it is gone.
-
-    ``group``: the whole process group that ``pid`` leads (a server and its workers).
-    """
-    if _exited(pid, proc):
-        return
-    with contextlib.suppress(ProcessLookupError):
-        if group:
-            os.killpg(pid, signal.SIGKILL)
-        else:
-            os.kill(pid, signal.SIGKILL)
-    if not wait_exit(pid, 10.0, proc):
-        raise ServiceError(f"process {pid} survived SIGKILL for 10 s")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
-from stockbatch.services.base import ServiceError, file_lock, write_private
+from stockbatch.services.system import ServiceError, file_lock, write_private
 
 if TYPE_CHECKING:
     from stockbatch.settings import KafkaSettings, Settings

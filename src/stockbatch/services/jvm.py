@@ -13,7 +13,8 @@ import subprocess
 from abc import abstractmethod
 from pathlib import Path
 
-from stockbatch.services.base import LocalService, ServiceError
+from stockbatch.services.base import LocalService
+from stockbatch.services.system import ServiceError
 
 MIN_JAVA = 17
 

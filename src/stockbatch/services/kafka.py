@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from stockbatch.services.base import HOST, Launch, ServiceError, file_lock
+from stockbatch.services.base import Launch
 from stockbatch.services.jvm import (
     DEPLOY_DIR,
     JvmService,
@@ -33,6 +33,7 @@ from stockbatch.services.jvm import (
     java_version,
     log4j2_rolling_file,
 )
+from stockbatch.services.system import HOST, ServiceError, file_lock
 
 if TYPE_CHECKING:
     from stockbatch.settings import Settings

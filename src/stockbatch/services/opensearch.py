@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from stockbatch.services.base import HOST, Launch, ServiceError, file_lock
+from stockbatch.services.base import Launch
 from stockbatch.services.jvm import (
     DEPLOY_DIR,
     JvmService,
@@ -30,6 +30,7 @@ from stockbatch.services.jvm import (
     jars_complete,
     log4j2_rolling_file,
 )
+from stockbatch.services.system import HOST, ServiceError, file_lock
 
 OPENSEARCH_VERSION = "2.19.6"
 """OpenSearch release run locally (the newest line on Java 17); keep in sync with the pom."""

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import quote
 
-from stockbatch.services.base import HOST, Launch, LocalService, ServiceError, write_private
+from stockbatch.services.base import Launch, LocalService
+from stockbatch.services.system import HOST, ServiceError, write_private
 
 DATABASE = "stockbatch"
 SUPERUSER = "stockbatch_admin"

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stockbatch.services.base import Service, ServiceError
+from stockbatch.services.base import Service
 from stockbatch.services.kafka import KAFKA_VERSION, KafkaService
 from stockbatch.services.opensearch import OPENSEARCH_VERSION, OpenSearchService
 from stockbatch.services.postgresql import PostgresService
+from stockbatch.services.system import ServiceError
 
 
 @dataclass(frozen=True)

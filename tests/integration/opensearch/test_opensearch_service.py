@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from integration.opensearch.os_support import OpenSearchNode
+from stockbatch.cli.services import app as services_app
 from stockbatch.search import SearchUnavailable, connect, health, search_instruments
 from stockbatch.services import recorded_endpoints
-from stockbatch.services.cli import app as services_app
 from stockbatch.services.endpoints import effective_search_url
 from stockbatch.services.opensearch import OPENSEARCH_VERSION, OpenSearchService, probe_opensearch
 from stockbatch.settings import SearchSettings, Settings

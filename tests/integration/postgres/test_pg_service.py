@@ -92,7 +92,7 @@ def test_down_forgets_the_endpoint_and_up_brings_it_back(pg: Postgres) -> None:
 
 
 def test_cli_status_lists_postgresql(pg: Postgres) -> None:
-    cmd = [sys.executable, "-m", "stockbatch.services.cli", "status", "postgresql"]
+    cmd = [sys.executable, "-m", "stockbatch.cli.services", "status", "postgresql"]
     done = subprocess.run(
         [*cmd, "--home", str(pg.home)], capture_output=True, text=True, timeout=60, check=False
     )

@@ -1,10 +1,12 @@
 """``stockbatch services up|down|status``: run the real services on loopback.
 
-Registered in the main CLI as ``app.add_typer(services_app, name="services")``;
-also runnable alone: ``python -m stockbatch.services.cli`` (scripts/services.sh).
+Registered in the main CLI as ``stockbatch services``; also runnable alone:
+``python -m stockbatch.cli.services`` (scripts/services.sh).
 
 Exit codes: 0 success; 1 a service failed (the message says why, with the tail of
-its log); 2 bad usage (unknown service); 3 ``status``: some service is not running.
+its log); 2 bad usage (unknown service); 3 ``status``: some service is degraded
+(alive but not answering, or gone while recorded as up). A service that was never
+started, or stopped with ``services down``, is not degraded.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from stockbatch.services.base import ServiceError, ServiceStatus
+from stockbatch.services.base import ServiceStatus
 from stockbatch.services.kafka import KAFKA_VERSION, ensure_kafka_jars, kafka_libs_dir
 from stockbatch.services.registry import SERVICES, get_service, service_names
+from stockbatch.services.system import ServiceError
 
 app = typer.Typer(
     name="services",
@@ -35,7 +38,7 @@ services_app = app  # the name the main CLI imports
 console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
-EXIT_NOT_RUNNING = 3
+EXIT_DEGRADED = 3
 
 NamesArg = Annotated[
     list[str] | None,
@@ -169,7 +172,8 @@ def status(
     home: HomeOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Show each service's state and endpoint; exit 3 if any listed service is not running."""
+    """Show each service's state and endpoint; exit 3 if any is degraded (not answering,
+    or died while recorded as up)."""
     root = _home(home)
     statuses = {name: get_service(name, root).status() for name in _names(names)}
     if as_json:
@@ -177,8 +181,8 @@ def status(
     else:
         for name, st in statuses.items():
             out.print(f"{name}: {_describe(st)}  [dim]data {st.data_dir}, log {st.log_file}[/]")
-    if not all(s.running for s in statuses.values()):
-        raise typer.Exit(EXIT_NOT_RUNNING)
+    if any(s.degraded for s in statuses.values()):
+        raise typer.Exit(EXIT_DEGRADED)
 
 
 if __name__ == "__main__":
