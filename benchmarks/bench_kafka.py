@@ -112,7 +112,7 @@ def last_manifest(home: Path) -> dict[str, Any]:
 
 def produce_phase(data_dir: Path, bootstrap: str, topic: str) -> dict[str, Any]:
     """Read every unit into memory, then time only the publishing (child process)."""
-    from stockbatch.bus.kafka import UnitPublisher
+    from stockbatch.bus.producer import UnitPublisher
     from stockbatch.settings import KafkaSettings, Settings
     from stockbatch.sources.kaggle import KaggleSource
 
@@ -141,7 +141,7 @@ def produce_phase(data_dir: Path, bootstrap: str, topic: str) -> dict[str, Any]:
 def per_bar_phase(data_dir: Path, bootstrap: str, topic: str) -> dict[str, Any]:
     """The alternative format: one JSON record per bar, same client settings (child process)."""
     from stockbatch.bus.codec import Envelope
-    from stockbatch.bus.kafka import BarProducer
+    from stockbatch.bus.producer import BarProducer
     from stockbatch.settings import KafkaSettings
     from stockbatch.sources.kaggle import KaggleSource
 
@@ -189,7 +189,7 @@ def perf_tool(
     """Kafka's ProducerPerformance with stockbatch's producer settings."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    from stockbatch.bus.kafka import PRODUCER_BATCH_BYTES
+    from stockbatch.bus.producer import PRODUCER_BATCH_BYTES
     from stockbatch.services.kafka import find_java, kafka_libs_dir
     from stockbatch.settings import KafkaSettings
 

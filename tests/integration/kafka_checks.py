@@ -94,8 +94,7 @@ def active_bronze(settings: Settings) -> pl.DataFrame:
 
 def kafka_bronze_files(settings: Settings) -> list[Path]:
     """Every committed bronze file the collector wrote for the settings' topic."""
-    root = settings.lake_path / lake.BRONZE / "bars" / f"batch=kafka-{settings.kafka.topic}"
-    return lake.parquet_files(root)
+    return lake.parquet_files(lake.layout(settings).kafka_batch(settings.kafka.topic))
 
 
 def key_digest(df: pl.DataFrame) -> tuple[int, str]:

@@ -3,7 +3,7 @@
 - the broker stops in the middle of a produce (restarted in time, and not);
 - the collector is SIGKILLed after writing bronze but before committing, and
   in the middle of writing (``STOCKBATCH_TEST_CRASH_AT``, read by
-  ``bus.kafka._test_crash_point`` only);
+  ``bus.client.crash_point`` only);
 - corrupt records on the topic;
 - no broker at all.
 
@@ -35,7 +35,7 @@ from integration.kafka_checks import (
     source_keys,
     stockbatch_proc,
 )
-from stockbatch import pipeline, runs
+from stockbatch import lake, pipeline, runs
 from stockbatch.bus import TransportError, codec
 from stockbatch.cli import app
 from stockbatch.results import ProgressTask
@@ -176,7 +176,7 @@ def test_collector_killed_then_rerun_collects_exactly_once(
     assert key_digest(active_bronze(s)) == expected
     physical = pl.concat([pl.read_parquet(p) for p in kafka_bronze_files(s)])
     assert key_digest(physical) == expected
-    ledger = pl.read_parquet(s.lake_path / "bronze/_kafka/ledger.parquet")
+    ledger = pl.read_parquet(lake.layout(s).kafka_ledger)
     assert len(ledger) == ing.kafka["messages"]  # type: ignore[index]
     assert ledger.select("partition", "offset").is_unique().all()
     # A third run finds nothing new.

@@ -32,6 +32,7 @@ from integration.kafka_checks import (
 from stockbatch import lake, pipeline, runs
 from stockbatch.bus import TransportError, codec
 from stockbatch.cli import app
+from stockbatch.lake.bronze import read_catalog
 from stockbatch.settings import Settings
 from stockbatch.sources.kaggle import KaggleSource
 
@@ -45,11 +46,9 @@ def sb(env: dict[str, str], *args: str) -> tuple[int, str]:
     return res.exit_code, res.output
 
 
-def gold_digest(home: Path) -> dict[str, str]:
-    root = home / "lake"
-    return {
-        str(p.relative_to(root)): lake.file_sha256(p) for p in lake.parquet_files(root / lake.GOLD)
-    }
+def gold_digest(settings: Settings) -> dict[str, str]:
+    layout = lake.layout(settings)
+    return {layout.relative(p): lake.file_sha256(p) for p in lake.parquet_files(layout.gold)}
 
 
 @pytest.fixture
@@ -79,8 +78,8 @@ def test_run_through_kafka_equals_direct_and_reruns_do_nothing(
     )
     assert code == 0, output
     # Same silver/gold bytes whichever way the rows travelled.
-    assert gold_digest(s.home) == gold_digest(direct_home)
-    assert len(gold_digest(s.home)) > 0
+    assert gold_digest(s) == gold_digest(Settings(home=direct_home))
+    assert len(gold_digest(s)) > 0
 
     # Every data line of the input is in bronze exactly once, as the direct path has it.
     bronze = active_bronze(s)
@@ -100,19 +99,19 @@ def test_run_through_kafka_equals_direct_and_reruns_do_nothing(
     assert sum(r["end"] - r["start"] for r in offsets.values()) == produced["messages"]
     for p, r in produced["partitions"].items():
         assert offsets[p]["start"] <= r["first_offset"] and r["last_offset"] < offsets[p]["end"]
-    ledger = pl.read_parquet(s.lake_path / "bronze/_kafka/ledger.parquet")
+    ledger = pl.read_parquet(lake.layout(s).kafka_ledger)
     assert ledger.group_by("ref").agg(pl.col("partition").n_unique())["partition"].max() == 1
     # The catalog lists the same unit versions as the direct path's (the empty
     # huge/sbt.us.txt included), only the batch ids differ.
     cols = ["source", "ref", "sha256", "rows"]
     direct = Settings(home=direct_home)
     assert (
-        bronze.read_catalog(s)
+        read_catalog(s)
         .select(cols)
         .sort("ref")
-        .equals(bronze.read_catalog(direct).select(cols).sort("ref"))
+        .equals(read_catalog(direct).select(cols).sort("ref"))
     )
-    assert "huge/sbt.us.txt" in set(bronze.read_catalog(s)["ref"])
+    assert "huge/sbt.us.txt" in set(read_catalog(s)["ref"])
 
     # Rerun: nothing published, nothing collected, nothing changed.
     code, output = sb(
@@ -139,7 +138,7 @@ def test_ingest_and_collect_as_separate_services_find_the_recorded_broker(
     ing = stockbatch_proc(env, "ingest", "--path", str(nasdaq), "-q")
     assert ing.returncode == 0, ing.stderr
     assert "units published to Kafka" in ing.stdout
-    assert not (home / "lake/bronze/_catalog.parquet").exists()  # the producer lands nothing
+    assert not lake.layout(s).catalog.exists()  # the producer lands nothing
     col = stockbatch_proc(env, "collect", "-q")
     assert col.returncode == 0, col.stderr
     assert "collect " in col.stdout
@@ -147,7 +146,7 @@ def test_ingest_and_collect_as_separate_services_find_the_recorded_broker(
     assert len(bronze) == count_data_lines(nasdaq)
     assert key_digest(bronze) == key_digest(source_keys(nasdaq))
     # The instrument metadata travelled too.
-    inst = pl.read_parquet(home / "lake/silver/instruments/part-00000.parquet")
+    inst = pl.read_parquet(lake.layout(s).instruments)
     meta = KaggleSource(nasdaq).instruments()
     assert meta is not None and meta.num_rows > 0
     assert set(inst["symbol"]) == set(meta.column("symbol").to_pylist())

@@ -22,6 +22,7 @@ incremental updates, further parts (compacted past a limit).
 
 from __future__ import annotations
 
+import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,25 @@ def with_buckets(df: pl.DataFrame, buckets: int, cache: dict[str, int]) -> pl.Da
     return df.with_columns(
         pl.col("symbol").replace_strict(cache, return_dtype=pl.Int16).alias("bucket")
     )
+
+
+def kafka_part_name(partition: int, start: int, end: int) -> str:
+    """File name of a Kafka collector's part: partition and offset range ``[start, end)``."""
+    return f"part-p{partition:03d}-{start:012d}-{end:012d}.parquet"
+
+
+def kafka_part_glob(partition: int) -> str:
+    """Pattern (below a batch folder) of every Kafka part of one partition."""
+    return f"bucket=*/part-p{partition:03d}-*.parquet"
+
+
+_KAFKA_PART_RE = re.compile(r"^part-p(\d+)-(\d{12})-(\d{12})\.parquet$")
+
+
+def kafka_part_range(name: str) -> tuple[int, int, int] | None:
+    """``(partition, start, end)`` of a Kafka part's file name (None for any other name)."""
+    m = _KAFKA_PART_RE.match(name)
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else None
 
 
 def bucket_dir(root: Path, bucket: int) -> Path:
@@ -112,6 +132,20 @@ class LakeLayout:
     def kafka_books(self) -> Path:
         """The Kafka producer's and collector's records."""
         return self.bronze / "_kafka"
+
+    @property
+    def kafka_published(self) -> Path:
+        """The units a confirmed Kafka ingest run published (per cluster id and topic)."""
+        return self.kafka_books / "published.parquet"
+
+    @property
+    def kafka_ledger(self) -> Path:
+        """One row per record the collector took (its unit and part)."""
+        return self.kafka_books / "ledger.parquet"
+
+    def kafka_batch(self, topic: str) -> Path:
+        """The batch the collector lands ``topic`` in (characters unsafe in a path -> ``_``)."""
+        return self.bronze_batch("kafka-" + re.sub(r"[^A-Za-z0-9._-]", "_", topic))
 
     # -- silver
     @property

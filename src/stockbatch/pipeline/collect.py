@@ -23,7 +23,7 @@ def collect(
     Several collectors with the same ``group`` split the partitions. Undecodable
     records go to the dead-letter topic and are counted (``dead_lettered``).
     """
-    from stockbatch.bus.kafka import collect_to_bronze
+    from stockbatch.bus.collector import collect_to_bronze
 
     started = time.perf_counter()
     run_id = run_id or new_run_id()

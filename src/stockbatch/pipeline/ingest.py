@@ -46,7 +46,7 @@ def ingest(
         )
     publisher = None
     if settings.transport == "kafka":
-        from stockbatch.bus.kafka import UnitPublisher
+        from stockbatch.bus.producer import UnitPublisher
 
         publisher = UnitPublisher(settings, run_id)  # connects (bounded wait), makes the topic
         # A unit counts as seen when it is in the lake already, or when a successful
