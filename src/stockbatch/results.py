@@ -77,10 +77,10 @@ class IngestResult:
 
 @dataclass
 class CollectResult:
-    """What one collect took from Kafka into bronze (``bus.kafka.CollectStats`` inside)."""
+    """What one collect took from Kafka into bronze (``bus.collector.CollectStats`` inside)."""
 
     run_id: str
-    stats: Any  # bus.kafka.CollectStats (imported lazily: confluent-kafka is optional)
+    stats: Any  # bus.collector.CollectStats (imported lazily: confluent-kafka is optional)
     duration_s: float = 0.0
 
     @property

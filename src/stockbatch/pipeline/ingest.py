@@ -32,110 +32,142 @@ def ingest(
     nothing, unless every record was confirmed by the broker.
     """
     started = time.perf_counter()
-    run_id = run_id or new_run_id()
-    result = IngestResult(run_id=run_id, source=source.name, transport=settings.transport)
-    catalog = bronze.read_catalog(settings)
-    active = bronze.active_units(settings) if not catalog.is_empty() else catalog
-    seen = {(r["source"], r["ref"]): r["sha256"] for r in active.iter_rows(named=True)}
-    sizes = {(r["source"], r["ref"]): r["size"] for r in active.iter_rows(named=True)}
+    landing = _Landing(settings, source.name, run_id or new_run_id())
     units = list(source.units())
     if not units and not source.allows_no_units:
         raise PipelineError(
             f"{source.name}: found no input to ingest ({source.describe()}). "
             "Check the path or symbols."
         )
-    publisher = None
-    if settings.transport == "kafka":
-        from stockbatch.bus.producer import UnitPublisher
-
-        publisher = UnitPublisher(settings, run_id)  # connects (bounded wait), makes the topic
-        # A unit counts as seen when it is in the lake already, or when a successful
-        # run delivered it to this cluster's topic (the collector may not have run yet).
-        seen = {**seen, **publisher.published()}
-    writer = bronze.BucketWriter(settings, run_id)
-    new_entries: list[dict[str, Any]] = []
     task = progress(f"ingest {source.name}", len(units))
     try:
-        todo: list[SourceUnit] = []
-        for unit in units:
-            prior = seen.get((unit.source, unit.ref))
-            if not force and unit.sha256 is not None and prior == unit.sha256:
-                result.units_seen += 1
-                result.units_skipped += 1
-                task.advance()
-            else:
-                todo.append(unit)
+        landing.connect()
+        todo = [u for u in units if not landing.unchanged(u, force)]
+        task.advance(len(units) - len(todo))
         for unit, outcome in source.read_many(todo):
-            result.units_seen += 1
             task.advance()
-            if isinstance(outcome, SourceError):
-                result.rejected.append(
-                    {"ref": unit.ref, "source": unit.source, "error": str(outcome)}
-                )
-                continue
-            table = outcome
-            key = (unit.source, unit.ref)
-            first_new = _appended_lines(unit, seen.get(key), sizes.get(key))
-            # Direct ingest lands only the appended lines of a grown file (the catalog
-            # chains the versions). Through Kafka the whole file goes, as before.
-            delta = first_new is not None and publisher is None
-            if delta:
-                table = table.filter(pc.greater_equal(table.column("line_no"), first_new))
-            n = table.num_rows
-            sha = unit.sha256 or _table_sha256(table)
-            if n == 0:
-                result.empty_units += 1
-                if unit.sha256 is None:
-                    # An API answer with no rows (e.g. no session since the last fetch)
-                    # landed nothing; only files are remembered, so an empty file is
-                    # counted once and then skipped while unchanged.
-                    continue
-            if publisher is not None:
-                publisher.publish_unit(unit.source, unit.ref, sha, table)
-            elif n:
-                writer.add(table)
-            result.units_ingested += 1
-            result.rows += n
-            new_entries.append(
-                {
-                    "source": unit.source,
-                    "ref": unit.ref,
-                    "sha256": sha,
-                    "batch": run_id,
-                    "rows": n,
-                    "ingested_at": dt.datetime.now(dt.UTC).isoformat(),
-                    "size": unit.size,
-                    "extends": seen.get(key) if first_new is not None else None,
-                    "first_new_line": first_new,
-                    "delta": delta,
-                }
-            )
-            result.units.append({"ref": unit.ref, "source": unit.source, "rows": n, "sha256": sha})
-        writer.flush()
-        instruments = source.instruments()
-        if instruments is not None and instruments.num_rows:
-            if publisher is not None:
-                # Sent along with changed units only, so a rerun with nothing new
-                # publishes nothing at all.
-                if result.units_ingested:
-                    publisher.publish_instruments(source.name, instruments)
-                    result.instruments = instruments.num_rows
-            else:
-                result.instruments = bronze.merge_instruments(settings, instruments)
-        if publisher is not None:
-            result.kafka = publisher.finish().to_dict()
+            landing.land(unit, outcome)
+        landing.land_instruments(source)
+        landing.finish()
     except BaseException:
-        if publisher is not None:
-            publisher.abort()
+        landing.abort()
         raise
     finally:
         task.close()
-    if publisher is None and new_entries:
-        # The catalog is written last: a crash before this point leaves orphan
-        # bronze files that no catalog entry activates, so a rerun lands them again.
-        bronze.append_catalog(settings, new_entries)
-    result.duration_s = time.perf_counter() - started
-    return result
+    landing.result.duration_s = time.perf_counter() - started
+    return landing.result
+
+
+class _Landing:
+    """One ingest's bookkeeping: what is already landed, the writer or publisher, the
+    catalog entries of what this run lands (written last)."""
+
+    def __init__(self, settings: Settings, source: str, run_id: str) -> None:
+        self.settings = settings
+        self.run_id = run_id
+        self.result = IngestResult(run_id=run_id, source=source, transport=settings.transport)
+        catalog = bronze.read_catalog(settings)
+        active = bronze.active_units(settings) if not catalog.is_empty() else catalog
+        rows = list(active.iter_rows(named=True))
+        self.seen = {(r["source"], r["ref"]): r["sha256"] for r in rows}
+        self.sizes = {(r["source"], r["ref"]): r["size"] for r in rows}
+        self.publisher: Any = None
+        self.writer = bronze.BucketWriter(settings, run_id)
+        self.entries: list[dict[str, Any]] = []
+
+    def connect(self) -> None:
+        """With Kafka: connect (bounded wait), make the topic, learn what it holds."""
+        if self.settings.transport != "kafka":
+            return
+        from stockbatch.bus.producer import UnitPublisher
+
+        self.publisher = UnitPublisher(self.settings, self.run_id)
+        # A unit counts as seen when it is in the lake already, or when a successful
+        # run delivered it to this cluster's topic (the collector may not have run yet).
+        self.seen = {**self.seen, **self.publisher.published()}
+
+    def unchanged(self, unit: SourceUnit, force: bool) -> bool:
+        """True (and counted as skipped) when the unit is landed already, unchanged."""
+        prior = self.seen.get((unit.source, unit.ref))
+        if force or unit.sha256 is None or prior != unit.sha256:
+            return False
+        self.result.units_seen += 1
+        self.result.units_skipped += 1
+        return True
+
+    def land(self, unit: SourceUnit, outcome: pa.Table | SourceError) -> None:
+        """Land (or publish) one read unit, or record why it was rejected."""
+        result = self.result
+        result.units_seen += 1
+        if isinstance(outcome, SourceError):
+            result.rejected.append({"ref": unit.ref, "source": unit.source, "error": str(outcome)})
+            return
+        table = outcome
+        key = (unit.source, unit.ref)
+        first_new = _appended_lines(unit, self.seen.get(key), self.sizes.get(key))
+        # Direct ingest lands only the appended lines of a grown file (the catalog
+        # chains the versions). Through Kafka the whole file goes, as before.
+        delta = first_new is not None and self.publisher is None
+        if delta:
+            table = table.filter(pc.greater_equal(table.column("line_no"), first_new))
+        n = table.num_rows
+        sha = unit.sha256 or _table_sha256(table)
+        if n == 0:
+            result.empty_units += 1
+            if unit.sha256 is None:
+                # An API answer with no rows (e.g. no session since the last fetch)
+                # landed nothing; only files are remembered, so an empty file is
+                # counted once and then skipped while unchanged.
+                return
+        if self.publisher is not None:
+            self.publisher.publish_unit(unit.source, unit.ref, sha, table)
+        elif n:
+            self.writer.add(table)
+        result.units_ingested += 1
+        result.rows += n
+        self.entries.append(
+            {
+                "source": unit.source,
+                "ref": unit.ref,
+                "sha256": sha,
+                "batch": self.run_id,
+                "rows": n,
+                "ingested_at": dt.datetime.now(dt.UTC).isoformat(),
+                "size": unit.size,
+                "extends": self.seen.get(key) if first_new is not None else None,
+                "first_new_line": first_new,
+                "delta": delta,
+            }
+        )
+        result.units.append({"ref": unit.ref, "source": unit.source, "rows": n, "sha256": sha})
+
+    def land_instruments(self, source: Source) -> None:
+        """The source's instrument metadata: merged in silver, or published."""
+        self.writer.flush()
+        instruments = source.instruments()
+        if instruments is None or not instruments.num_rows:
+            return
+        if self.publisher is None:
+            self.result.instruments = bronze.merge_instruments(self.settings, instruments)
+        elif self.result.units_ingested:
+            # Sent along with changed units only, so a rerun with nothing new
+            # publishes nothing at all.
+            self.publisher.publish_instruments(source.name, instruments)
+            self.result.instruments = instruments.num_rows
+
+    def finish(self) -> None:
+        """Confirm every Kafka delivery, or write the catalog entries (always last)."""
+        if self.publisher is not None:
+            self.result.kafka = self.publisher.finish().to_dict()
+        elif self.entries:
+            # The catalog is written last: a crash before this point leaves orphan
+            # bronze files that no catalog entry activates, so a rerun lands them again.
+            bronze.append_catalog(self.settings, self.entries)
+
+    def abort(self) -> None:
+        """Give up: nothing published is remembered."""
+        if self.publisher is not None:
+            self.publisher.abort()
 
 
 def _appended_lines(unit: SourceUnit, prior_sha: str | None, prior_size: int | None) -> int | None:
