@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# The main job on a fresh machine: install, run the whole pipeline on the
-# bundled demo data (embedded defaults: Polars, Parquet lake, SQLite), then
-# show what it produced.
+# The main job on a fresh machine: install, run the whole pipeline on the bundled demo
+# data (embedded defaults: Polars, Parquet lake, SQLite), then show what it produced.
+# It uses the default home (./.stockbatch, or $STOCKBATCH_HOME), so every command of the
+# README works on the demo's results right after it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-export STOCKBATCH_HOME="${STOCKBATCH_HOME:-.stockbatch/demo}"
+export STOCKBATCH_HOME="${STOCKBATCH_HOME:-.stockbatch}"
 SB=.venv/bin/stockbatch
+echo "demo: running the pipeline on data/demo/kaggle (home $STOCKBATCH_HOME)" >&2
 # The demo data ends in 2023-04 (CPAAW); a fixed as-of keeps the demo reproducible.
 set +e
 $SB run --source kaggle --path data/demo/kaggle --as-of 2023-06-30 "$@"
@@ -17,4 +19,12 @@ $SB runs --last
 $SB runs --last --json   # counts per reason code and health flags
 $SB export quarterly --out "$STOCKBATCH_HOME/exports/quarterly.parquet"
 $SB export daily --symbols AAPL --out "$STOCKBATCH_HOME/exports/aapl_daily.csv"
-echo "demo: outputs are under $STOCKBATCH_HOME (lake/, warehouse.db, exports/)"
+$SB quarantine --limit 5
+$SB show AAPL --days 5 --quarters 4
+cat <<MSG
+demo: outputs are under $STOCKBATCH_HOME (lake/, warehouse.db, exports/). Look further with:
+  .venv/bin/stockbatch show SYMBOL --days 20 --quarters 8    # e.g. ACN, ADM, AON, XLV
+  .venv/bin/stockbatch quarantine --by file                  # refused rows and why
+  .venv/bin/stockbatch runs                                  # every run and its counts
+  every column is described in docs/data.md
+MSG
