@@ -1,4 +1,4 @@
-"""Whole-lake parity: ``spark_engine.process_lake`` against the Polars process stage.
+"""Whole-lake parity: ``spark_job.process_lake`` against the Polars process stage.
 
 1. The REAL shared Kaggle Huge sample (900 files, 1.88 M rows) is ingested and
    processed once by the normal pipeline (Polars); ``process_lake`` then reads
@@ -25,7 +25,9 @@ from typer.testing import CliRunner
 from stockbatch import lake, quality, runs, schema
 from stockbatch.calendar import SessionCalendar
 from stockbatch.cli import app
-from stockbatch.features import polars_engine, spark_engine
+from stockbatch.features import polars as polars_features
+from stockbatch.lake import LakeLayout
+from stockbatch.process import spark_job
 from stockbatch.settings import Settings
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
@@ -76,16 +78,15 @@ def assert_lakes(expected_root: Path, got_root: Path) -> None:
 
 
 def run_spark(spark: Any, bronze_files: list[Path], out: Path, buckets: int) -> Any:
-    return spark_engine.process_lake(
+    return spark_job.process_lake(
         spark,
+        LakeLayout(out),
         bronze_files=[str(p) for p in bronze_files],
         active_keys=None,
         as_of=AS_OF,
         calendar=SessionCalendar(end=AS_OF + dt.timedelta(days=400)),
         source_priority=PRIORITY,
         buckets=buckets,
-        silver_root=out / "silver",
-        gold_root=out / "gold",
         compression="zstd",
     )
 
@@ -206,11 +207,11 @@ def polars_lake(bronze: pl.DataFrame, root: Path, buckets: int) -> dict[str, Any
     last = max(s["trade_date"].max() for s in silver if s.height)  # type: ignore[type-var]
     quarterly = []
     for b in range(buckets):
-        daily = polars_engine.compute_daily(silver[b])
+        daily = polars_features.compute_daily(silver[b])
         path = lake.bucket_dir(root / "gold/daily_features", b) / "part-00000.parquet"
         lake.write_parquet_atomic(lake.conform(daily, schema.DAILY_FEATURES), path)
         if daily.height:
-            quarterly.append(polars_engine.compute_quarterly(daily, calendar, last))  # type: ignore[arg-type]
+            quarterly.append(polars_features.compute_quarterly(daily, calendar, last))  # type: ignore[arg-type]
     q = pl.concat(quarterly).sort("symbol", "quarter")
     path = root / "gold/quarterly_features/part-00000.parquet"
     lake.write_parquet_atomic(lake.conform(q, schema.QUARTERLY_FEATURES), path)

@@ -65,5 +65,5 @@ def assert_lakes_equal(left: Path, right: Path, *, ignore: tuple[str, ...] = ())
 
 def process_state(lake_root: Path) -> dict[str, Any]:
     """The process stage's state document of a lake."""
-    state: dict[str, Any] = json.loads((lake_root / "gold" / "_state.json").read_text())
+    state: dict[str, Any] = json.loads(lake.LakeLayout(lake_root).process_state.read_text())
     return state

@@ -8,7 +8,9 @@ import pytest
 def start_test_session() -> object:
     """Start (or reuse) the shared local test session; fail, never skip, without Spark."""
     try:
-        from stockbatch.features.spark_engine import spark_session
+        import pyspark  # noqa: F401
+
+        from stockbatch.process.spark_session import spark_session
     except ImportError as e:  # pragma: no cover - depends on the environment
         pytest.fail(
             f"PySpark is not importable ({e}): install the `spark` extra "

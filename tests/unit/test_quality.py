@@ -18,47 +18,13 @@ import polars as pl
 import pytest
 
 from stockbatch import quality, schema
-from stockbatch.quality import RULES, ValidationInvariantError, validate
+from stockbatch.quality import RULES, ValidationInvariantError, rules, validate
+from stockbatch.quality import polars as polars_quality
+from support.bronze_rows import bronze_frame as frame
+from support.bronze_rows import row, wrong_arity
 
 AS_OF = dt.date(2017, 11, 10)  # a Friday
-MONDAY = "2017-11-06"
 PRIORITY = ["yahoo", "kaggle-nasdaq", "kaggle-huge", "kaggle-sp500"]
-
-_line = iter(range(2, 10**9))
-
-
-def row(**over: Any) -> dict[str, Any]:
-    """A HAND-MADE valid bar (Monday 2017-11-06, 9 <= open/close <= 11), with overrides."""
-    base: dict[str, Any] = {
-        "symbol": "TEST",
-        "trade_date": MONDAY,
-        "open": "10",
-        "high": "11",
-        "low": "9",
-        "close": "10.5",
-        "adj_close": None,
-        "volume": "1000",
-        "source": "kaggle-huge",
-        "is_adjusted": True,
-        "source_file": "hand/test.us.txt",
-        "line_no": next(_line),
-        "n_fields": 7,
-        "raw_line": None,
-        "ingest_run_id": "run-hand",
-        "bucket": 0,
-    }
-    base.update(over)
-    return base
-
-
-def wrong_arity(line: str, **over: Any) -> dict[str, Any]:
-    """A HAND-MADE line with the wrong number of fields, as the adapters store it."""
-    values = dict.fromkeys(["trade_date", "open", "high", "low", "close", "volume"])
-    return row(**values, raw_line=line, n_fields=line.count(",") + 1, **over)
-
-
-def frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
-    return pl.DataFrame(rows, schema=quality.BRONZE_SCHEMA)
 
 
 def run(
@@ -110,11 +76,11 @@ def test_rules_follow_reason_codes_and_are_plain_data() -> None:
 
 
 def test_compiler_gives_one_boolean_column_per_rule() -> None:
-    work = quality.parse(frame([row()])).with_columns(
-        pl.lit(False).alias(quality.DUP), pl.lit(False).alias(quality.COLLAPSED)
+    work = polars_quality.parse(frame([row()])).with_columns(
+        pl.lit(False).alias(rules.DUP), pl.lit(False).alias(rules.COLLAPSED)
     )
-    out = work.select(quality.compile_rule(r, as_of=AS_OF) for r in RULES)
-    assert out.columns == [quality.flag_col(c) for c in schema.REASON_CODES]
+    out = work.select(polars_quality.compile_rule(r, as_of=AS_OF) for r in RULES)
+    assert out.columns == [rules.flag_col(c) for c in schema.REASON_CODES]
     assert out.row(0) == (False,) * len(RULES)
 
 
@@ -502,12 +468,12 @@ def test_reconcile_raises_on_a_lost_row() -> None:
         },
     }
     with pytest.raises(ValidationInvariantError, match="rows_in=3"):
-        quality._reconcile(counts)
+        rules.reconcile(counts)
     counts["rows_clean"] = 3
     with pytest.raises(ValidationInvariantError, match="file 'f'"):
-        quality._reconcile(counts)
+        rules.reconcile(counts)
     counts["per_file"]["f"]["rows_clean"] = 3
-    quality._reconcile(counts)  # consistent now
+    rules.reconcile(counts)  # consistent now
 
 
 def test_empty_input() -> None:
@@ -563,7 +529,7 @@ def test_packed_key_fallback_gives_the_same_result(monkeypatch: pytest.MonkeyPat
         )
     ]
     packed = run(rows)
-    monkeypatch.setattr(quality, "_KEY_BITS", 0)  # forces the dense-rank key
+    monkeypatch.setattr(polars_quality, "KEY_BITS", 0)  # forces the dense-rank key
     ranked = run(rows)
     assert packed.clean.equals(ranked.clean)
     assert packed.quarantine.equals(ranked.quarantine)

@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from stockbatch import quality, schema
-from stockbatch.quality import validate
+from stockbatch.quality import polars as polars_quality
+from stockbatch.quality import rules, validate
 
 AS_OF = dt.date(2017, 11, 10)
 PRIORITY = ["yahoo", "kaggle-nasdaq", "kaggle-huge"]
@@ -315,9 +316,9 @@ def test_polars_parser_matches_declared_grammar(texts: list[str | None]) -> None
             for t in texts
         ]
     )
-    parsed = quality.parse(frame)
+    parsed = polars_quality.parse(frame)
     for t, value, bad in zip(
-        texts, parsed[quality.num_col("open")], parsed[quality.bad_col("open")], strict=True
+        texts, parsed[rules.num_col("open")], parsed[rules.bad_col("open")], strict=True
     ):
         expected = o_number(t)
         assert value == (expected if isinstance(expected, float) else None), repr(t)
@@ -328,5 +329,5 @@ def test_polars_parser_matches_declared_grammar(texts: list[str | None]) -> None
 @given(st.lists(date_text, max_size=50))
 def test_date_parser_matches_declared_grammar(texts: list[str | None]) -> None:
     frame = to_frame([{**dict.fromkeys(schema.BRONZE_BARS.names), "trade_date": t} for t in texts])
-    parsed = quality.parse(frame)
-    assert parsed[quality.DATE].to_list() == [o_date(t) for t in texts]
+    parsed = polars_quality.parse(frame)
+    assert parsed[rules.DATE].to_list() == [o_date(t) for t in texts]

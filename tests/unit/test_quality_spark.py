@@ -24,48 +24,19 @@ import pyarrow as pa
 import pytest
 from pyspark.sql import SparkSession
 
-from stockbatch import quality, quality_spark, schema
+from stockbatch import quality, schema
 from stockbatch.calendar import SessionCalendar
-from stockbatch.quality_spark import java_regex
+from stockbatch.quality import spark as quality_spark
+from stockbatch.quality.spark import java_regex
 from stockbatch.sources.kaggle import parse_kaggle_bytes
+from support.bronze_rows import bronze_frame as bronze_of
+from support.bronze_rows import row, wrong_arity
 
 pytestmark = [pytest.mark.spark]
 
 AS_OF = dt.date(2017, 11, 30)
 PRIORITY = ["yahoo", "kaggle-nasdaq", "kaggle-huge", "kaggle-sp500"]
 CALENDAR = SessionCalendar(end=dt.date(2019, 12, 31))
-
-_line = iter(range(2, 10**9))
-
-
-def row(**over: Any) -> dict[str, Any]:
-    """A HAND-MADE valid bar (Monday 2017-11-06), with overrides."""
-    base: dict[str, Any] = {
-        "symbol": "TEST",
-        "trade_date": "2017-11-06",
-        "open": "10",
-        "high": "11",
-        "low": "9",
-        "close": "10.5",
-        "adj_close": None,
-        "volume": "1000",
-        "source": "kaggle-huge",
-        "is_adjusted": True,
-        "source_file": "hand/test.us.txt",
-        "line_no": next(_line),
-        "n_fields": 7,
-        "raw_line": None,
-        "ingest_run_id": "run-hand",
-        "bucket": 0,
-    }
-    base.update(over)
-    return base
-
-
-def wrong_arity(line: str, **over: Any) -> dict[str, Any]:
-    values = dict.fromkeys(["trade_date", "open", "high", "low", "close", "volume"])
-    return row(**values, raw_line=line, n_fields=line.count(",") + 1, **over)
-
 
 # Field overrides that each make one symbol's single row interesting (one symbol per
 # case, so the cases do not collide as duplicates).
@@ -206,10 +177,6 @@ def edge_rows() -> list[dict[str, Any]]:
                 close=close, adj_close=adj)
         )  # fmt: skip
     return rows
-
-
-def bronze_of(rows: list[dict[str, Any]]) -> pl.DataFrame:
-    return pl.DataFrame(rows, schema=quality.BRONZE_SCHEMA)
 
 
 def to_spark(spark: SparkSession, bronze: pl.DataFrame) -> Any:

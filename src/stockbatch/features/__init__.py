@@ -1,8 +1,9 @@
 """Feature definitions (``catalog``) and the engines that compile them.
 
-``stockbatch.features.catalog`` declares FEATURES.md sections 1-3 once, as
-engine-neutral data; ``stockbatch.features.polars_engine`` compiles it to
-Polars (the embedded default). Importing this package imports no engine.
+:mod:`stockbatch.features.catalog` declares FEATURES.md sections 1-3 once, as
+engine-neutral data; :mod:`stockbatch.features.polars` compiles it to Polars
+(the embedded default) and :mod:`stockbatch.features.spark` to Spark.
+Importing this package imports no engine.
 """
 
 from stockbatch.features.catalog import (

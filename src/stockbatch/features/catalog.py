@@ -3,9 +3,9 @@
 Each :class:`FeatureDef` names a *kind* (an engine-neutral operation such as
 ``rolling_mean`` or ``wilder_mean``), its input columns, a window and a few
 numeric parameters. Every engine compiles these definitions with one compiler
-per kind (``polars_engine`` here, a Spark engine later), so no formula is
-written twice and the engines cannot drift apart. Nothing in this module
-depends on an engine.
+per kind (:mod:`stockbatch.features.polars`, :mod:`stockbatch.features.spark`),
+so no formula is written twice and the engines cannot drift apart. Nothing in
+this module depends on an engine.
 
 Semantics of the kinds (all windows run per symbol over its rows ordered by
 ``trade_date``; "rows", not calendar days):

@@ -43,6 +43,11 @@ def part_name(k: int) -> str:
     return f"part-{k:05d}.parquet"
 
 
+def run_part_name(run_id: str) -> str:
+    """File name of the part one incremental process run adds to a bucket folder."""
+    return f"part-{run_id}.parquet"
+
+
 def symbol_bucket(symbol: str, buckets: int) -> int:
     """Stable bucket of a symbol: crc32 of its UTF-8 bytes mod ``buckets``.
 

@@ -1,35 +1,41 @@
-"""The process stage's entry point: bronze -> silver -> gold, incremental or full."""
+"""The process stage's entry point: bronze -> silver -> gold, incremental or full.
+
+:func:`process` skips a run whose inputs are unchanged (same fingerprint), else
+plans an incremental update (:mod:`.plan`, :mod:`.incremental`) or rebuilds in
+full (:mod:`.full`), then records what it did in ``gold/_state.json``.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from stockbatch import __version__, lake, schema
+from stockbatch import lake
+from stockbatch.calendar import SessionCalendar
 from stockbatch.errors import PipelineError
 from stockbatch.lake import bronze, gold
+from stockbatch.process import engines
+from stockbatch.process.context import StageContext
+from stockbatch.process.full import full_rebuild
+from stockbatch.process.incremental import update
+from stockbatch.process.plan import Plan, plan_update
+from stockbatch.process.state import (
+    Totals,
+    config_fingerprint,
+    process_fingerprint,
+    snapshot,
+    units_record,
+)
 from stockbatch.results import ProcessResult, Progress, new_run_id, no_progress, today_utc
 from stockbatch.settings import Settings
 
-
-def process_fingerprint(settings: Settings, as_of: dt.date, active: pl.DataFrame) -> str:
-    """Hash of everything that decides the silver and gold content."""
-    payload = {
-        "units": active.select(["source", "ref", "sha256", "batch"]).rows() if len(active) else [],
-        "as_of": as_of.isoformat(),
-        "feature_set_version": schema.FEATURE_SET_VERSION,
-        "code_version": __version__,
-        "source_priority": settings.process.source_priority,
-        "buckets": settings.lake.buckets,
-        "calendar": settings.process.calendar,
-        "engine": settings.process.engine,
-    }
-    return hashlib.sha256(json.dumps(payload, default=str).encode()).hexdigest()
+__all__ = ["process", "process_fingerprint"]
 
 
 def process(
@@ -43,12 +49,9 @@ def process(
 ) -> ProcessResult:
     """Validate bronze into silver and compute gold features.
 
-    Incremental by default: only what new bronze rows affect is recomputed (see
-    :mod:`stockbatch.processing`); ``full`` (or ``force``) rebuilds everything.
+    Incremental by default: only what new bronze rows affect is recomputed;
+    ``full`` (or ``force``) rebuilds everything.
     """
-    from stockbatch.calendar import SessionCalendar
-    from stockbatch.process import update as processing
-
     started = time.perf_counter()
     run_id = run_id or new_run_id()
     as_of = as_of or today_utc()
@@ -75,20 +78,18 @@ def process(
             duration_s=time.perf_counter() - started,
         )
 
-    engine = processing_engine(settings)
-    calendar = SessionCalendar(settings.process.calendar, end=as_of + dt.timedelta(days=400))
-    ctx = processing.StageContext(
+    ctx = StageContext(
         settings=settings,
-        engine=engine,
+        engine=engines.for_settings(settings),
         run_id=run_id,
         as_of=as_of,
-        calendar=calendar,
+        calendar=SessionCalendar(settings.process.calendar, end=as_of + dt.timedelta(days=400)),
         progress=progress,
     )
     parts = bronze.active_parts(settings)
     batches = bronze.whole_batches(settings, parts)
-    bronze_files = lake.parquet_files(lake.layout(settings).bronze_bars)
-    outcome, entries = processing.run_stage(
+    bronze_files = lake.parquet_files(ctx.layout.bronze_bars)
+    totals, recomputed = _recompute(
         ctx,
         state=state,
         active=active,
@@ -97,52 +98,87 @@ def process(
         read_bronze=lambda b: bronze.read_bucket(settings, b, parts, batches),
         full=force or full,
     )
-    _check_reconciles(outcome.counts)
+    _check_reconciles(totals.counts)
     result = ProcessResult(
         run_id=run_id,
         skipped=False,
         fingerprint=fingerprint,
-        counts=outcome.counts,
+        counts=totals.counts,
         as_of=as_of,
-        daily_rows=outcome.daily_rows,
-        quarterly_rows=outcome.quarterly_rows,
-        symbols=outcome.symbols,
-        winners=outcome.winners,
+        daily_rows=totals.daily_rows,
+        quarterly_rows=totals.quarterly_rows,
+        symbols=totals.symbols,
+        winners=totals.winners,
         duration_s=time.perf_counter() - started,
-        recomputed=outcome.recomputed,
+        recomputed=recomputed,
     )
-    old_sums = state.get("gold_checksums", {}) if entries["recomputed"]["mode"] != "full" else {}
+    _record(ctx, state, fingerprint, active, bronze_files, totals, recomputed)
+    return result
+
+
+def _recompute(
+    ctx: StageContext,
+    *,
+    state: dict[str, Any],
+    active: pl.DataFrame,
+    parts: pl.DataFrame,
+    bronze_files: list[Path],
+    read_bronze: Callable[[int], pl.DataFrame],
+    full: bool,
+) -> tuple[Totals, dict[str, Any]]:
+    """Full rebuild or incremental update; returns the totals and what was recomputed."""
+    started = time.perf_counter()
+    plan = (
+        Plan(full_reason="asked for a full rebuild")
+        if full
+        else plan_update(ctx.settings, state, active, parts, ctx.as_of, bronze_files)
+    )
+    if plan.full_reason is not None:
+        totals, recomputed = full_rebuild(ctx, parts, bronze_files, read_bronze)
+        recomputed["reason"] = plan.full_reason
+    else:
+        totals, recomputed = update(ctx, plan, state, read_bronze)
+    recomputed["seconds"] = round(time.perf_counter() - started, 3)
+    return totals, recomputed
+
+
+def _record(
+    ctx: StageContext,
+    state: dict[str, Any],
+    fingerprint: str,
+    active: pl.DataFrame,
+    bronze_files: list[Path],
+    totals: Totals,
+    recomputed: dict[str, Any],
+) -> None:
+    """Write ``gold/_state.json``: this run's figures and what the next update starts from."""
+    settings, layout = ctx.settings, ctx.layout
+    old_sums = state.get("gold_checksums", {}) if recomputed["mode"] != "full" else {}
     old_files = state.get("files", {})
-    files = processing.snapshot(settings)
+    files = snapshot(settings)
     state_doc = {
-        **entries,
+        "incremental": True,
+        "config": config_fingerprint(settings),
+        "units": units_record(active),
+        "bronze_files": [layout.relative(p) for p in bronze_files],
+        "bucket_counts": totals.bucket_counts,
+        "recomputed": recomputed,
         "fingerprint": fingerprint,
-        "run_id": run_id,
-        "counts": outcome.counts,
-        "daily_rows": outcome.daily_rows,
-        "quarterly_rows": outcome.quarterly_rows,
-        "symbols": outcome.symbols,
-        "winners": outcome.winners,
-        "as_of": as_of.isoformat(),
-        "dataset_last_date": outcome.dataset_last.isoformat(),
-        "engine": engine.name,
+        "run_id": ctx.run_id,
+        "counts": totals.counts,
+        "daily_rows": totals.daily_rows,
+        "quarterly_rows": totals.quarterly_rows,
+        "symbols": totals.symbols,
+        "winners": totals.winners,
+        "as_of": ctx.as_of.isoformat(),
+        "dataset_last_date": totals.dataset_last.isoformat(),
+        "engine": ctx.engine.name,
         "gold_checksums": gold.gold_checksums(settings, reuse=old_sums, old=old_files, now=files),
         "files": files,
     }
     lake.atomic_write_bytes(
-        lake.layout(settings).process_state,
-        json.dumps(state_doc, indent=2, sort_keys=True).encode(),
+        layout.process_state, json.dumps(state_doc, indent=2, sort_keys=True).encode()
     )
-    return result
-
-
-def processing_engine(settings: Settings) -> Any:
-    """The feature engine the settings ask for."""
-    from stockbatch.process import update as processing
-
-    if settings.process.engine == "spark":
-        return processing.SparkEngine.for_settings(settings)
-    return processing.PolarsEngine()
 
 
 def _check_reconciles(counts: dict[str, Any]) -> None:

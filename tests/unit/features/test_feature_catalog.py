@@ -21,7 +21,7 @@ from stockbatch.features.catalog import (
     by_name,
     check_order,
 )
-from stockbatch.features.polars_engine import (
+from stockbatch.features.polars import (
     AGGREGATE_COMPILERS,
     PERIOD_COMPILERS,
     ROW_COMPILERS,

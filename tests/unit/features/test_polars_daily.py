@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 
 from stockbatch import schema
-from stockbatch.features.polars_engine import adjusted, compute_daily, daily_lazy
+from stockbatch.features.polars import adjusted, compute_daily, daily_lazy
 
 BarsOf = Callable[..., pl.DataFrame]  # the bars_of fixture (conftest.py)
 

@@ -16,7 +16,7 @@ import pytest
 
 from stockbatch import schema
 from stockbatch.calendar import SessionCalendar
-from stockbatch.features.polars_engine import compute_daily, compute_quarterly
+from stockbatch.features.polars import compute_daily, compute_quarterly
 
 BarsOf = Callable[..., pl.DataFrame]  # the bars_of fixture (conftest.py)
 D = dt.date

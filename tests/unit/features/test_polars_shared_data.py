@@ -29,7 +29,7 @@ import pytest
 
 from stockbatch import schema
 from stockbatch.calendar import SessionCalendar
-from stockbatch.features.polars_engine import compute_daily, compute_quarterly
+from stockbatch.features.polars import compute_daily, compute_quarterly
 from support.silver import read_silver
 
 FILES = ("Stocks/pg.us.txt", "Stocks/rsls.us.txt", "Stocks/zbzx.us.txt")

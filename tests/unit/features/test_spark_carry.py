@@ -19,7 +19,8 @@ import pytest
 from pyspark.sql import SparkSession
 
 from stockbatch import schema
-from stockbatch.features import polars_engine, spark_engine
+from stockbatch.features import polars as polars_features
+from stockbatch.features import spark as spark_features
 from stockbatch.features.catalog import CARRY_COLUMNS, STATE_COLUMNS
 from support.silver import SILVER, read_silver
 
@@ -82,7 +83,7 @@ def _assert_close(expected: pl.DataFrame, got: pl.DataFrame, what: str) -> None:
 
 def test_carry_continues_the_full_run(spark: SparkSession, huge_sample: Path) -> None:
     silver = pl.concat([*(read_silver(huge_sample, f) for f in FILES), _flat()])
-    full = _collect(spark_engine.compute_daily(_to_spark(spark, silver), with_state=True))  # type: ignore[arg-type]
+    full = _collect(spark_features.compute_daily(_to_spark(spark, silver), with_state=True))  # type: ignore[arg-type]
     assert full.columns == [*schema.DAILY_FEATURES.names, *STATE_COLUMNS]
 
     context, carry, new = [], [], []
@@ -99,7 +100,7 @@ def test_carry_continues_the_full_run(spark: SparkSession, huge_sample: Path) ->
     expected = pl.concat(new).select(schema.DAILY_FEATURES.names).sort("symbol", "trade_date")
 
     got = _collect(
-        spark_engine.compute_daily(
+        spark_features.compute_daily(
             _to_spark(spark, bars_df),  # type: ignore[arg-type]
             _to_spark(spark, carry_df),  # type: ignore[arg-type]
             with_state=True,
@@ -124,7 +125,7 @@ def test_carry_continues_the_full_run(spark: SparkSession, huge_sample: Path) ->
     )
 
     # the Polars engine, given the same context and carry, agrees
-    polars_got = polars_engine.compute_daily(bars_df, carry_df, with_state=True)
+    polars_got = polars_features.compute_daily(bars_df, carry_df, with_state=True)
     polars_new = polars_got.join(
         carry_df.select("symbol", pl.col("trade_date").alias("__c")), on="symbol"
     ).filter(pl.col("trade_date") >= pl.col("__c"))
@@ -141,6 +142,6 @@ def test_carry_row_missing_from_bars_fails(spark: SparkSession) -> None:
         {"symbol": ["FLAT"], "trade_date": [dt.date(2030, 1, 1)]}
         | {c: [1.0] for c in CARRY_COLUMNS}
     )
-    out = spark_engine.compute_daily(_to_spark(spark, bars), _to_spark(spark, carry))  # type: ignore[arg-type]
+    out = spark_features.compute_daily(_to_spark(spark, bars), _to_spark(spark, carry))  # type: ignore[arg-type]
     with pytest.raises(Exception, match="carry row"):
         out.collect()

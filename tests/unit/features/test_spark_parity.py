@@ -28,8 +28,8 @@ import pytest
 from pyspark.sql import SparkSession
 
 from stockbatch import schema
-from stockbatch.features.polars_engine import compute_daily as polars_daily
-from stockbatch.features.spark_engine import compute_daily as spark_daily
+from stockbatch.features.polars import compute_daily as polars_daily
+from stockbatch.features.spark import compute_daily as spark_daily
 from support.silver import SILVER, read_silver
 
 pytestmark = [pytest.mark.spark]

@@ -22,7 +22,8 @@ from pyspark.sql import SparkSession
 
 from stockbatch import lake, schema
 from stockbatch.calendar import SessionCalendar
-from stockbatch.features import polars_engine, spark_engine
+from stockbatch.features import polars as polars_features
+from stockbatch.features import spark as spark_features
 from support.silver import SILVER, read_silver
 
 pytestmark = [pytest.mark.spark]
@@ -81,7 +82,7 @@ def edge_cases() -> pl.DataFrame:
 @pytest.fixture(scope="module")
 def daily(huge_sample: Path) -> pl.DataFrame:
     silver = pl.concat([*(read_silver(huge_sample, f) for f in FILES), edge_cases()])
-    return polars_engine.compute_daily(silver)
+    return polars_features.compute_daily(silver)
 
 
 def _compare(expected: pl.DataFrame, got: pl.DataFrame) -> None:
@@ -104,9 +105,9 @@ def test_quarterly_parity(spark: SparkSession, daily: pl.DataFrame, last: dt.dat
     dataset_last = last or daily["trade_date"].max()
     assert isinstance(dataset_last, dt.date)
     calendar = SessionCalendar.covering(daily["trade_date"].min(), dataset_last)  # type: ignore[arg-type]
-    expected = polars_engine.compute_quarterly(daily, calendar, dataset_last)
+    expected = polars_features.compute_quarterly(daily, calendar, dataset_last)
     sdf = spark.createDataFrame(daily.to_arrow().cast(schema.DAILY_FEATURES))
-    out = spark_engine.compute_quarterly(sdf, calendar.sessions.to_list(), dataset_last)
+    out = spark_features.compute_quarterly(sdf, calendar.sessions.to_list(), dataset_last)
     got = pl.from_arrow(out.orderBy("symbol", "quarter").toArrow())
     assert isinstance(got, pl.DataFrame)
     got = got.cast(dict(expected.schema))  # type: ignore[arg-type]

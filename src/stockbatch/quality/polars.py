@@ -1,9 +1,6 @@
-"""Validation bronze -> silver (FEATURES.md sections 4 and 5), embedded engine.
+"""Validation bronze -> silver (FEATURES.md sections 4 and 5) compiled to Polars.
 
-The reason rules are declared once, as plain data (:data:`RULES`, no Polars
-objects), so a second engine (Spark) compiles the very same declarations.
-This module holds the declarations and their Polars compiler, and
-:func:`validate`, which splits one symbol bucket of bronze rows into
+:func:`validate` splits one symbol bucket of bronze rows into
 
 * ``clean``: typed silver bars (``schema.SILVER_BARS``), rows of lower-priority
   sources of a symbol included but flagged ``superseded`` (section 5);
@@ -12,21 +9,8 @@ This module holds the declarations and their Polars compiler, and
 * collapsed identical twins, only counted (``rows_deduplicated``);
 
 and checks ``rows_in == rows_clean + rows_quarantined + rows_deduplicated``
-overall and per source file.
-
-Parsing semantics (part of the declarations, so both engines agree):
-
-* a field is *missing* when its text is null or ``""`` on a row of the right
-  arity; a missing field is not unparseable;
-* a number parses when its whole text matches :data:`NUMBER_PATTERN` (ASCII
-  decimal with optional sign and exponent, no surrounding blanks) and the
-  value is finite: ``nan``, ``inf``, ``1e400`` are unparseable;
-* a date parses when it matches :data:`DATE_PATTERN` and is a real calendar
-  date from 0001-01-01 on (``2017-02-30``, ``0000-01-01`` are unparseable);
-* a row whose arity was wrong (``raw_line`` not null) is only ``unparseable``:
-  its fields are unknown, not missing, so no other rule fires on it;
-* a row without a symbol or source is ``unparseable`` (it cannot be placed);
-* a rule that needs a value that is missing or unparseable does not fire.
+overall and per source file. The rules themselves are declared in
+:mod:`stockbatch.quality.rules`; this module only compiles them.
 """
 
 from __future__ import annotations
@@ -34,218 +18,48 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Literal
+from typing import Any
 
 import polars as pl
-import pyarrow as pa
 
 from stockbatch import schema
-
-# --------------------------------------------------------------------------------------
-# Declarations (engine-neutral: plain strings and numbers only)
-# --------------------------------------------------------------------------------------
-
-NUMBER_PATTERN = r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$"
-"""Grammar of a number field ([0-9], not \\d: \\d is Unicode-aware in some regex engines)."""
-
-DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
-DATE_FORMAT = "%Y-%m-%d"
-MIN_DATE = date(1, 1, 1)
-"""Year 0000 matches the pattern but is no date for Python, Arrow's readers or Spark."""
-
-NUMBER_FIELDS = ("open", "high", "low", "close", "adj_close", "volume")
-COMPARE_FIELDS = NUMBER_FIELDS
-"""Fields compared to tell identical twins from conflicting duplicates."""
-
-REL_TOLERANCE = 1e-6
-"""open/close may exceed [low, high] by ``REL_TOLERANCE * max(|low|, |high|)``.
-
-Relative to the larger magnitude of the two bounds, i.e. to the scale of the
-bar: sources round prices to a few significant digits (the Huge set prints 5),
-so an absolute tolerance would be too strict for large prices and too loose
-for penny stocks; using the larger bound keeps the tolerance positive even
-when ``low`` is 0.
-"""
-
-JUMP_FACTOR = 5.0
-"""Health ``suspect_jump``: ``c_t > 5 * c_{t-1}`` or ``5 * c_t < c_{t-1}``."""
-
-Op = Literal["<", "<=", ">", ">="]
-
-
-@dataclass(frozen=True)
-class Unparseable:
-    """Wrong arity, a required text that is null/empty, a date or a number that does not parse."""
-
-    required: tuple[str, ...]
-    date_field: str
-    number_fields: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class AnyMissing:
-    """Any of ``fields`` is missing (null or empty text) on a row of the right arity."""
-
-    fields: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class AnyCompare:
-    """Any parsed value of ``fields`` satisfies ``value <op> threshold`` (missing ones don't)."""
-
-    fields: tuple[str, ...]
-    op: Op
-    threshold: float
-
-
-@dataclass(frozen=True)
-class FieldCompare:
-    """``left <op> right`` on parsed values."""
-
-    left: str
-    op: Op
-    right: str
-
-
-@dataclass(frozen=True)
-class OutsideRange:
-    """``field < low - tol`` or ``field > high + tol``, ``tol = rel_tol * max(|low|, |high|)``.
-
-    Needs all three values: it does not fire when any of them is missing.
-    """
-
-    field: str
-    low: str
-    high: str
-    rel_tol: float
-
-
-@dataclass(frozen=True)
-class WeekdayIn:
-    """The parsed date's ISO weekday (Monday = 1 ... Sunday = 7) is one of ``days``."""
-
-    field: str
-    days: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class AfterAsOf:
-    """The parsed date is after the run's as-of date."""
-
-    field: str
-
-
-@dataclass(frozen=True)
-class GroupConflict:
-    """Rows sharing ``keys`` (all parsed/non-null) whose ``compare`` values are not all equal.
-
-    A field's comparison value is its parsed number (so ``4`` equals ``4.0`` and
-    ``-0`` equals ``0``), or its text as arrived when it does not parse (two
-    different garbage texts are not identical twins); missing equals missing.
-    Groups whose rows all agree are collapsed instead: the first row by
-    ``keep_order`` is kept (and validated like any row), the others are counted
-    as ``rows_deduplicated``.
-    """
-
-    keys: tuple[str, ...]
-    compare: tuple[str, ...]
-    keep_order: tuple[str, ...]
-
-
-Check = (
-    Unparseable
-    | AnyMissing
-    | AnyCompare
-    | FieldCompare
-    | OutsideRange
-    | WeekdayIn
-    | AfterAsOf
-    | GroupConflict
+from stockbatch.quality.rules import (
+    ARITY_OK,
+    CLEAN,
+    COLLAPSED,
+    DATE,
+    DATE_FORMAT,
+    DATE_PATTERN,
+    DUP,
+    JUMP_FACTOR,
+    KEY,
+    MIN_DATE,
+    NUMBER_FIELDS,
+    QUARANTINED,
+    ROW,
+    ROW_COUNTS,
+    RULES,
+    AfterAsOf,
+    AnyCompare,
+    AnyMissing,
+    FieldCompare,
+    GroupConflict,
+    OutsideRange,
+    Rule,
+    Unparseable,
+    WeekdayIn,
+    bad_col,
+    compare,
+    flag_col,
+    group_rule,
+    num_col,
+    reconcile,
+    source_rank,
 )
 
-
-@dataclass(frozen=True)
-class Rule:
-    """One reason code of FEATURES.md section 4 and the check that fires it."""
-
-    code: str
-    description: str
-    check: Check
-
-
-RULES: tuple[Rule, ...] = (
-    Rule(
-        "unparseable",
-        "wrong arity, no symbol/source, or a date/number field that does not parse",
-        Unparseable(
-            required=("symbol", "source"), date_field="trade_date", number_fields=NUMBER_FIELDS
-        ),
-    ),
-    Rule("missing_price", "open, high, low or close missing", AnyMissing(schema.PRICE_FIELDS)),
-    Rule("missing_volume", "volume missing", AnyMissing(("volume",))),
-    Rule(
-        "non_positive_price",
-        "open, high, low, close or (when present) adj_close <= 0",
-        AnyCompare((*schema.PRICE_FIELDS, "adj_close"), "<=", 0.0),
-    ),
-    Rule("high_below_low", "high < low", FieldCompare("high", "<", "low")),
-    Rule(
-        "open_outside_range",
-        "open outside [low, high] beyond the relative tolerance",
-        OutsideRange("open", "low", "high", REL_TOLERANCE),
-    ),
-    Rule(
-        "close_outside_range",
-        "close outside [low, high] beyond the relative tolerance",
-        OutsideRange("close", "low", "high", REL_TOLERANCE),
-    ),
-    Rule("negative_volume", "volume < 0", AnyCompare(("volume",), "<", 0.0)),
-    Rule("weekend_date", "the date is a Saturday or Sunday", WeekdayIn("trade_date", (6, 7))),
-    Rule(
-        "duplicate",
-        "several rows for one (source, symbol, trade_date) that disagree",
-        GroupConflict(
-            keys=("source", "symbol", "trade_date"),
-            compare=COMPARE_FIELDS,
-            keep_order=("source_file", "line_no"),
-        ),
-    ),
-    Rule("future_date", "the date is after the run's as-of date", AfterAsOf("trade_date")),
-)
-"""The rules, in ``schema.REASON_CODES`` order (the order reasons are reported in)."""
-
-if tuple(r.code for r in RULES) != schema.REASON_CODES:  # pragma: no cover - import-time guard
-    raise RuntimeError("quality.RULES and schema.REASON_CODES disagree")
-
-
-# --------------------------------------------------------------------------------------
-# Polars compiler
-# --------------------------------------------------------------------------------------
-
-# Helper columns of the parsed frame (prefixed so they never clash with bronze names).
-ROW = "__row"
-ARITY_OK = "__arity_ok"
-DATE = "__date"
-DUP = "__duplicate"
-COLLAPSED = "__collapsed"
-KEY = "__key"
-CLEAN = "__clean"
-QUARANTINED = "__quarantined"
-
-
-def num_col(name: str) -> str:
-    """Column holding the parsed (finite) value of number field ``name``, null if not parsed."""
-    return f"__num_{name}"
-
-
-def bad_col(name: str) -> str:
-    """Column that is true when field ``name`` has text that does not parse."""
-    return f"__bad_{name}"
-
-
-def flag_col(code: str) -> str:
-    """Boolean column of reason ``code``."""
-    return f"__r_{code}"
+SILVER_SCHEMA = pl.Schema(schema.SILVER_BARS)
+QUARANTINE_SCHEMA = pl.Schema(schema.QUARANTINE)
+BRONZE_SCHEMA = pl.Schema(schema.BRONZE_BARS)
 
 
 def _blank(name: str) -> pl.Expr:
@@ -301,7 +115,7 @@ def parse(bronze: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-_KEY_BITS = 32
+KEY_BITS = 32
 """Bits of the packed key left for symbol and source ranks (the date takes the other 32)."""
 
 
@@ -321,11 +135,11 @@ def _packed_key(sym_bits: int, src_bits: int) -> pl.Expr:
     """u64 ``symbol rank | date | source rank`` on rows where all three are present.
 
     Ranks are lexical (Polars' byte-wise string order), so the key orders like
-    (symbol, trade_date, source). When the ranks don't fit in ``_KEY_BITS``, a
+    (symbol, trade_date, source). When the ranks don't fit in ``KEY_BITS``, a
     dense rank of the three columns (slower, same order) stands in.
     """
     eligible = pl.col(ARITY_OK) & ~_blank("symbol") & ~_blank("source") & pl.col(DATE).is_not_null()
-    if src_bits + sym_bits > _KEY_BITS:
+    if src_bits + sym_bits > KEY_BITS:
         return pl.when(eligible).then(
             pl.struct("symbol", DATE, "source").rank("dense").cast(pl.UInt64)
         )
@@ -341,16 +155,6 @@ def _value(name: str) -> pl.Expr:
     if name == "trade_date":
         return pl.col(DATE)
     return pl.col(num_col(name))
-
-
-def _compare(left: pl.Expr, op: Op, right: pl.Expr) -> pl.Expr:
-    if op == "<":
-        return left < right
-    if op == "<=":
-        return left <= right
-    if op == ">":
-        return left > right
-    return left >= right
 
 
 def _any(exprs: list[pl.Expr]) -> pl.Expr:
@@ -378,9 +182,9 @@ def compile_rule(rule: Rule, *, as_of: date) -> pl.Expr:
     elif isinstance(c, AnyMissing):
         expr = pl.col(ARITY_OK) & _any([_blank(n) for n in c.fields])
     elif isinstance(c, AnyCompare):
-        expr = _any([_compare(_value(n), c.op, pl.lit(c.threshold)) for n in c.fields])
+        expr = _any([compare(_value(n), c.op, pl.lit(c.threshold)) for n in c.fields])
     elif isinstance(c, FieldCompare):
-        expr = _compare(_value(c.left), c.op, _value(c.right))
+        expr = compare(_value(c.left), c.op, _value(c.right))
     elif isinstance(c, OutsideRange):
         lo, hi, v = _value(c.low), _value(c.high), _value(c.field)
         tol = pl.max_horizontal(lo.abs(), hi.abs()) * c.rel_tol
@@ -402,16 +206,9 @@ def compile_rule(rule: Rule, *, as_of: date) -> pl.Expr:
     return expr.fill_null(False).alias(flag_col(rule.code))
 
 
-def _group_rule() -> GroupConflict:
-    for r in RULES:
-        if isinstance(r.check, GroupConflict):
-            return r.check
-    raise RuntimeError("RULES declare no GroupConflict")  # pragma: no cover
-
-
 def _duplicates(work: pl.DataFrame) -> tuple[pl.Series, pl.Series]:
     """Row ids of conflicting duplicates and of collapsed twins (the kept twin excluded)."""
-    g = _group_rule()
+    g = group_rule()
     keys = [DATE if k == "trade_date" else k for k in g.keys]
     empty = pl.Series(ROW, [], dtype=pl.UInt32)
     # Nearly every key is unique: find the few repeated ones on the sorted packed
@@ -448,10 +245,6 @@ def _duplicates(work: pl.DataFrame) -> tuple[pl.Series, pl.Series]:
 # --------------------------------------------------------------------------------------
 
 
-class ValidationInvariantError(RuntimeError):
-    """Internal error: a row was lost or counted twice (a bug, never bad input)."""
-
-
 @dataclass
 class ValidationResult:
     """Outcome of :func:`validate` for one bucket of bronze rows.
@@ -472,23 +265,6 @@ class ValidationResult:
     quarantine: pl.DataFrame
     counts: dict[str, Any]
     winners: dict[str, str] = field(default_factory=dict)
-
-
-def _polars_schema(s: pa.Schema) -> pl.Schema:
-    return pl.Schema(pl.from_arrow(s.empty_table()).schema)  # type: ignore[union-attr]
-
-
-SILVER_SCHEMA = _polars_schema(schema.SILVER_BARS)
-QUARANTINE_SCHEMA = _polars_schema(schema.QUARANTINE)
-BRONZE_SCHEMA = _polars_schema(schema.BRONZE_BARS)
-
-
-def source_rank(source: str, source_priority: list[str]) -> tuple[int, str]:
-    """Sort key of a source: its place in ``source_priority`` (unlisted: after all), then name."""
-    try:
-        return (source_priority.index(source), source)
-    except ValueError:
-        return (len(source_priority), source)
 
 
 def choose_winners(pairs: pl.DataFrame, source_priority: list[str]) -> dict[str, str]:
@@ -553,49 +329,8 @@ def validate(
     listed ones, by name.
     """
     bronze = _check_input(bronze)
-    work = parse(bronze)
-    dup_rows, collapsed_rows = _duplicates(work)
-    flags = [flag_col(r.code) for r in RULES]
-    work = (
-        work.lazy()
-        .with_columns(
-            pl.col(ROW).is_in(dup_rows.implode()).alias(DUP),
-            pl.col(ROW).is_in(collapsed_rows.implode()).alias(COLLAPSED),
-        )
-        .with_columns(compile_rule(r, as_of=as_of) for r in RULES)
-        # Collapsed twins are not validated: their kept twin carries their verdict.
-        .with_columns(
-            (~pl.col(COLLAPSED) & pl.any_horizontal(flags)).alias(QUARANTINED),
-            (~pl.col(COLLAPSED) & ~pl.any_horizontal(flags)).alias(CLEAN),
-        )
-        .collect()
-    )
-    reasons = pl.concat_list(
-        [pl.when(pl.col(flag_col(r.code))).then(pl.lit(r.code)) for r in RULES]
-    ).list.drop_nulls()
-    lazy = work.lazy()
-    clean, quarantine, per_file_df, reason_df = pl.collect_all(
-        [
-            lazy.filter(pl.col(CLEAN)).select(
-                "symbol",
-                pl.col(DATE).alias("trade_date"),
-                *[pl.col(num_col(n)).alias(n) for n in NUMBER_FIELDS],
-                "source",
-                "is_adjusted",
-                pl.lit(False).alias("superseded"),
-                "source_file",
-                "line_no",
-                KEY,
-            ),
-            lazy.filter(pl.col(QUARANTINED))
-            .sort("source_file", "line_no", ROW, nulls_last=True, maintain_order=True)
-            .select(
-                *[n for n in QUARANTINE_SCHEMA.names() if n != "reasons"], reasons.alias("reasons")
-            ),
-            _per_file(lazy),
-            lazy.filter(pl.col(QUARANTINED)).select(pl.col(flags).sum()),
-        ]
-    )
+    work, collapsed_rows = _flagged(bronze, as_of)
+    clean, quarantine, per_file_df, reason_df = _split(work)
     clean = clean.select(*SILVER_SCHEMA.names(), KEY)  # column order of the contract
     pairs = _symbol_sources(clean)
     winners = choose_winners(pairs, source_priority)
@@ -619,8 +354,64 @@ def validate(
         "health": _health(clean.filter(~superseded), is_session),
         "per_file": per_file,
     }
-    _reconcile(counts)
+    reconcile(counts)
     return ValidationResult(clean=clean, quarantine=quarantine, counts=counts, winners=winners)
+
+
+def _flagged(bronze: pl.DataFrame, as_of: date) -> tuple[pl.DataFrame, pl.Series]:
+    """Parsed rows with every rule's flag and ``__clean`` / ``__quarantined``; and the row
+    ids of the collapsed twins."""
+    work = parse(bronze)
+    dup_rows, collapsed_rows = _duplicates(work)
+    flags = [flag_col(r.code) for r in RULES]
+    work = (
+        work.lazy()
+        .with_columns(
+            pl.col(ROW).is_in(dup_rows.implode()).alias(DUP),
+            pl.col(ROW).is_in(collapsed_rows.implode()).alias(COLLAPSED),
+        )
+        .with_columns(compile_rule(r, as_of=as_of) for r in RULES)
+        # Collapsed twins are not validated: their kept twin carries their verdict.
+        .with_columns(
+            (~pl.col(COLLAPSED) & pl.any_horizontal(flags)).alias(QUARANTINED),
+            (~pl.col(COLLAPSED) & ~pl.any_horizontal(flags)).alias(CLEAN),
+        )
+        .collect()
+    )
+    return work, collapsed_rows
+
+
+def _split(work: pl.DataFrame) -> list[pl.DataFrame]:
+    """[clean rows (+ the packed key), quarantined rows with their reasons, per-file
+    counts, reason counts] of the flagged rows, in one collect."""
+    reasons = pl.concat_list(
+        [pl.when(pl.col(flag_col(r.code))).then(pl.lit(r.code)) for r in RULES]
+    ).list.drop_nulls()
+    lazy = work.lazy()
+    return pl.collect_all(
+        [
+            lazy.filter(pl.col(CLEAN)).select(
+                "symbol",
+                pl.col(DATE).alias("trade_date"),
+                *[pl.col(num_col(n)).alias(n) for n in NUMBER_FIELDS],
+                "source",
+                "is_adjusted",
+                pl.lit(False).alias("superseded"),
+                "source_file",
+                "line_no",
+                KEY,
+            ),
+            lazy.filter(pl.col(QUARANTINED))
+            .sort("source_file", "line_no", ROW, nulls_last=True, maintain_order=True)
+            .select(
+                *[n for n in QUARANTINE_SCHEMA.names() if n != "reasons"], reasons.alias("reasons")
+            ),
+            _per_file(lazy),
+            lazy.filter(pl.col(QUARANTINED)).select(
+                pl.col([flag_col(r.code) for r in RULES]).sum()
+            ),
+        ]
+    )
 
 
 def _per_file(work: pl.LazyFrame) -> pl.LazyFrame:
@@ -637,10 +428,7 @@ def _per_file(work: pl.LazyFrame) -> pl.LazyFrame:
         work.group_by(pl.col("source_file").rle_id().alias("__run"))
         .agg(pl.col("source_file").first(), *sums)
         .group_by("source_file")
-        .agg(
-            pl.col(n).sum()
-            for n in ("rows_in", "rows_clean", "rows_quarantined", "rows_deduplicated")
-        )
+        .agg(pl.col(n).sum() for n in ROW_COUNTS)
         .sort("source_file", nulls_last=True)
     )
 
@@ -673,26 +461,3 @@ def _sort_silver(clean: pl.DataFrame) -> pl.DataFrame:
     if not bool((key > key.shift(1)).fill_null(True).all()):
         clean = clean.sort(KEY)
     return clean.drop(KEY)
-
-
-def _reconcile(counts: dict[str, Any]) -> None:
-    """Raise ValidationInvariantError unless every row is in exactly one place."""
-
-    def check(where: str, c: dict[str, Any]) -> None:
-        total = c["rows_clean"] + c["rows_quarantined"] + c["rows_deduplicated"]
-        if c["rows_in"] != total:
-            raise ValidationInvariantError(
-                f"{where}: rows_in={c['rows_in']} != rows_clean={c['rows_clean']} + "
-                f"rows_quarantined={c['rows_quarantined']} + "
-                f"rows_deduplicated={c['rows_deduplicated']} (a validation bug)"
-            )
-
-    check("all files", counts)
-    for name, c in counts["per_file"].items():
-        check(f"file {name!r}", c)
-    sums = {
-        k: sum(c[k] for c in counts["per_file"].values())
-        for k in ("rows_in", "rows_clean", "rows_quarantined", "rows_deduplicated")
-    }
-    if any(sums[k] != counts[k] for k in sums):
-        raise ValidationInvariantError(f"per-file counts {sums} do not add up to {counts}")

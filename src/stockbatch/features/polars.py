@@ -1,4 +1,4 @@
-"""The embedded feature engine: compiles :mod:`stockbatch.features.catalog` to Polars.
+"""The features compiled to Polars (the embedded default): :mod:`stockbatch.features.catalog`.
 
 One compiler function per catalog kind turns a :class:`FeatureDef` into a Polars
 expression; :func:`compute_daily` and :func:`compute_quarterly` only arrange
@@ -552,8 +552,8 @@ def compute_daily(
     return daily_lazy(bars, carry, with_state=with_state).collect()
 
 
-_DAILY_SCHEMA = pl.DataFrame(schema.DAILY_FEATURES.empty_table()).schema
-_QUARTERLY_SCHEMA = pl.DataFrame(schema.QUARTERLY_FEATURES.empty_table()).schema
+_DAILY_SCHEMA = pl.Schema(schema.DAILY_FEATURES)
+_QUARTERLY_SCHEMA = pl.Schema(schema.QUARTERLY_FEATURES)
 
 
 def _casts(target: pl.Schema) -> list[pl.Expr]:

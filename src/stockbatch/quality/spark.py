@@ -1,40 +1,16 @@
-"""Validation bronze -> silver (FEATURES.md sections 4 and 5), Spark engine.
+"""Validation bronze -> silver (FEATURES.md sections 4 and 5) compiled to Spark.
 
-Compiles the very declarations of :mod:`stockbatch.quality` (``RULES``,
-``NUMBER_PATTERN``, ``DATE_PATTERN``, ``MIN_DATE``, ``JUMP_FACTOR``, ...) to
-Spark ``Column`` expressions; nothing here restates a rule. The result has
-the same rows, reasons and counts as :func:`stockbatch.quality.validate`.
-
-Where Spark and Polars differ and how the compiler closes the gap:
-
-* Regex: Spark's ``rlike`` is Java's ``Pattern.find``, Polars' is Rust's regex.
-  The declared patterns are ASCII-only and anchored ``^...$``; in Java, ``$``
-  also matches before a final line terminator (``"1.5\\n"`` would match), so the
-  trailing ``$`` compiles to ``\\z`` (end of input, Rust's ``$``).
-* Numbers: a field parses when it matches the grammar and ``try_cast`` to double
-  gives a finite value (Java's ``parseDouble`` is correctly rounded like Rust's;
-  the grammar gate keeps out what Java alone would take: ``1d``, ``0x1p3``,
-  surrounding blanks, which Spark's cast trims).
-* Dates: after the pattern gate, year/month/day are checked arithmetically
-  (month 1-12, day within the proleptic-Gregorian month, year >= ``MIN_DATE``'s)
-  before ``make_date``: ``2017-02-30`` and ``0000-01-01`` are unparseable
-  whatever Spark's ANSI mode or datetime parser policy.
-* ISO weekday: Spark's ``weekday`` is Monday = 0, the declaration Monday = 1.
-* Nulls: every rule is ``coalesce(expr, false)`` like Polars' ``fill_null``.
-
-Spark jobs: :func:`validate` is lazy for ``clean`` and ``quarantine``; the
-``counts`` (and ``winners``) come from ONE aggregation job, grouped by
-(source_file, symbol, source): the per-file counts, every reason count, the
-zero-volume/off-calendar/suspect-jump health counts (the latter over the
-clean rows of each (symbol, source), which are exactly the non-superseded rows
-of a winning source) and the clean (symbol, source) pairs that decide the
-winners are all sums over those few groups (about one per file).
+Compiles the very declarations of :mod:`stockbatch.quality.rules` to Spark
+``Column`` expressions; nothing here restates a rule. The result has the same
+rows, reasons and counts as :func:`stockbatch.quality.polars.validate`. Where
+Spark and Polars differ (regex anchors, number and date parsing, weekday
+numbering) and how its Spark jobs are laid out: docs/design/spark.md.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -45,7 +21,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from stockbatch import schema
-from stockbatch.quality import (
+from stockbatch.quality.rules import (
     ARITY_OK,
     CLEAN,
     COLLAPSED,
@@ -56,24 +32,28 @@ from stockbatch.quality import (
     MIN_DATE,
     NUMBER_FIELDS,
     NUMBER_PATTERN,
+    QUARANTINE_ORDER,
     QUARANTINED,
     ROW,
+    ROW_COUNTS,
     RULES,
+    SILVER_ORDER,
     AfterAsOf,
     AnyCompare,
     AnyMissing,
     FieldCompare,
     GroupConflict,
-    Op,
     OutsideRange,
     Rule,
     Unparseable,
     ValidationInvariantError,
     WeekdayIn,
-    _reconcile,
     bad_col,
+    compare,
     flag_col,
+    group_rule,
     num_col,
+    reconcile,
     source_rank,
 )
 
@@ -111,12 +91,6 @@ def spark_schema(arrow_schema: Any) -> T.StructType:
 BRONZE_SPARK = spark_schema(schema.BRONZE_BARS)
 SILVER_SPARK = spark_schema(schema.SILVER_BARS)
 QUARANTINE_SPARK = spark_schema(schema.QUARANTINE)
-
-SILVER_ORDER = ("symbol", "trade_date", "source")
-"""Sort order of silver bars (unique on clean rows), as in the Polars engine."""
-QUARANTINE_ORDER = ("source_file", "line_no")
-"""Sort order of quarantined rows (nulls last; ties in arrival order)."""
-
 
 # --------------------------------------------------------------------------------------
 # Compiler
@@ -175,7 +149,7 @@ def _parse_date(text: Column) -> Column:
 
 def parse(bronze: DataFrame) -> DataFrame:
     """``bronze`` plus a row id and the parsed helper columns the compiled rules read
-    (the same names as :func:`stockbatch.quality.parse`)."""
+    (the same names as :func:`stockbatch.quality.polars.parse`)."""
     cols: list[Column] = [
         F.monotonically_increasing_id().alias(ROW),
         F.col("raw_line").isNull().alias(ARITY_OK),
@@ -194,16 +168,6 @@ def parse(bronze: DataFrame) -> DataFrame:
 
 def _value(name: str) -> Column:
     return F.col(DATE) if name == "trade_date" else F.col(num_col(name))
-
-
-def _compare(left: Column, op: Op, right: Column) -> Column:
-    if op == "<":
-        return left < right
-    if op == "<=":
-        return left <= right
-    if op == ">":
-        return left > right
-    return left >= right
 
 
 def _any(exprs: list[Column]) -> Column:
@@ -233,9 +197,9 @@ def compile_rule(rule: Rule, *, as_of: date) -> Column:
     elif isinstance(c, AnyMissing):
         expr = F.col(ARITY_OK) & _any([_blank(n) for n in c.fields])
     elif isinstance(c, AnyCompare):
-        expr = _any([_compare(_value(n), c.op, F.lit(c.threshold)) for n in c.fields])
+        expr = _any([compare(_value(n), c.op, F.lit(c.threshold)) for n in c.fields])
     elif isinstance(c, FieldCompare):
-        expr = _compare(_value(c.left), c.op, _value(c.right))
+        expr = compare(_value(c.left), c.op, _value(c.right))
     elif isinstance(c, OutsideRange):
         lo, hi, v = _value(c.low), _value(c.high), _value(c.field)
         tol = F.greatest(F.abs(lo), F.abs(hi)) * c.rel_tol
@@ -254,13 +218,6 @@ def compile_rule(rule: Rule, *, as_of: date) -> Column:
         # A wrong-arity row's fields are unknown, not missing: it is only unparseable.
         expr = F.col(ARITY_OK) & expr
     return F.coalesce(expr, F.lit(False)).alias(flag_col(rule.code))
-
-
-def _group_rule() -> GroupConflict:
-    for r in RULES:
-        if isinstance(r.check, GroupConflict):
-            return r.check
-    raise RuntimeError("RULES declare no GroupConflict")  # pragma: no cover
 
 
 def _compare_key(names: Sequence[str]) -> Column:
@@ -294,7 +251,7 @@ def _with_duplicates(work: DataFrame) -> DataFrame:
     ``n_unique > 1`` of (number, unparseable text) per field) are not all
     equal, i.e. min != max. The kept twin is the first by ``keep_order``.
     """
-    g = _group_rule()
+    g = group_rule()
     keys = [DATE if k == "trade_date" else k for k in g.keys]
     # symbol first: the lake job partitions by symbol, so this window needs no shuffle.
     keys = sorted(keys, key=lambda k: k != "symbol")
@@ -404,7 +361,7 @@ def clean_rows(
 
 @dataclass
 class SparkValidation:
-    """Outcome of :func:`validate`, as :class:`stockbatch.quality.ValidationResult`.
+    """Outcome of :func:`validate`, as :class:`stockbatch.quality.polars.ValidationResult`.
 
     ``clean``: ``schema.SILVER_BARS`` columns, superseded rows included and
     flagged; ``quarantine``: ``schema.QUARANTINE`` columns, ``reasons`` in
@@ -458,7 +415,7 @@ def counts_frame(work: DataFrame, sessions: Sequence[date] | None) -> DataFrame:
     """One row per (source_file, symbol, source): every sum the counts need (a small frame)."""
     c = F.col(num_col("close"))
     adj = F.col(num_col("adj_close"))
-    # c = close * factor (close > 0 on clean rows), as quality._health.
+    # c = close * factor (close > 0 on clean rows), as the Polars engine's health count.
     cadj = c * F.coalesce(adj / c, F.lit(1.0))
     # Clean rows of one (symbol, source), by date: for the winning source these are
     # exactly the non-superseded rows the Polars engine scans for jumps.
@@ -517,7 +474,7 @@ def summarize(rows: list[Any], *, with_calendar: bool, source_priority: list[str
     winners = {sym: rank[1] for sym, rank in sorted(best.items())}
     per_file: dict[str | None, dict[str, int]] = {}
     reasons = dict.fromkeys((r.code for r in RULES), 0)
-    totals = dict.fromkeys(("rows_in", "rows_clean", "rows_quarantined", "rows_deduplicated"), 0)
+    totals = dict.fromkeys(ROW_COUNTS, 0)
     health = {"zero_volume": 0, "off_calendar": 0, "suspect_jump": 0}
     superseded = 0
     losers: set[tuple[str, str]] = set()
@@ -547,8 +504,30 @@ def summarize(rows: list[Any], *, with_calendar: bool, source_priority: list[str
         "health": {**health, "off_calendar": health["off_calendar"] if with_calendar else None},
         "per_file": per_file,
     }
-    _reconcile(counts)
+    reconcile(counts)
     return CountsSummary(counts, winners, sorted(losers), first, last)
+
+
+def summarize_buckets(
+    rows: list[Any],
+    bucket_of: Callable[[str | None], int],
+    buckets: Iterable[int],
+    *,
+    source_priority: list[str],
+) -> dict[int, CountsSummary]:
+    """:func:`summarize` of each bucket's rows alone (``bucket_of``: a row's symbol -> its
+    bucket; every bucket in ``buckets`` is listed, an empty one with zero counts).
+
+    A symbol's rows are all in one bucket, so each bucket's winners are the
+    winners of its symbols over all rows.
+    """
+    by: dict[int, list[Any]] = {b: [] for b in buckets}
+    for r in rows:
+        by[bucket_of(r["symbol"])].append(r)
+    return {
+        b: summarize(part, with_calendar=True, source_priority=source_priority)
+        for b, part in by.items()
+    }
 
 
 def validate(
@@ -559,7 +538,7 @@ def validate(
     source_priority: list[str],
     persist: bool = True,
 ) -> SparkValidation:
-    """Validate bronze rows (every row of each of their symbols) like ``quality.validate``.
+    """Validate bronze rows (every row of each of their symbols) like the Polars ``validate``.
 
     ``sessions``: the exchange sessions (e.g. ``SessionCalendar.sessions``) for
     the ``off_calendar`` health count; ``None`` reports it as ``None``. A
@@ -602,5 +581,6 @@ __all__ = [
     "quarantine_rows",
     "spark_schema",
     "summarize",
+    "summarize_buckets",
     "validate",
 ]

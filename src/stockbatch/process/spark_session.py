@@ -1,0 +1,95 @@
+"""Starting Spark for the process stage: a local (or cluster) session, or spark-submit's."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from stockbatch.settings import Settings
+
+
+class SparkUnavailableError(RuntimeError):
+    """No Java runtime, or the Spark session could not start."""
+
+
+JAVA_HINT = (
+    "the Spark engine needs a Java 17 runtime (Debian/Ubuntu: `apt-get install "
+    "openjdk-17-jre-headless`; or set JAVA_HOME) and PySpark (`pip install -e '.[spark]'`, "
+    "pinned in requirements.lock)"
+)
+
+
+def spark_session(
+    master: str = "local[*]",
+    app_name: str = "stockbatch",
+    conf: Mapping[str, str] | None = None,
+) -> Any:
+    """A SparkSession for the Spark engine (local by default; a cluster URL works too).
+
+    Python workers run this interpreter (``PYSPARK_PYTHON``/``PYSPARK_DRIVER_PYTHON``
+    are set to ``sys.executable`` when unset: the ``spark.pyspark.python``
+    setting alone is not honoured in local mode, measured). Arrow transfers on,
+    UTC session time zone (dates must not shift), UI off, shuffle partitions
+    ``2 * cores`` in local mode, quiet logs. ``conf`` overrides any of these
+    (e.g. ``spark.driver.memory``, which only applies to a new JVM). Raises
+    :class:`SparkUnavailableError` with what to install when Java is missing
+    or the session does not start.
+    """
+    from pyspark.sql import SparkSession  # ImportError without PySpark, before the Java check
+
+    if not os.environ.get("JAVA_HOME") and shutil.which("java") is None:
+        raise SparkUnavailableError(f"no `java` on PATH and JAVA_HOME unset: {JAVA_HINT}")
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    settings: dict[str, str] = {
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.pyspark.python": sys.executable,
+        "spark.pyspark.driver.python": sys.executable,
+    }
+    if master.startswith("local"):
+        cores = _local_cores(master)
+        settings.update(
+            {
+                "spark.sql.shuffle.partitions": str(2 * cores),
+                "spark.default.parallelism": str(cores),
+                "spark.driver.host": "127.0.0.1",
+                "spark.driver.bindAddress": "127.0.0.1",
+            }
+        )
+    settings.update(conf or {})
+    builder = SparkSession.builder.master(master).appName(app_name)
+    for k, v in settings.items():
+        builder = builder.config(k, v)
+    try:
+        session = builder.getOrCreate()
+    except Exception as e:  # the JVM gateway raises plain Exceptions/RuntimeErrors
+        raise SparkUnavailableError(f"could not start Spark ({e}); {JAVA_HINT}") from e
+    session.sparkContext.setLogLevel("ERROR")
+    return session
+
+
+def session_for(settings: Settings) -> Any:
+    """The session for ``settings.process`` (master, extra conf); under ``spark-submit``
+    (:mod:`stockbatch.spark_submit`), the session it made, with its master and resources."""
+    if os.environ.get("STOCKBATCH_SPARK_SUBMIT"):
+        from pyspark.sql import SparkSession
+
+        return SparkSession.builder.getOrCreate()
+    p = settings.process
+    return spark_session(master=p.spark_master, conf=p.spark_conf)
+
+
+def _local_cores(master: str) -> int:
+    inner = master[len("local") :].strip("[]").split(",")[0]
+    if inner in ("", "*"):
+        return os.cpu_count() or 1
+    try:
+        return max(1, int(inner))
+    except ValueError:
+        return os.cpu_count() or 1
