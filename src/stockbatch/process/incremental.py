@@ -105,7 +105,9 @@ class _Validated:
     """What the validation pass leaves for the features pass."""
 
     rebuild: list[int]
+    """Buckets validated and computed again in full."""
     append: list[int]
+    """Buckets with new rows to append."""
     part: str
     """File name of the parts this run appends."""
     bucket_counts: dict[str, dict[str, Any]]
@@ -113,12 +115,15 @@ class _Validated:
     symbols: pl.DataFrame
     """The symbol state after this run."""
     new_state: list[pl.DataFrame] = field(default_factory=list)
+    """The symbol state of each bucket validated this run (whole, or the new rows')."""
     live: dict[int, pl.DataFrame] = field(default_factory=dict)
     """Per appended bucket: its new clean, non-superseded rows."""
     tails: dict[int, pl.DataFrame] = field(default_factory=dict)
     """Per appended bucket with such rows: its stored tail."""
     rebuilt_state: pl.DataFrame = field(default_factory=pl.DataFrame)
+    """The symbol state of the rebuilt buckets."""
     appended_state: pl.DataFrame = field(default_factory=pl.DataFrame)
+    """The symbol state of the appended rows alone."""
     prior: pl.DataFrame = field(default_factory=pl.DataFrame)
     """The stored state of the appended symbols, before this run."""
     dataset_last: dt.date = dt.date.min
@@ -165,6 +170,7 @@ def _validation_pass(
 
 
 def _revalidate_bucket(ctx: StageContext, v: _Validated, b: int, bronze: pl.DataFrame) -> None:
+    """Silver of bucket ``b`` from all its bronze rows; its counts and winners replaced."""
     res, st = rebuild_bucket_silver(ctx, b, bronze)
     v.bucket_counts[str(b)] = as_stored(res.counts)
     v.winners = {s: w for s, w in v.winners.items() if symbol_bucket(s, ctx.buckets) != b}
