@@ -73,7 +73,7 @@ daily_bars = sa.Table(
     metadata,
     sa.Column("symbol", SYMBOL, primary_key=True),
     sa.Column("trade_date", sa.Date(), primary_key=True),
-    _double("open", nullable=False),
+    _double("open"),  # nullable: "not recorded" (contract v2, migration 0003)
     _double("high", nullable=False),
     _double("low", nullable=False),
     _double("close", nullable=False),
@@ -82,6 +82,7 @@ daily_bars = sa.Table(
     sa.Column("source", sa.String(32), nullable=False),
     # Mirrors the silver validation (FEATURES.md section 4): non_positive_price, high_below_low,
     # negative_volume. adj_close is not checked because validation does not refuse it either.
+    # A null open passes the first check (unknown is accepted), a zero or negative one does not.
     sa.CheckConstraint("open > 0 AND high > 0 AND low > 0 AND close > 0", name="prices_positive"),
     sa.CheckConstraint("high >= low", name="high_not_below_low"),
     sa.CheckConstraint("volume >= 0", name="volume_not_negative"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from alembic.migration import MigrationContext
 import stockbatch
 from stockbatch.warehouse import db, models
 
-HEAD = "0002"  # the newest migration
+HEAD = "0003"  # the newest migration
 
 TABLES = {
     "instruments",
@@ -111,5 +112,39 @@ def test_alembic_cli_with_the_packaged_ini(url: str, tmp_path: Path) -> None:
     try:
         assert db.current_revision(engine) == HEAD
         assert set(sa.inspect(engine).get_table_names()) >= TABLES
+    finally:
+        engine.dispose()
+
+
+def test_v1_warehouse_with_bars_upgrades_to_a_nullable_open(url: str) -> None:
+    # Contract v2 (0003): a v1 warehouse keeps its rows; a null open is stored, a zero or
+    # negative open is still refused by the CHECK constraint.
+    db.migrate(url, "0002")
+    engine = db.engine_for(url)
+    bar = {"symbol": "A", "high": 2.0, "low": 1.0, "close": 1.5, "volume": 10.0, "source": "s"}
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                models.daily_bars.insert(),
+                [{**bar, "trade_date": dt.date(2020, 1, 2), "open": 1.2}],
+            )
+        db.migrate(url)
+        with engine.begin() as conn:
+            conn.execute(
+                models.daily_bars.insert(),
+                [{**bar, "trade_date": dt.date(2020, 1, 3), "open": None}],
+            )
+            rows = conn.execute(sa.select(models.daily_bars.c.open).order_by("trade_date")).all()
+        assert [r.open for r in rows] == [1.2, None]
+        for bad in (0.0, -1.0):
+            try:
+                with engine.begin() as conn:
+                    conn.execute(
+                        models.daily_bars.insert(),
+                        [{**bar, "trade_date": dt.date(2020, 1, 6), "open": bad}],
+                    )
+            except sa.exc.IntegrityError:
+                continue
+            raise AssertionError(f"open={bad} was stored")
     finally:
         engine.dispose()
