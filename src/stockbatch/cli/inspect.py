@@ -227,7 +227,10 @@ def export_quarterly(
         bool, typer.Option("--complete-only", help="Drop quarter-to-date (incomplete) rows.")
     ] = False,
 ) -> None:
-    """Export the quarterly ML table (FEATURES.md section 3) from the warehouse."""
+    """Export the quarterly ML table from the warehouse.
+
+    Columns (features, meta, the label) and the no-look-ahead rules: docs/data.md.
+    """
     s = cli_settings(home, warehouse=warehouse, quiet=True)
     suffix = _export_target(out_path)
     n = guard(lambda: export.export_quarterly(s, out_path, suffix, complete_only=complete_only))
@@ -241,7 +244,7 @@ def export_daily(
     home: HomeOpt = None,
     warehouse: WarehouseOpt = None,
 ) -> None:
-    """Export daily bars + features (FEATURES.md section 2) from the warehouse."""
+    """Export daily bars + features from the warehouse (every column: docs/data.md)."""
     s = cli_settings(home, warehouse=warehouse, quiet=True)
     suffix = _export_target(out_path)
     syms = [x.strip().upper() for x in symbols.split(",")] if symbols else None
