@@ -167,8 +167,11 @@ class LoadResult:
 
     @property
     def rows_changed(self) -> int:
-        """Inserted plus updated rows over all tables."""
-        return sum(t.get("inserted", 0) + t.get("updated", 0) for t in self.tables.values())
+        """Inserted, updated and deleted rows over all tables."""
+        return sum(
+            t.get("inserted", 0) + t.get("updated", 0) + t.get("deleted", 0)
+            for t in self.tables.values()
+        )
 
     @property
     def search_stale(self) -> bool:
@@ -184,8 +187,9 @@ class LoadResult:
         else:
             per = ", ".join(
                 f"{name} +{t.get('inserted', 0):,}/~{t.get('updated', 0):,}"
+                + (f"/-{t['deleted']:,}" if t.get("deleted") else "")
                 for name, t in self.tables.items()
-                if t.get("inserted", 0) or t.get("updated", 0)
+                if t.get("inserted", 0) or t.get("updated", 0) or t.get("deleted", 0)
             )
             line = f"load: {self.rows_changed:,} rows changed ({per}) in {self.duration_s:.1f}s"
         if self.search is None:

@@ -7,9 +7,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from stockbatch import lake, schema
 from stockbatch.errors import PipelineError
 from stockbatch.lake import gold
+from stockbatch.lake.layout import bucket_of_dir
 from stockbatch.results import LoadResult, Progress, new_run_id, no_progress
 from stockbatch.search import sync
 from stockbatch.settings import Settings
@@ -60,8 +63,15 @@ def _load_warehouse(
     force: bool,
     progress: Progress,
 ) -> None:
-    """The changed gold files, the instruments, quarterly table and quarantine: one
-    transaction; then the record of what was loaded (never before the commit)."""
+    """Make the warehouse mirror gold, in one transaction; then record what was loaded
+    (never before the commit: a failed load is redone in full by the next one).
+
+    A gold bucket that was rebuilt (its first part changed, a part vanished) is
+    mirrored: its symbols' stored rows become exactly the bucket's, so rows that
+    left gold (a corrected date, a shortened file, a removed symbol) are deleted.
+    A bucket that only gained parts (an incremental append) upserts the new parts.
+    The instruments and the quarterly table are mirrored whole when they change.
+    """
     from stockbatch.warehouse import db, loader
 
     urls = resolve_urls(settings)
@@ -71,37 +81,50 @@ def _load_warehouse(
     where = db.display_url(urls.loader)
     layout = lake.layout(settings)
     loaded = lake.read_json(layout.loaded_state)
-    if loaded.get("warehouse_url") != where:
-        loaded = {}
+    if loaded.get("warehouse_url") != where or loaded.get("buckets") != settings.lake.buckets:
+        loaded = {}  # another warehouse, or symbols moved between buckets: mirror everything
     prior: dict[str, str] = {} if force else loaded.get("checksums", {})
+    jobs = _daily_jobs(settings, checksums, prior)
+    result.buckets_unchanged = len(gold.daily_files(settings)) - sum(len(f) for f, _ in jobs)
 
     def add(name: str, stats: Any) -> None:
-        t = result.tables.setdefault(name, {"inserted": 0, "updated": 0, "unchanged": 0})
-        t["inserted"] += stats.inserted
-        t["updated"] += stats.updated
-        t["unchanged"] += stats.unchanged
+        t = result.tables.setdefault(
+            name, {"inserted": 0, "updated": 0, "unchanged": 0, "deleted": 0}
+        )
+        for k in t:
+            t[k] += getattr(stats, k)
 
-    daily_files = gold.daily_files(settings)
-    rel = layout.relative
-    todo = [p for p in daily_files if prior.get(rel(p)) != checksums.get(rel(p))]
-    result.buckets_unchanged = len(daily_files) - len(todo)
-    task = progress("load", len(todo) + 2)
+    task = progress("load", len(jobs) + 2)
     try:
         with loader.run_transaction(db.engine_for(urls.loader)) as tx:
             inst = gold.instruments_table(settings)
-            add("instruments", tx.load_table("instruments", [inst], key=("symbol",)))
-            for p in todo:
-                daily = lake.read_canonical(p, schema.DAILY_FEATURES)
+            add("instruments", tx.load_table("instruments", [inst], key=("symbol",), replace=True))
+            stored = tx.stored_values("daily_bars", "symbol") if jobs else set()
+            stored |= tx.stored_values("daily_features", "symbol") if jobs else set()
+            for files, bucket in jobs:
+                daily = pa.concat_tables(
+                    lake.read_canonical(p, schema.DAILY_FEATURES) for p in files
+                ) if files else schema.DAILY_FEATURES.empty_table()  # fmt: skip
+                scope = None
+                if bucket is not None:
+                    n = settings.lake.buckets
+                    scope = sorted(s for s in stored if lake.symbol_bucket(s, n) == bucket)
                 bars = daily.select(list(schema.DAILY_BAR_COLUMNS))
                 feats = daily.select(["symbol", "trade_date", *schema.DAILY_FEATURE_COLUMNS])
                 key = ("symbol", "trade_date")
-                add("daily_bars", tx.load_table("daily_bars", [bars], key=key))
-                add("daily_features", tx.load_table("daily_features", [feats], key=key))
-                result.buckets_loaded += 1
+                add("daily_bars", tx.load_table("daily_bars", [bars], key=key, replace=scope))
+                add(
+                    "daily_features",
+                    tx.load_table("daily_features", [feats], key=key, replace=scope),
+                )
+                result.buckets_loaded += len(files)
                 task.advance()
             quarterly = gold.read_quarterly(settings)
             key = ("symbol", "quarter")
-            add("quarterly_features", tx.load_table("quarterly_features", [quarterly], key=key))
+            add(
+                "quarterly_features",
+                tx.load_table("quarterly_features", [quarterly], key=key, replace=True),
+            )
             task.advance()
             quarantine = [
                 lake.read_canonical(p, schema.QUARANTINE)
@@ -111,10 +134,39 @@ def _load_warehouse(
             task.advance()
     finally:
         task.close()
-    # Only after the commit: a failed load is redone in full by the next one.
-    lake.atomic_write_bytes(
-        layout.loaded_state,
-        json.dumps(
-            {"warehouse_url": where, "checksums": checksums, "run_id": result.run_id}
-        ).encode(),
-    )
+    record = {
+        "warehouse_url": where,
+        "buckets": settings.lake.buckets,
+        "checksums": checksums,
+        "run_id": result.run_id,
+    }
+    lake.atomic_write_bytes(layout.loaded_state, json.dumps(record).encode())
+
+
+def _daily_jobs(
+    settings: Settings, checksums: dict[str, str], prior: dict[str, str]
+) -> list[tuple[list[Path], int | None]]:
+    """What to load of the gold daily files: (files, bucket) to mirror a rebuilt bucket,
+    (files, None) to upsert the parts an incremental update added."""
+    layout = lake.layout(settings)
+    rel = layout.relative
+    now: dict[int, list[Path]] = {}
+    for p in gold.daily_files(settings):
+        now.setdefault(bucket_of_dir(p.parent) or 0, []).append(p)
+    daily_prefix = rel(layout.gold_daily) + "/"
+    before: dict[int, set[str]] = {}
+    for name in prior:
+        if name.startswith(daily_prefix):
+            before.setdefault(bucket_of_dir(Path(name).parent) or 0, set()).add(name)
+    mirror_all = not prior
+    buckets = set(now) | set(before) | (set(range(settings.lake.buckets)) if mirror_all else set())
+    jobs: list[tuple[list[Path], int | None]] = []
+    for b in sorted(buckets):
+        files = now.get(b, [])
+        changed = [p for p in files if prior.get(rel(p)) != checksums.get(rel(p))]
+        gone = before.get(b, set()) - {rel(p) for p in files}
+        if mirror_all or gone or any(p.name == lake.FIRST_PART for p in changed):
+            jobs.append((files, b))
+        elif changed:
+            jobs.append((changed, None))
+    return jobs

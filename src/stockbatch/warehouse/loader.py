@@ -41,7 +41,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,7 +67,7 @@ class LoadStats:
     unchanged: int
     seconds: float = field(default=0.0, compare=False)
     deleted: int = 0
-    """Stored rows removed (only ``replace_quarantine`` removes rows)."""
+    """Stored rows removed (``replace_quarantine``, and ``load_table`` with ``replace``)."""
 
     @property
     def rows(self) -> int:
@@ -121,12 +121,19 @@ def _staging_table(table: sa.Table, columns: list[str], key: tuple[str, ...]) ->
     )
 
 
+Replace = Sequence[Any] | bool | None
+"""What a load mirrors: ``None`` upserts only; a list of values of the table's leading key
+column (e.g. symbols) makes the stored rows with those values equal the input (rows
+absent from the input are deleted); ``True`` makes the whole table equal the input."""
+
+
 def load_table(
     engine: sa.Engine,
     table_name: str,
     batches: Batches,
     *,
     key: tuple[str, ...],
+    replace: Replace = None,
 ) -> LoadStats:
     """Upsert Arrow ``batches`` into ``table_name`` in one transaction; count what changed.
 
@@ -134,15 +141,22 @@ def load_table(
     give the columns to write (all batches the same columns; a table column
     they lack keeps its value, except ``updated_at``, which is set on insert
     and on real change). A row whose values all equal the stored ones is
-    ``unchanged`` and is not written. Raises ``DuplicateKeyError`` when the
-    input repeats a key; any error rolls the whole load back.
+    ``unchanged`` and is not written. With ``replace`` (see :data:`Replace`) the
+    stored rows in its scope that the input lacks are deleted (``deleted``), so the
+    table mirrors its source. Raises ``DuplicateKeyError`` when the input repeats
+    a key; any error rolls the whole load back.
     """
     with engine.begin() as conn:
-        return _load_table(conn, table_name, batches, key=key)
+        return _load_table(conn, table_name, batches, key=key, replace=replace)
 
 
 def _load_table(
-    conn: sa.Connection, table_name: str, batches: Batches, *, key: tuple[str, ...]
+    conn: sa.Connection,
+    table_name: str,
+    batches: Batches,
+    *,
+    key: tuple[str, ...],
+    replace: Replace = None,
 ) -> LoadStats:
     table = table_for(table_name)
     pk = tuple(c.name for c in table.primary_key.columns)
@@ -152,12 +166,13 @@ def _load_table(
     chunks = bulk.chunks(batches)
     first = next(chunks, None)
     if first is None:
-        return LoadStats(0, 0, 0, time.perf_counter() - started)
+        deleted = _delete_absent(conn, table, None, key, replace)
+        return LoadStats(0, 0, 0, time.perf_counter() - started, deleted=deleted)
     columns = bulk.columns_of(first, table)
     missing_key = [k for k in key if k not in columns]
     if missing_key:
         raise ValueError(f"key columns {missing_key} are missing from the batches")
-    if _all_new(conn, table, columns, key, batches):
+    if replace is not True and _all_new(conn, table, columns, key, batches):
         # No stored row shares a leading key value with the input: every row is an insert,
         # so COPY goes straight into the table (no staging copy, no merge).
         try:
@@ -168,7 +183,14 @@ def _load_table(
                     f"the batches for {table_name} repeat a key {key}: {exc}"
                 ) from exc
             raise
-        return LoadStats(n, 0, 0, time.perf_counter() - started)
+        # No stored row had the input's leading values: only scope values the input
+        # lacks can have rows to delete.
+        leads = _lead_values(batches, key[0])
+        absent = (
+            None if not isinstance(replace, Sequence) else [v for v in replace if v not in leads]
+        )
+        deleted = _delete_absent(conn, table, None, key, absent)
+        return LoadStats(n, 0, 0, time.perf_counter() - started, deleted=deleted)
 
     stage = _staging_table(table, columns, key)
     stage.drop(conn, checkfirst=True)  # a leftover of a killed load on a pooled connection
@@ -185,8 +207,45 @@ def _load_table(
         # a nested loop for the counting join. (SQLite's plan is right without them.)
         conn.exec_driver_sql(f'ANALYZE "{stage.name}"')
     stats = _merge(conn, table, stage, columns, key)
+    deleted = _delete_absent(conn, table, stage, key, replace)
     stage.drop(conn)
-    return LoadStats(stats[0], stats[1], stats[2], time.perf_counter() - started)
+    return LoadStats(stats[0], stats[1], stats[2], time.perf_counter() - started, deleted=deleted)
+
+
+def _lead_values(batches: Batches, lead: str) -> set[Any]:
+    values: set[Any] = set()
+    for b in batches:
+        values.update(pc.unique(b.column(lead)).to_pylist())
+    return values
+
+
+IN_LIST = 500
+"""Values per ``IN (...)`` list of a scoped delete (SQLite caps bound parameters)."""
+
+
+def _delete_absent(
+    conn: sa.Connection,
+    table: sa.Table,
+    stage: sa.Table | None,
+    key: tuple[str, ...],
+    replace: Replace,
+) -> int:
+    """Delete the stored rows in ``replace``'s scope that the staged input does not hold
+    (all of them when there is no stage: the input had none of the scope's values)."""
+    if replace is None or replace is False:
+        return 0
+    absent: sa.ColumnElement[bool] = sa.true()
+    if stage is not None:
+        on = sa.and_(*[stage.c[k] == table.c[k] for k in key])
+        absent = ~sa.exists(sa.select(sa.literal(1)).select_from(stage).where(on))
+    if replace is True:
+        return int(conn.execute(sa.delete(table).where(absent)).rowcount)
+    scope = sorted(set(replace))
+    deleted = 0
+    for i in range(0, len(scope), IN_LIST):
+        part = table.c[key[0]].in_(scope[i : i + IN_LIST])
+        deleted += int(conn.execute(sa.delete(table).where(part, absent)).rowcount)
+    return deleted
 
 
 def _all_new(
@@ -398,9 +457,11 @@ class WarehouseTransaction:
     def __init__(self, conn: sa.Connection) -> None:
         self.conn = conn
 
-    def load_table(self, table_name: str, batches: Batches, *, key: tuple[str, ...]) -> LoadStats:
+    def load_table(
+        self, table_name: str, batches: Batches, *, key: tuple[str, ...], replace: Replace = None
+    ) -> LoadStats:
         """Upsert ``batches`` into ``table_name`` (see :func:`load_table`)."""
-        return _load_table(self.conn, table_name, batches, key=key)
+        return _load_table(self.conn, table_name, batches, key=key, replace=replace)
 
     def replace_quarantine(self, batches: Batches, *, run_id: str | None = None) -> LoadStats:
         """Make ``quarantine`` hold exactly ``batches`` (see :func:`replace_quarantine`)."""
@@ -409,6 +470,11 @@ class WarehouseTransaction:
     def replace_run_rows(self, table_name: str, run_id: str, batches: Batches) -> int:
         """Replace the rows of ``run_id`` (see :func:`replace_run_rows`)."""
         return _replace_run_rows(self.conn, table_name, run_id, batches)
+
+    def stored_values(self, table_name: str, column: str) -> set[Any]:
+        """The distinct values of one column (e.g. the symbols a table holds)."""
+        col = table_for(table_name).c[column]
+        return set(self.conn.execute(sa.select(col).distinct()).scalars())
 
     def record_run(self, manifest: Mapping[str, Any]) -> None:
         """Upsert the run and its quality rows (see :func:`record_run`)."""
