@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-FEATURE_SET_VERSION = 1
+FEATURE_SET_VERSION = 2
 """Version of the FEATURES.md contract the engines implement."""
 
 PRICE_FIELDS = ("open", "high", "low", "close")
@@ -75,10 +75,12 @@ REASON_CODES = (
     "weekend_date",
     "duplicate",
     "future_date",
+    "date_out_of_range",
+    "implausible_value",
 )
 """FEATURES.md section 4 reason codes, in the order they are checked and reported."""
 
-HEALTH_FLAGS = ("zero_volume", "off_calendar", "suspect_jump")
+HEALTH_FLAGS = ("zero_volume", "off_calendar", "suspect_jump", "open_missing")
 """Kept-but-counted conditions of FEATURES.md section 4 (health report only)."""
 
 DAILY_BAR_COLUMNS = (

@@ -68,7 +68,7 @@ def test_rules_follow_reason_codes_and_are_plain_data() -> None:
             return all(plain(getattr(value, f.name)) for f in dataclasses.fields(value))
         if isinstance(value, tuple):
             return all(plain(v) for v in value)
-        return isinstance(value, (str, int, float))
+        return isinstance(value, (str, int, float, dt.date))
 
     for r in RULES:
         assert plain(r), f"{r.code} holds something that is not plain data"
@@ -130,6 +130,27 @@ REASON_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     ("weekend_date", {"trade_date": "2017-11-04"}, ["weekend_date"]),  # Saturday
     ("weekend_date", {"trade_date": "2017-11-05"}, ["weekend_date"]),  # Sunday
     ("future_date", {"trade_date": "2017-11-13"}, ["future_date"]),  # Monday after as_of
+    # contract v2: a date before 1885-01-01 is a typo; it never stops a run
+    ("date_out_of_range", {"trade_date": "1800-01-02"}, ["date_out_of_range"]),
+    ("date_out_of_range", {"trade_date": "1884-12-31"}, ["date_out_of_range"]),
+    ("date_out_of_range", {"trade_date": "0001-01-01"}, ["date_out_of_range"]),
+    # contract v2: a positive price below 1e-6 or above 1e9, a volume above 1e13
+    (
+        "implausible_value",
+        {"open": "1e-7", "high": "1e-7", "low": "1e-7", "close": "1e-7"},
+        ["implausible_value"],
+    ),
+    (
+        "implausible_value",
+        {"open": "1e10", "high": "1e10", "low": "1e10", "close": "1e10"},
+        ["implausible_value"],
+    ),
+    ("implausible_value", {"adj_close": "1e-7"}, ["implausible_value"]),
+    ("implausible_value", {"adj_close": "2e9"}, ["implausible_value"]),
+    ("implausible_value", {"volume": "1e14"}, ["implausible_value"]),
+    # a negative open is still non-positive (contract v2; an empty one: missing_price above)
+    ("non_positive_price", {"open": "-1"}, ["non_positive_price", "open_outside_range"]),
+    ("non_positive_price", {"open": "-0.5e-7"}, ["non_positive_price", "open_outside_range"]),
 ]
 
 
@@ -170,6 +191,122 @@ def test_valid_edge_values_are_clean() -> None:
     assert res.clean["open"].to_list() == [10.0, 10.0, 10.0, 9.0, 10.0]
     assert res.clean["low"].to_list() == [10.0, 9.0, 9.0, 9.0, 9.0]
     assert res.clean["volume"].to_list() == [1000.0, 0.0, 1000.0, 1000.0, 1000.0]
+
+
+# ---------------------------------------------------------------------------------------
+# Contract v2: zero open ("not recorded"), dates before 1885, implausible values
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("zero", ["0", "0.0", "-0", "+0e5", ".0", "0000"])
+def test_zero_open_is_not_recorded_and_the_row_stays_clean(zero: str) -> None:
+    res = run([row(open=zero), row(trade_date="2017-11-07")])
+    assert res.quarantine.height == 0
+    assert res.clean["open"].to_list() == [None, 10.0]
+    assert res.clean["high"].to_list() == [11.0, 11.0]  # the rest of the bar as usual
+    assert res.counts["health"]["open_missing"] == 1
+    assert res.counts["reasons"] == dict.fromkeys(schema.REASON_CODES, 0)
+
+
+def test_zero_open_other_fields_checked_as_usual() -> None:
+    res = run(
+        [
+            row(trade_date="2017-11-06", open="0", high="9", low="11"),  # high < low
+            row(trade_date="2017-11-07", open="0", low="0"),  # low 0: still non-positive
+            row(trade_date="2017-11-08", open="0", close="12"),  # close above high
+            row(trade_date="2017-11-09", open="0", volume=""),
+            row(trade_date="2017-11-04", open="0"),  # Saturday
+            row(trade_date="2017-11-10", open="0", volume="1e14"),
+        ]
+    )
+    # no reason because of the open: not missing, not non-positive, not outside the range
+    assert reasons_of(res) == [
+        ["high_below_low", "close_outside_range"],
+        ["non_positive_price"],
+        ["close_outside_range"],
+        ["missing_volume"],
+        ["weekend_date"],
+        ["implausible_value"],
+    ]
+    assert res.counts["health"]["open_missing"] == 0  # counted on clean rows only
+    # the quarantine keeps the text as arrived
+    assert res.quarantine["open"].to_list() == ["0"] * 6
+
+
+def test_open_missing_counts_live_rows_only() -> None:
+    rows = [
+        row(symbol="AAA", source="yahoo", source_file="y/AAA", open="0"),
+        row(symbol="AAA", source="kaggle-huge", source_file="h/aaa", open="0"),  # superseded
+        row(symbol="BBB", open="0", trade_date="2017-11-07"),
+        row(symbol="BBB", open="10", trade_date="2017-11-08"),
+    ]
+    res = run(rows)
+    assert res.counts["rows_superseded"] == 1
+    assert res.counts["health"]["open_missing"] == 2
+
+
+def test_zero_open_twins_and_conflicts() -> None:
+    rows = [
+        # '0' and '-0.0' are one value: identical twins, collapsed, the kept one clean
+        row(trade_date="2017-11-06", line_no=2, open="0"),
+        row(trade_date="2017-11-06", line_no=3, open="-0.0"),
+        # '0' (not recorded) and '' (missing) disagree: a conflicting pair
+        row(trade_date="2017-11-07", line_no=4, open="0"),
+        row(trade_date="2017-11-07", line_no=5, open=""),
+        # '0' and '10' disagree
+        row(trade_date="2017-11-08", line_no=6, open="0"),
+        row(trade_date="2017-11-08", line_no=7, open="10"),
+    ]
+    res = run(rows)
+    assert res.counts["rows_deduplicated"] == 1
+    assert res.clean["line_no"].to_list() == [2]
+    assert reasons_of(res) == [
+        ["duplicate"],
+        ["missing_price", "duplicate"],
+        ["duplicate"],
+        ["duplicate"],
+    ]
+
+
+def test_date_out_of_range_boundary() -> None:
+    res = run(
+        [
+            row(trade_date="1884-12-31"),  # Wednesday
+            row(trade_date="1885-01-01"),  # Thursday: the first valid date
+            row(trade_date="1885-01-03"),  # Saturday: weekend only
+            row(trade_date="1884-12-27"),  # Saturday before: both reasons
+            row(trade_date="1961-12-29"),  # before the old calendar start: clean
+        ]
+    )
+    assert res.clean["trade_date"].to_list() == [dt.date(1885, 1, 1), dt.date(1961, 12, 29)]
+    assert reasons_of(res) == [
+        ["date_out_of_range"],
+        ["weekend_date"],
+        ["weekend_date", "date_out_of_range"],
+    ]
+
+
+def test_implausible_value_bounds_to_the_last_float() -> None:
+    lo, hi, vol = 1e-6, 1e9, 1e13
+    below, above = math.nextafter(lo, 0.0), math.nextafter(hi, math.inf)
+    flat = {"open", "high", "low", "close"}
+
+    def bar(day: str, price: float, **over: str) -> dict[str, Any]:
+        return row(trade_date=day, **dict.fromkeys(flat, repr(price)), **over)
+
+    res = run(
+        [
+            bar("2017-11-06", lo, volume=repr(vol)),  # every bound itself: clean
+            bar("2017-11-07", hi, adj_close=repr(lo)),
+            bar("2017-11-08", below),
+            bar("2017-11-09", above),
+            bar("2017-11-10", 10.0, volume=repr(math.nextafter(vol, math.inf))),
+            bar("2017-11-03", 10.0, adj_close=repr(above)),
+        ]
+    )
+    assert res.clean["trade_date"].to_list() == [dt.date(2017, 11, 6), dt.date(2017, 11, 7)]
+    assert reasons_of(res) == [["implausible_value"]] * 4
+    assert res.counts["reasons"]["implausible_value"] == 4
 
 
 def test_multiple_reasons_on_one_row_in_reason_code_order() -> None:
@@ -487,7 +624,7 @@ def test_empty_input() -> None:
         "rows_deduplicated": 0,
         "rows_superseded": 0,
         "reasons": dict.fromkeys(schema.REASON_CODES, 0),
-        "health": {"zero_volume": 0, "off_calendar": None, "suspect_jump": 0},
+        "health": {"zero_volume": 0, "off_calendar": None, "suspect_jump": 0, "open_missing": 0},
         "per_file": {},
     }
     assert res.winners == {}
@@ -573,6 +710,7 @@ def test_health_flags() -> None:
         bar("BBB", "2017-11-21", "20", adj="10"),
         bar("BBB", "2017-11-22", "20", volume="0"),  # no adj_close: factor 1 -> c 20 vs 10
         bar("CCC", "2017-11-20", "1000"),  # first row of a symbol: no previous bar
+        {**bar("CCC", "2017-11-21", "1001"), "open": "0"},  # not recorded (contract v2)
     ]
 
     def is_session(days: pl.Series) -> pl.Series:
@@ -580,7 +718,13 @@ def test_health_flags() -> None:
 
     res = run(rows, is_session=is_session, as_of=dt.date(2017, 12, 1))
     assert res.quarantine.height == 0
-    assert res.counts["health"] == {"zero_volume": 2, "off_calendar": 1, "suspect_jump": 2}
+    assert res.counts["health"] == {
+        "zero_volume": 2,
+        "off_calendar": 1,
+        "suspect_jump": 2,
+        "open_missing": 1,
+    }
+    assert tuple(res.counts["health"]) == schema.HEALTH_FLAGS
     assert run(rows, as_of=dt.date(2017, 12, 1)).counts["health"]["off_calendar"] is None
 
 

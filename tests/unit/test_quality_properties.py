@@ -52,11 +52,20 @@ def o_date(text: str | None) -> dt.date | None:
         return None
 
 
+def o_value(r: dict[str, Any], f: str) -> float | None:
+    """The clean value of a number field: the parsed number; None when missing, or for an
+    open of exactly 0 (contract v2: not recorded)."""
+    x = o_number(r[f])
+    if not isinstance(x, float) or (f == "open" and x == 0.0):
+        return None
+    return x
+
+
 def o_reasons(r: dict[str, Any], as_of: dt.date) -> set[str]:
     if r["raw_line"] is not None:
         return {"unparseable"}
     v = {f: o_number(r[f]) for f in NUMBERS}
-    num = {f: x for f, x in v.items() if isinstance(x, float)}
+    num = {f: x for f in NUMBERS if (x := o_value(r, f)) is not None}
     day = o_date(r["trade_date"])
     out: set[str] = set()
     if not r["symbol"] or not r["source"] or day is None or BAD in v.values():
@@ -81,6 +90,11 @@ def o_reasons(r: dict[str, Any], as_of: dt.date) -> set[str]:
         out.add("weekend_date")
     if day is not None and day > as_of:
         out.add("future_date")
+    if day is not None and day < dt.date(1885, 1, 1):
+        out.add("date_out_of_range")
+    prices = [num[f] for f in (*PRICES, "adj_close") if f in num]
+    if any(0 < p < 1e-6 or p > 1e9 for p in prices) or num.get("volume", 0.0) > 1e13:
+        out.add("implausible_value")
     return out
 
 
@@ -134,10 +148,13 @@ def oracle(rows: list[dict[str, Any]], as_of: dt.date) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------
 
 NICE = ["10", "10.0", "1e1", "+10", "9", "9.5", "11", "0", "-0", "-1", ".5", "1000"]
+# around the implausible_value bounds (contract v2): 1e-6 and 1e9 for prices, 1e13 for volume
+EXTREME = ["1e-6", "9.99e-7", "1e-7", "1e9", "1.000001e9", "1e10", "1e13", "1.0000001e13", "1e14"]
 UGLY = ["", "abc", "nan", "inf", "-inf", "1e400", " 4", "1,5", "\u0661", "0x1A", "1e", "."]
 number_text = st.one_of(
     st.none(),
     st.sampled_from(NICE),
+    st.sampled_from(EXTREME),
     st.sampled_from(UGLY),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
     st.integers(-(10**6), 10**12).map(str),
@@ -147,6 +164,7 @@ date_text = st.one_of(
     st.dates(dt.date(2017, 10, 28), dt.date(2017, 11, 14)).map(dt.date.isoformat),
     st.dates(dt.date(1, 1, 1), dt.date(9999, 12, 31)).map(dt.date.isoformat),
     st.sampled_from(["", "2017-02-30", "2017-1-6", "0000-01-01", "2017/11/06", " 2017-11-06"]),
+    st.sampled_from(["1884-12-31", "1885-01-01", "1885-01-02", "1800-01-02", "1961-12-29"]),
     st.none(),
     st.text(alphabet="0123456789-", max_size=11),
 )
@@ -159,7 +177,8 @@ def valid_bar(draw: st.DrawFn) -> dict[str, Any]:
     pick = st.floats(low, high)
     return {
         "trade_date": draw(st.dates(dt.date(2017, 10, 30), dt.date(2017, 11, 10))).isoformat(),
-        "open": repr(draw(pick)),
+        # an open of 0 is "not recorded" (contract v2): the bar stays valid
+        "open": draw(st.one_of(pick.map(repr), pick.map(repr), st.sampled_from(["0", "-0.0"]))),
         "high": repr(high),
         "low": repr(low),
         "close": repr(draw(pick)),
@@ -233,14 +252,19 @@ def check_clean_rows_satisfy_every_rule(clean: pl.DataFrame, as_of: dt.date) -> 
     seen: set[tuple[Any, ...]] = set()
     for r in clean.iter_rows(named=True):
         assert r["symbol"] and r["source"]
-        for f in (*PRICES, "volume"):
+        for f in ("high", "low", "close", "volume"):
             assert r[f] is not None and math.isfinite(r[f])
-        assert min(r[f] for f in PRICES) > 0
+        # open: null when not recorded (contract v2), else a real value like the others
+        assert r["open"] is None or math.isfinite(r["open"])
+        assert min(r[f] for f in PRICES if r[f] is not None) > 0
         assert r["adj_close"] is None or (math.isfinite(r["adj_close"]) and r["adj_close"] > 0)
         assert r["high"] >= r["low"]
         tol = 1e-6 * max(abs(r["low"]), abs(r["high"]))
-        assert r["low"] - tol <= r["open"] <= r["high"] + tol
+        assert r["open"] is None or r["low"] - tol <= r["open"] <= r["high"] + tol
         assert r["low"] - tol <= r["close"] <= r["high"] + tol
+        assert all(1e-6 <= r[f] <= 1e9 for f in (*PRICES, "adj_close") if r[f] is not None)
+        assert r["volume"] <= 1e13
+        assert r["trade_date"] >= dt.date(1885, 1, 1)
         assert r["volume"] >= 0
         assert r["trade_date"].weekday() < 5
         assert r["trade_date"] <= as_of
@@ -289,8 +313,7 @@ def test_validate_agrees_with_the_oracle(rows: list[dict[str, Any]]) -> None:
     for r in res.clean.iter_rows(named=True):
         src = by_key[(r["source_file"], r["line_no"])]
         for f in NUMBERS:
-            expected = o_number(src[f])
-            assert r[f] == (None if expected == MISSING else expected)
+            assert r[f] == o_value(src, f)
         assert r["trade_date"] == o_date(src["trade_date"])
 
     # sorted by (symbol, trade_date, source)
@@ -321,7 +344,9 @@ def test_polars_parser_matches_declared_grammar(texts: list[str | None]) -> None
         texts, parsed[rules.num_col("open")], parsed[rules.bad_col("open")], strict=True
     ):
         expected = o_number(t)
-        assert value == (expected if isinstance(expected, float) else None), repr(t)
+        # an open of exactly 0 parses (not bad) to null: "not recorded" (contract v2)
+        want = expected if isinstance(expected, float) and expected != 0.0 else None
+        assert value == want, repr(t)
         assert bad == (expected == BAD), repr(t)
 
 

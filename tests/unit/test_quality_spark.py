@@ -37,6 +37,8 @@ pytestmark = [pytest.mark.spark]
 AS_OF = dt.date(2017, 11, 30)
 PRIORITY = ["yahoo", "kaggle-nasdaq", "kaggle-huge", "kaggle-sp500"]
 CALENDAR = SessionCalendar(end=dt.date(2019, 12, 31))
+CALENDAR_1885 = SessionCalendar(start=quality.EARLIEST_DATE, end=dt.date(2019, 12, 31))
+"""The process stage's calendar: from the first date a clean row may have (contract v2)."""
 
 # Field overrides that each make one symbol's single row interesting (one symbol per
 # case, so the cases do not collide as duplicates).
@@ -117,6 +119,29 @@ FIELD_CASES: list[dict[str, Any]] = [
     {"volume": "0"},
     {"source_file": None},
     {"line_no": None, "source_file": "hand/nulls.txt"},
+    # contract v2: zero open ("not recorded"), dates before 1885, implausible values
+    {"open": "0"},  # clean, open null, counted open_missing
+    {"open": "-0"},
+    {"open": "0.0e3"},
+    {"open": "0", "high": "9", "low": "11"},  # + another fault: no reason from the open
+    {"open": "0", "low": "0"},
+    {"open": "0", "volume": ""},
+    {"open": "-1"},  # negative: still non_positive_price
+    {"open": "-0.0000001"},
+    {"trade_date": "1800-01-02"},
+    {"trade_date": "1884-12-31"},
+    {"trade_date": "1885-01-01"},  # the first valid date (off the test calendar: off_calendar)
+    {"trade_date": "1884-12-27"},  # a Saturday too
+    {"trade_date": "1961-12-29"},
+    {"open": "1e-7", "high": "1e-7", "low": "1e-7", "close": "1e-7"},
+    {"open": "1e10", "high": "1e10", "low": "1e10", "close": "1e10"},
+    {"open": "9.99999e-7", "high": "1e-6", "low": "9.99999e-7", "close": "1e-6"},
+    {"adj_close": "1e-7"},
+    {"adj_close": "1000000001"},
+    {"volume": "1e14"},
+    {"volume": "10000000000000.002"},
+    {"open": "1e-6", "high": "1e-6", "low": "1e-6", "close": "1e-6", "volume": "1e13"},  # clean
+    {"open": "1e9", "high": "1e9", "low": "1e9", "close": "1e9", "adj_close": "1e-6"},  # clean
 ]
 
 
@@ -146,6 +171,11 @@ def edge_rows() -> list[dict[str, Any]]:
         row(symbol="DUP", trade_date="2017-11-08"),
         row(symbol="DUP", trade_date="2017-11-09", open="abc"),
         row(symbol="DUP", trade_date="2017-11-09", open="abd"),
+        # '0' (not recorded) vs '' (missing) disagree; '0' and '-0.0' are twins
+        row(symbol="DUP", trade_date="2017-11-10", open="0"),
+        row(symbol="DUP", trade_date="2017-11-10", open=""),
+        row(symbol="TWIN", trade_date="2017-11-09", open="0"),
+        row(symbol="TWIN", trade_date="2017-11-09", open="-0.0"),
         # same day, other source / symbol: not duplicates
         row(symbol="MULTI", source="kaggle-sp500", is_adjusted=False, source_file="hand/m1"),
         row(symbol="MULTI", source="kaggle-huge", source_file="hand/m2"),
@@ -185,18 +215,22 @@ def to_spark(spark: SparkSession, bronze: pl.DataFrame) -> Any:
 
 
 def run_both(
-    spark: SparkSession, bronze: pl.DataFrame, *, with_calendar: bool = True
+    spark: SparkSession,
+    bronze: pl.DataFrame,
+    *,
+    with_calendar: bool = True,
+    calendar: SessionCalendar = CALENDAR,
 ) -> tuple[quality.ValidationResult, quality_spark.SparkValidation]:
     expected = quality.validate(
         bronze,
         as_of=AS_OF,
-        is_session=CALENDAR.is_session if with_calendar else None,
+        is_session=calendar.is_session if with_calendar else None,
         source_priority=PRIORITY,
     )
     got = quality_spark.validate(
         to_spark(spark, bronze),
         as_of=AS_OF,
-        sessions=CALENDAR.sessions.to_list() if with_calendar else None,
+        sessions=calendar.sessions.to_list() if with_calendar else None,
         source_priority=PRIORITY,
     )
     return expected, got
@@ -240,6 +274,40 @@ def test_edge_cases_match_polars(spark: SparkSession) -> None:
     assert expected.counts["rows_deduplicated"] >= 4
     assert expected.counts["rows_superseded"] >= 3
     assert all(n > 0 for n in expected.counts["health"].values()), expected.counts["health"]
+    assert_same(expected, got)
+
+
+def test_edge_cases_with_the_calendar_from_1885(spark: SparkSession) -> None:
+    expected, got = run_both(spark, bronze_of(edge_rows()), calendar=CALENDAR_1885)
+    # 1885-01-01 (New Year's Day) is no session; 1961-12-29 is one
+    assert expected.counts["health"]["off_calendar"] == (
+        run_both(spark, bronze_of(edge_rows()))[0].counts["health"]["off_calendar"] - 1
+    )
+    assert_same(expected, got)
+
+
+def test_contract_v2_cases(spark: SparkSession) -> None:
+    """Zero open, dates around 1885, implausible values: the reasons the contract names."""
+    expected, got = run_both(spark, bronze_of(edge_rows()), calendar=CALENDAR_1885)
+    by_symbol = dict(
+        zip(expected.quarantine["symbol"].to_list(), expected.quarantine["reasons"].to_list())
+    )
+    case = {i: f"S{i:03d}" for i in range(len(FIELD_CASES))}
+
+    def reasons(over: dict[str, Any]) -> list[str] | None:
+        return by_symbol.get(case[FIELD_CASES.index(over)])
+
+    assert reasons({"open": "0"}) is None
+    assert reasons({"open": "0", "high": "9", "low": "11"}) == [
+        "high_below_low",
+        "close_outside_range",
+    ]
+    assert reasons({"open": "-1"}) == ["non_positive_price", "open_outside_range"]
+    assert reasons({"trade_date": "1800-01-02"}) == ["date_out_of_range"]
+    assert reasons({"trade_date": "1884-12-31"}) == ["date_out_of_range"]
+    assert reasons({"trade_date": "1885-01-01"}) is None
+    assert reasons({"volume": "1e14"}) == ["implausible_value"]
+    assert expected.counts["health"]["open_missing"] >= 3
     assert_same(expected, got)
 
 

@@ -16,6 +16,7 @@ from stockbatch.quality.polars import (
 )
 from stockbatch.quality.rules import (
     DATE_FORMAT,
+    EARLIEST_DATE,
     JUMP_FACTOR,
     RULES,
     Rule,
@@ -25,6 +26,7 @@ from stockbatch.quality.rules import (
 __all__ = [
     "BRONZE_SCHEMA",
     "DATE_FORMAT",
+    "EARLIEST_DATE",
     "JUMP_FACTOR",
     "QUARANTINE_SCHEMA",
     "RULES",

@@ -34,6 +34,7 @@ from stockbatch.quality.rules import (
     JUMP_FACTOR,
     KEY,
     MIN_DATE,
+    NOT_RECORDED,
     NUMBER_FIELDS,
     QUARANTINED,
     ROW,
@@ -42,6 +43,10 @@ from stockbatch.quality.rules import (
     AfterAsOf,
     AnyCompare,
     AnyMissing,
+    AnyOf,
+    AnyOutside,
+    Check,
+    DateBefore,
     FieldCompare,
     GroupConflict,
     OutsideRange,
@@ -52,6 +57,7 @@ from stockbatch.quality.rules import (
     compare,
     flag_col,
     group_rule,
+    not_recorded_col,
     num_col,
     reconcile,
     source_rank,
@@ -75,6 +81,9 @@ def parse(bronze: pl.DataFrame) -> pl.DataFrame:
     (``1e400``). So the grammar's regex is not run here (it would double the
     parse time); ``test_polars_parser_matches_declared_grammar`` pins that
     equivalence so a Polars upgrade cannot widen it silently.
+
+    :data:`NOT_RECORDED` values (an open of exactly 0) become null here, marked in
+    :func:`not_recorded_col` (see :class:`~stockbatch.quality.rules.NotRecorded`).
 
     ``__key`` packs (symbol, trade_date, source) into one u64 whose order is
     the silver sort order, on rows where all three are present (else null): it
@@ -108,6 +117,16 @@ def parse(bronze: pl.DataFrame) -> pl.DataFrame:
             ],
         )
     )
+    if NOT_RECORDED:
+        parsed = parsed.with_columns(
+            (pl.col(num_col(d.field)) == d.value).fill_null(False).alias(not_recorded_col(d.field))
+            for d in NOT_RECORDED
+        ).with_columns(
+            pl.when(~pl.col(not_recorded_col(d.field)))
+            .then(pl.col(num_col(d.field)))
+            .alias(num_col(d.field))
+            for d in NOT_RECORDED
+        )
     return (
         parsed.with_columns(_packed_key(sym_bits, src_bits).alias(KEY))
         .drop("__sym_rank", "__src_rank")
@@ -168,7 +187,15 @@ def compile_rule(rule: Rule, *, as_of: date) -> pl.Expr:
     reads the ``__duplicate`` column that :func:`validate` computes over groups
     (a group property, not a row expression).
     """
-    c = rule.check
+    expr = _compile_check(rule.check, as_of)
+    if not isinstance(rule.check, Unparseable):
+        # A wrong-arity row's fields are unknown, not missing: it is only unparseable.
+        expr = pl.col(ARITY_OK) & expr
+    return expr.fill_null(False).alias(flag_col(rule.code))
+
+
+def _compile_check(c: Check, as_of: date) -> pl.Expr:
+    """One check as a Polars boolean expression (null where it cannot tell)."""
     expr: pl.Expr
     if isinstance(c, Unparseable):
         expr = (
@@ -196,14 +223,19 @@ def compile_rule(rule: Rule, *, as_of: date) -> pl.Expr:
         expr = _value(c.field).dt.weekday().is_in(list(c.days))
     elif isinstance(c, AfterAsOf):
         expr = _value(c.field) > pl.lit(as_of, dtype=pl.Date)
+    elif isinstance(c, DateBefore):
+        expr = _value(c.field) < pl.lit(c.bound, dtype=pl.Date)
+    elif isinstance(c, AnyOutside):
+        expr = _any(
+            [(_value(n) > 0) & ((_value(n) < c.low) | (_value(n) > c.high)) for n in c.fields]
+        )
+    elif isinstance(c, AnyOf):
+        expr = _any([_compile_check(part, as_of).fill_null(False) for part in c.checks])
     elif isinstance(c, GroupConflict):
         expr = pl.col(DUP)
     else:  # pragma: no cover - exhaustive over Check
         raise TypeError(f"unknown check {c!r}")
-    if not isinstance(c, Unparseable):
-        # A wrong-arity row's fields are unknown, not missing: it is only unparseable.
-        expr = pl.col(ARITY_OK) & expr
-    return expr.fill_null(False).alias(flag_col(rule.code))
+    return expr
 
 
 def _duplicates(work: pl.DataFrame) -> tuple[pl.Series, pl.Series]:
@@ -220,8 +252,11 @@ def _duplicates(work: pl.DataFrame) -> tuple[pl.Series, pl.Series]:
         return empty, empty
     multi = work.filter(pl.col(KEY).is_in(repeated.implode()))
     cmp_exprs: list[pl.Expr] = []
+    not_recorded = {d.field: d.value for d in NOT_RECORDED}
     for name in g.compare:
         v = pl.col(num_col(name))
+        if name in not_recorded:  # compare the value as parsed: 0 is not the same as missing
+            v = pl.when(pl.col(not_recorded_col(name))).then(not_recorded[name]).otherwise(v)
         # -0.0 == 0.0: Polars 1.44 already hashes them alike; normalise anyway so the
         # declared semantics don't hang on a hashing detail.
         cmp_exprs.append(pl.when(v == 0).then(0.0).otherwise(v).alias(f"__cmp_{name}"))
@@ -298,7 +333,14 @@ def _health(
     same = pl.col("symbol") == pl.col("symbol").shift(1)
     jump = same & ((c > prev * JUMP_FACTOR) | (c * JUMP_FACTOR < prev))
     suspect_jump = int(active.select(jump.fill_null(False).sum()).item())
-    return {"zero_volume": zero_volume, "off_calendar": off_calendar, "suspect_jump": suspect_jump}
+    out: dict[str, int | None] = {
+        "zero_volume": zero_volume,
+        "off_calendar": off_calendar,
+        "suspect_jump": suspect_jump,
+    }
+    # A clean row's value is null only when it was not recorded (blank ones are quarantined).
+    out.update({d.health: int(active[d.field].null_count()) for d in NOT_RECORDED})
+    return {flag: out[flag] for flag in schema.HEALTH_FLAGS}
 
 
 def _check_input(bronze: pl.DataFrame) -> pl.DataFrame:

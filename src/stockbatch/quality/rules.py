@@ -17,7 +17,10 @@ Parsing semantics (part of the declarations, so both engines agree):
 * a row whose arity was wrong (``raw_line`` not null) is only ``unparseable``:
   its fields are unknown, not missing, so no other rule fires on it;
 * a row without a symbol or source is ``unparseable`` (it cannot be placed);
-* a rule that needs a value that is missing or unparseable does not fire.
+* a rule that needs a value that is missing or unparseable does not fire;
+* a value declared "not recorded" (:data:`NOT_RECORDED`: an open of exactly 0)
+  is parsed as null: it is neither missing (its text is not blank) nor
+  unparseable, and no rule that needs the value fires because of it.
 """
 
 from __future__ import annotations
@@ -36,6 +39,17 @@ DATE_FORMAT = "%Y-%m-%d"
 MIN_DATE = date(1, 1, 1)
 """Year 0000 matches the pattern but is no date for Python, Arrow's readers or Spark."""
 
+EARLIEST_DATE = date(1885, 1, 1)
+"""``date_out_of_range`` (contract v2): a parsed date before this one is a typo (no daily US
+exchange record is older). Every clean row is on or after it, so an exchange calendar from
+this day covers any clean data."""
+
+MIN_PRICE = 1e-6
+MAX_PRICE = 1e9
+MAX_VOLUME = 1e13
+"""``implausible_value`` (contract v2): a positive price outside [MIN_PRICE, MAX_PRICE] or a
+volume above MAX_VOLUME; beyond any real US listing, and such values overflow features."""
+
 NUMBER_FIELDS = ("open", "high", "low", "close", "adj_close", "volume")
 COMPARE_FIELDS = NUMBER_FIELDS
 """Fields compared to tell identical twins from conflicting duplicates."""
@@ -49,6 +63,9 @@ so an absolute tolerance would be too strict for large prices and too loose
 for penny stocks; using the larger bound keeps the tolerance positive even
 when ``low`` is 0.
 """
+
+PRICE_VALUE_FIELDS = (*schema.PRICE_FIELDS, "adj_close")
+"""The prices ``non_positive_price`` and ``implausible_value`` check (adj_close when present)."""
 
 JUMP_FACTOR = 5.0
 """Health ``suspect_jump``: ``c_t > 5 * c_{t-1}`` or ``5 * c_t < c_{t-1}``."""
@@ -127,6 +144,33 @@ class AfterAsOf:
 
 
 @dataclass(frozen=True)
+class DateBefore:
+    """The parsed date is before ``bound``."""
+
+    field: str
+    bound: date
+
+
+@dataclass(frozen=True)
+class AnyOutside:
+    """Any parsed, positive value of ``fields`` is below ``low`` or above ``high``.
+
+    Values <= 0 are left to the sign rules (``non_positive_price``, ``negative_volume``).
+    """
+
+    fields: tuple[str, ...]
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    """Any of ``checks`` fires (each compiled as on its own)."""
+
+    checks: tuple[Check, ...]
+
+
+@dataclass(frozen=True)
 class GroupConflict:
     """Rows sharing ``keys`` (all parsed/non-null) whose ``compare`` values are not all equal.
 
@@ -151,6 +195,9 @@ Check = (
     | OutsideRange
     | WeekdayIn
     | AfterAsOf
+    | DateBefore
+    | AnyOutside
+    | AnyOf
     | GroupConflict
 )
 
@@ -176,8 +223,8 @@ RULES: tuple[Rule, ...] = (
     Rule("missing_volume", "volume missing", AnyMissing(("volume",))),
     Rule(
         "non_positive_price",
-        "open, high, low, close or (when present) adj_close <= 0",
-        AnyCompare((*schema.PRICE_FIELDS, "adj_close"), "<=", 0.0),
+        "open, high, low, close or (when present) adj_close <= 0 (an open of 0 is not recorded)",
+        AnyCompare(PRICE_VALUE_FIELDS, "<=", 0.0),
     ),
     Rule("high_below_low", "high < low", FieldCompare("high", "<", "low")),
     Rule(
@@ -202,11 +249,52 @@ RULES: tuple[Rule, ...] = (
         ),
     ),
     Rule("future_date", "the date is after the run's as-of date", AfterAsOf("trade_date")),
+    Rule(
+        "date_out_of_range",
+        f"the date is before {EARLIEST_DATE.isoformat()}",
+        DateBefore("trade_date", EARLIEST_DATE),
+    ),
+    Rule(
+        "implausible_value",
+        f"a positive price (adj_close included) below {MIN_PRICE:g} or above {MAX_PRICE:g}, "
+        f"or a volume above {MAX_VOLUME:g}",
+        AnyOf(
+            (
+                AnyOutside(PRICE_VALUE_FIELDS, MIN_PRICE, MAX_PRICE),
+                AnyCompare(("volume",), ">", MAX_VOLUME),
+            )
+        ),
+    ),
 )
 """The rules, in ``schema.REASON_CODES`` order (the order reasons are reported in)."""
 
 if tuple(r.code for r in RULES) != schema.REASON_CODES:  # pragma: no cover - import-time guard
     raise RuntimeError("quality.RULES and schema.REASON_CODES disagree")
+
+
+@dataclass(frozen=True)
+class NotRecorded:
+    """Parse-time declaration: a number field whose parsed value equals ``value`` means
+    "not recorded" (FEATURES.md v2, zero open).
+
+    Both compilers apply it in ``parse``: the field's parsed value becomes null (the
+    clean row's value too), :func:`not_recorded_col` marks the row. The text is not
+    blank, so ``AnyMissing`` does not fire; the value is null, so no rule that needs
+    it fires (the row is validated without it). Clean, non-superseded rows marked so
+    are counted as health flag ``health``. Duplicate detection compares the value as
+    parsed (a ``0`` open is not the same as an empty one).
+    """
+
+    field: str
+    value: float
+    health: str
+
+
+NOT_RECORDED: tuple[NotRecorded, ...] = (NotRecorded("open", 0.0, "open_missing"),)
+"""The "not recorded" values of the contract: an open of exactly 0 (Yahoo's histories)."""
+
+if not {d.health for d in NOT_RECORDED} <= set(schema.HEALTH_FLAGS):  # pragma: no cover
+    raise RuntimeError("quality.NOT_RECORDED names a health flag schema.HEALTH_FLAGS lacks")
 
 
 def group_rule() -> GroupConflict:
@@ -245,6 +333,11 @@ QUARANTINED = "__quarantined"
 def num_col(name: str) -> str:
     """Column holding the parsed (finite) value of number field ``name``, null if not parsed."""
     return f"__num_{name}"
+
+
+def not_recorded_col(name: str) -> str:
+    """Column that is true when number field ``name`` parsed to its "not recorded" value."""
+    return f"__nr_{name}"
 
 
 def bad_col(name: str) -> str:

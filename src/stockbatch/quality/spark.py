@@ -30,6 +30,7 @@ from stockbatch.quality.rules import (
     DUP,
     JUMP_FACTOR,
     MIN_DATE,
+    NOT_RECORDED,
     NUMBER_FIELDS,
     NUMBER_PATTERN,
     QUARANTINE_ORDER,
@@ -41,6 +42,10 @@ from stockbatch.quality.rules import (
     AfterAsOf,
     AnyCompare,
     AnyMissing,
+    AnyOf,
+    AnyOutside,
+    Check,
+    DateBefore,
     FieldCompare,
     GroupConflict,
     OutsideRange,
@@ -52,6 +57,7 @@ from stockbatch.quality.rules import (
     compare,
     flag_col,
     group_rule,
+    not_recorded_col,
     num_col,
     reconcile,
     source_rank,
@@ -149,7 +155,8 @@ def _parse_date(text: Column) -> Column:
 
 def parse(bronze: DataFrame) -> DataFrame:
     """``bronze`` plus a row id and the parsed helper columns the compiled rules read
-    (the same names as :func:`stockbatch.quality.polars.parse`)."""
+    (the same names as :func:`stockbatch.quality.polars.parse`, the declared
+    :data:`NOT_RECORDED` values nulled and marked the same way)."""
     cols: list[Column] = [
         F.monotonically_increasing_id().alias(ROW),
         F.col("raw_line").isNull().alias(ARITY_OK),
@@ -160,9 +167,23 @@ def parse(bronze: DataFrame) -> DataFrame:
         v = F.when(F.col(n).rlike(_NUMBER_RE), F.col(n).try_cast("double"))
         cols.append(F.when(_finite(v), v).alias(num_col(n)))
     parsed = bronze.select("*", *cols)
-    return parsed.select(
+    parsed = parsed.select(
         "*",
         *[(~_blank(n) & F.col(num_col(n)).isNull()).alias(bad_col(n)) for n in NUMBER_FIELDS],
+        *[
+            F.coalesce(F.col(num_col(d.field)) == F.lit(d.value), F.lit(False)).alias(
+                not_recorded_col(d.field)
+            )
+            for d in NOT_RECORDED
+        ],
+    )
+    if not NOT_RECORDED:
+        return parsed
+    return parsed.withColumns(
+        {
+            num_col(d.field): F.when(~F.col(not_recorded_col(d.field)), F.col(num_col(d.field)))
+            for d in NOT_RECORDED
+        }
     )
 
 
@@ -183,7 +204,15 @@ def compile_rule(rule: Rule, *, as_of: date) -> Column:
     ``GroupConflict`` reads the ``__duplicate`` column that :func:`validate`
     computes over groups.
     """
-    c = rule.check
+    expr = _compile_check(rule.check, as_of)
+    if not isinstance(rule.check, Unparseable):
+        # A wrong-arity row's fields are unknown, not missing: it is only unparseable.
+        expr = F.col(ARITY_OK) & expr
+    return F.coalesce(expr, F.lit(False)).alias(flag_col(rule.code))
+
+
+def _compile_check(c: Check, as_of: date) -> Column:
+    """One check as a Spark boolean column (null where it cannot tell)."""
     expr: Column
     if isinstance(c, Unparseable):
         if c.date_field != "trade_date":
@@ -210,14 +239,22 @@ def compile_rule(rule: Rule, *, as_of: date) -> Column:
         expr = (F.weekday(_value(c.field)) + 1).isin(*c.days)
     elif isinstance(c, AfterAsOf):
         expr = _value(c.field) > F.lit(as_of)
+    elif isinstance(c, DateBefore):
+        expr = _value(c.field) < F.lit(c.bound)
+    elif isinstance(c, AnyOutside):
+        expr = _any(
+            [
+                (_value(n) > 0) & ((_value(n) < F.lit(c.low)) | (_value(n) > F.lit(c.high)))
+                for n in c.fields
+            ]
+        )
+    elif isinstance(c, AnyOf):
+        expr = _any([_compile_check(part, as_of) for part in c.checks])
     elif isinstance(c, GroupConflict):
         expr = F.col(DUP)
     else:  # pragma: no cover - exhaustive over Check
         raise TypeError(f"unknown check {c!r}")
-    if not isinstance(c, Unparseable):
-        # A wrong-arity row's fields are unknown, not missing: it is only unparseable.
-        expr = F.col(ARITY_OK) & expr
-    return F.coalesce(expr, F.lit(False)).alias(flag_col(rule.code))
+    return expr
 
 
 def _compare_key(names: Sequence[str]) -> Column:
@@ -230,8 +267,11 @@ def _compare_key(names: Sequence[str]) -> Column:
     aggregates instead of three per field (a much smaller plan to analyse).
     """
     parts: list[Column] = []
+    not_recorded = {d.field: d.value for d in NOT_RECORDED}
     for name in names:
         v = F.col(num_col(name))
+        if name in not_recorded:  # compare the value as parsed: 0 is not the same as missing
+            v = F.when(F.col(not_recorded_col(name)), F.lit(not_recorded[name])).otherwise(v)
         num = F.when(v == 0, F.lit(0.0)).otherwise(v)
         text = F.col(name)
         parts.append(
@@ -442,6 +482,7 @@ def counts_frame(work: DataFrame, sessions: Sequence[date] | None) -> DataFrame:
         n(F.col(CLEAN) & (F.col(num_col("volume")) == 0)).alias("zero_volume"),
         n(off).alias("off_calendar"),
         n(jump).alias("suspect_jump"),
+        *[n(F.col(CLEAN) & F.col(not_recorded_col(d.field))).alias(d.health) for d in NOT_RECORDED],
         *(
             [F.min(F.when(F.col(CLEAN), F.col("bucket"))).alias("bucket")]
             if "bucket" in work.columns
@@ -475,7 +516,7 @@ def summarize(rows: list[Any], *, with_calendar: bool, source_priority: list[str
     per_file: dict[str | None, dict[str, int]] = {}
     reasons = dict.fromkeys((r.code for r in RULES), 0)
     totals = dict.fromkeys(ROW_COUNTS, 0)
-    health = {"zero_volume": 0, "off_calendar": 0, "suspect_jump": 0}
+    health = dict.fromkeys(schema.HEALTH_FLAGS, 0)
     superseded = 0
     losers: set[tuple[str, str]] = set()
     first: date | None = None
