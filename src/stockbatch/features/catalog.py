@@ -10,6 +10,17 @@ this module depends on an engine.
 Semantics of the kinds (all windows run per symbol over its rows ordered by
 ``trade_date``; "rows", not calendar days):
 
+Finite or null (contract v2): every published float value is finite or null.
+Inside a computation the kinds follow IEEE arithmetic (``x/0`` is ``±inf``,
+``ln 0`` is ``-inf``); whatever non-finite value (an overflow, a division by
+zero, a log of 0 or of a negative) reaches an engine's output is published as
+null: each engine applies this once, to every float column of its daily and
+quarterly output. Validation keeps the inputs in a range where this does not
+happen (``implausible_value``); the guard is the contract's last line.
+
+Missing inputs: silver ``open`` is null when the source did not record it
+(contract v2); only ``o`` reads it, and only ``q_open`` reads ``o``.
+
 Row / window kinds (:data:`ADJUSTMENT`, :data:`DAILY_FEATURES`, and the
 row-level quarterly kinds):
 
@@ -45,6 +56,8 @@ calendar quarter, in trade_date order):
 
 * ``first``, ``last``: value on the first / last row (the last row's value even
   when it is null: a snapshot, not "last non-null").
+* ``first_non_null``: value on the first row where it is not null; null when it is
+  null on every row.
 * ``max``, ``min``, ``mean``, ``sum``: over non-null values.  ``count``: rows.
 * ``std`` (x): sample std (``ddof``) of the non-null values times
   ``sqrt(annualization)``; null with fewer than ``min_count`` values.
@@ -78,8 +91,9 @@ from stockbatch.schema import FEATURE_SET_VERSION
 Role = Literal["feature", "intermediate", "meta", "label"]
 
 AGGREGATE_KINDS = frozenset(
-    {"first", "last", "max", "min", "mean", "sum", "count", "std", "max_drawdown"}
-)
+    {"first", "first_non_null", "last", "max", "min", "mean", "sum", "count", "std",
+     "max_drawdown"}
+)  # fmt: skip
 """Kinds that reduce a symbol's rows of one quarter to one value."""
 
 ROW_KINDS = frozenset(
@@ -226,7 +240,8 @@ DAILY_FEATURES: tuple[FeatureDef, ...] = (
 # --- Section 3: quarterly features, in dependency order -------------------------------------
 # Inputs are the daily rows (DAILY_FEATURES columns + the ADJUSTMENT intermediates).
 QUARTERLY_FEATURES: tuple[FeatureDef, ...] = (
-    _d("q_open", "first", ("o",), description="o on the quarter's first trading row"),
+    _d("q_open", "first_non_null", ("o",),
+       description="o on the quarter's first trading row whose open is recorded; null if none"),
     _d("q_high", "max", ("h",), description="max h over the quarter"),
     _d("q_low", "min", ("l",), description="min l over the quarter"),
     _d("q_close", "last", ("c",), description="c on the quarter's last trading row"),

@@ -255,6 +255,10 @@ def _a_first(d: FeatureDef) -> pl.Expr:
     return _col(d).first()
 
 
+def _a_first_non_null(d: FeatureDef) -> pl.Expr:
+    return _col(d).drop_nulls().first()
+
+
 def _a_last(d: FeatureDef) -> pl.Expr:
     return _col(d).last()
 
@@ -292,6 +296,7 @@ def _a_max_drawdown(d: FeatureDef) -> pl.Expr:
 
 AGGREGATE_COMPILERS: dict[str, Compiler] = {
     "first": _a_first,
+    "first_non_null": _a_first_non_null,
     "last": _a_last,
     "max": _a_max,
     "min": _a_min,
@@ -557,8 +562,13 @@ _QUARTERLY_SCHEMA = pl.Schema(schema.QUARTERLY_FEATURES)
 
 
 def _casts(target: pl.Schema) -> list[pl.Expr]:
-    """Select exactly the target's columns, in order, with its types."""
-    return [pl.col(n).cast(t) for n, t in target.items()]
+    """Select exactly the target's columns, in order, with its types; a float value that
+    is not finite becomes null (the catalog's "finite or null")."""
+    out = []
+    for n, t in target.items():
+        x = pl.col(n).cast(t)
+        out.append(pl.when(x.is_finite()).then(x).alias(n) if t == pl.Float64 else x)
+    return out
 
 
 def compute_quarterly(

@@ -269,7 +269,15 @@ _SPARK_TYPES: dict[str, T.DataType] = {
 
 
 def _target_columns(fields: Iterable[tuple[str, str]]) -> list[Column]:
-    return [F.col(n).cast(_SPARK_TYPES[t]).alias(n) for n, t in fields]
+    """The target's columns, in order, with its types; a float value that is not finite
+    becomes null (the catalog's "finite or null")."""
+    out = []
+    for n, t in fields:
+        x = F.col(n).cast(_SPARK_TYPES[t])
+        if t == "double":
+            x = F.when(~F.isnan(x) & (F.abs(x) != F.lit(float("inf"))), x)
+        out.append(x.alias(n))
+    return out
 
 
 def adjusted(silver: DataFrame) -> DataFrame:
@@ -333,10 +341,19 @@ _QFIRST = "_q_first"  # first / last row of the quarter: struct(trade_date, inpu
 _QLAST = "_q_last"
 
 
+def _first_non_null_col(name: str) -> str:
+    """The quarter's first row where ``name`` is not null: struct(trade_date, name)."""
+    return f"__first_nn__{name}"
+
+
 def _a_first(d: FeatureDef) -> Column:
     # min of struct(trade_date, ...): the row with the earliest date, by value (Spark's
     # F.first is "any row" after a shuffle); the field may be null (a snapshot).
     return F.col(_QFIRST)[d.inputs[0]]
+
+
+def _a_first_non_null(d: FeatureDef) -> Column:
+    return F.col(_first_non_null_col(d.inputs[0]))[d.inputs[0]]
 
 
 def _a_last(d: FeatureDef) -> Column:
@@ -380,8 +397,12 @@ def _a_max_drawdown(d: FeatureDef) -> Column:
     return F.min(F.col(_drawdown_col(d)))
 
 
+_SNAPSHOT_KINDS = ("first", "first_non_null", "last")
+"""Aggregates read from a per-quarter struct column after the grouping."""
+
 AGGREGATE_COMPILERS: dict[str, Compiler] = {
     "first": _a_first,
+    "first_non_null": _a_first_non_null,
     "last": _a_last,
     "max": _a_max,
     "min": _a_min,
@@ -418,6 +439,7 @@ def compute_quarterly(
     rest = [d for d in QUARTERLY_FEATURES if d.kind not in AGGREGATE_KINDS]
     snap_first = sorted({i for d in aggs if d.kind == "first" for i in d.inputs})
     snap_last = sorted({i for d in aggs if d.kind == "last" for i in d.inputs})
+    first_nn = sorted({i for d in aggs if d.kind == "first_non_null" for i in d.inputs})
     needed = {SYMBOL, DATE, *ADJUSTMENT_INPUTS, *(i for d in aggs for i in d.inputs)}
     df = daily.select(*[c for c in daily.columns if c in needed])
     date = F.col(DATE)
@@ -441,19 +463,23 @@ def compute_quarterly(
         F.max(date).alias(_LAST),
         F.min(F.struct(date, *snap_first)).alias(_QFIRST),
         F.max(F.struct(date, *snap_last)).alias(_QLAST),
+        # min skips nulls: the struct only exists on rows where the value does.
+        *[
+            F.min(F.when(F.col(i).isNotNull(), F.struct(date, F.col(i)))).alias(
+                _first_non_null_col(i)
+            )
+            for i in first_nn
+        ],
         *[
             AGGREGATE_COMPILERS[d.kind](d).alias(d.name)
             for d in aggs
-            if d.kind not in ("first", "last")
+            if d.kind not in _SNAPSHOT_KINDS
         ],
     )
+    snapshots = {_QFIRST, _QLAST, *(_first_non_null_col(i) for i in first_nn)}
     q = q.select(
-        *[c for c in q.columns if c not in (_QFIRST, _QLAST)],
-        *[
-            AGGREGATE_COMPILERS[d.kind](d).alias(d.name)
-            for d in aggs
-            if d.kind in ("first", "last")
-        ],
+        *[c for c in q.columns if c not in snapshots],
+        *[AGGREGATE_COMPILERS[d.kind](d).alias(d.name) for d in aggs if d.kind in _SNAPSHOT_KINDS],
     )
     qy = (F.col(_QIDX) / 4).cast("int")  # _QIDX >= 0 for years >= 1: floor division
     qn = F.col(_QIDX) % 4 + 1

@@ -83,8 +83,25 @@ def test_windows_and_params_as_the_contract_says() -> None:
     assert d["q_volatility"].param("min_count") == 2
     assert d["q_avg_volume"].inputs == ("volume",)  # raw volume, not the adjusted v
     assert d["q_open"].inputs == ("o",)  # the adjusted open
+    assert d["q_open"].kind == "first_non_null"  # v2: skips rows whose open was not recorded
     assert d["dollar_volume"].inputs == ("close", "volume")  # unadjusted
     assert all(x.version == schema.FEATURE_SET_VERSION for x in d.values())
+
+
+def test_no_daily_feature_reads_the_open() -> None:
+    """Contract v2: open is null when not recorded; no daily feature may depend on it."""
+    defs = by_name((*ADJUSTMENT, *DAILY_FEATURES, *QUARTERLY_FEATURES))
+
+    def reads(name: str) -> set[str]:
+        d = defs.get(name)
+        if d is None:
+            return {name}  # a bar column
+        return {name}.union(*(reads(i) for i in d.inputs))
+
+    for d in DAILY_FEATURES:
+        assert not reads(d.name) & {"open", "o"}, d.name
+    readers = {d.name for d in QUARTERLY_FEATURES if reads(d.name) & {"open", "o"}}
+    assert readers == {"q_open"}
 
 
 def test_definitions_are_immutable_and_kinds_checked() -> None:

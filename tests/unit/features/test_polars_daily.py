@@ -301,3 +301,71 @@ def test_polars_ewm_leading_nulls_behave_as_the_engine_assumes() -> None:
         3.0,
         5.5,
     ]
+
+
+# --- contract v2: open not recorded, finite or null ---------------------------------------
+
+
+def test_a_null_open_changes_no_daily_feature(bars_of: BarsOf) -> None:
+    closes = [10 + (t % 7) * 0.5 + t / 9 for t in range(60)]
+    with_open = bars_of("A", closes, adj_closes=[c * 0.8 for c in closes])
+    without = with_open.with_columns(
+        pl.when(pl.int_range(pl.len()) % 3 == 0).then(None).otherwise(pl.col("open")).alias("open")
+    )
+    a, b = compute_daily(with_open), compute_daily(without)
+    assert b["open"].null_count() == 20  # the bar column keeps the null
+    assert a.select(schema.DAILY_FEATURE_COLUMNS).equals(b.select(schema.DAILY_FEATURE_COLUMNS))
+
+
+def _finite_or_null(frame: pl.DataFrame) -> dict[str, int]:
+    floats = [n for n, t in frame.schema.items() if t == pl.Float64]
+    bad = frame.select(pl.col(n).is_finite().not_().sum().alias(n) for n in floats)
+    return {n: v for n, v in bad.row(0, named=True).items() if v}
+
+
+def extreme_bars(bars_of: BarsOf) -> pl.DataFrame:
+    """HAND-MADE bars at the implausible_value bounds (1e-6 and 1e9, volume 1e13): every
+    value here passes validation."""
+    n = 260
+    alt = [1e-6 if t % 2 else 1e9 for t in range(n)]
+    vols = [1e13 if t % 3 else 0.0 for t in range(n)]
+    return pl.concat(
+        [
+            bars_of("ALT", alt, highs=[1e9] * n, lows=[1e-6] * n, volumes=vols),
+            bars_of("HIGH", [1e9] * n, highs=[1e9] * n, lows=[1e9] * n, volumes=[1e13] * n),
+            bars_of("LOW", [1e-6] * n, highs=[1e-6] * n, lows=[1e-6] * n, volumes=vols),
+            # factor 1e-15 and 1e15: adjusted prices 1e-21 .. 1e24, adjusted volume 1e28
+            bars_of("ADJDN", [1e9] * n, highs=[1e9] * n, lows=[1e9] * n, adj_closes=[1e-6] * n,
+                    volumes=[1e13] * n),
+            bars_of("ADJUP", alt, highs=[1e9] * n, lows=[1e-6] * n,
+                    adj_closes=[1e9 if t % 2 else 1e-6 for t in range(n)], volumes=vols),
+        ]
+    )  # fmt: skip
+
+
+def test_extreme_but_allowed_values_give_finite_features(bars_of: BarsOf) -> None:
+    from stockbatch.calendar import SessionCalendar
+    from stockbatch.features.polars import compute_quarterly
+
+    daily = compute_daily(extreme_bars(bars_of))
+    assert _finite_or_null(daily) == {}
+    assert daily["ret_1d"].drop_nulls().len() > 0  # values, not nulls
+    last = daily["trade_date"].max()
+    assert isinstance(last, dt.date)
+    cal = SessionCalendar.covering(dt.date(2017, 1, 1), last)
+    quarterly = compute_quarterly(daily, cal, last)
+    assert _finite_or_null(quarterly) == {}
+    assert quarterly["q_return"].drop_nulls().len() > 0
+
+
+def test_non_finite_results_are_published_as_null(bars_of: BarsOf) -> None:
+    """Beyond the validated range (compute_daily does not validate): overflows are null."""
+    n = 30
+    huge = bars_of("HUGE", [1e300 if t % 2 else 1e-300 for t in range(n)],
+                   highs=[1e300] * n, lows=[1e-300] * n, volumes=[1e300] * n)  # fmt: skip
+    daily = compute_daily(huge)
+    assert _finite_or_null(daily) == {}
+    # ratios of 1e300 / 1e-300 overflow: null where IEEE gives inf
+    assert daily["ret_1d"][1] is None
+    assert daily["dollar_volume"][1] is None  # 1e300 * 1e300
+    assert daily["dollar_volume"][0] == pytest.approx(1e300 * 1e-300)

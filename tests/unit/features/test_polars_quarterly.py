@@ -76,7 +76,7 @@ def test_aggregates_of_one_quarter(daily: pl.DataFrame) -> None:
     assert q1["q_return"] is None and q1["q_log_return"] is None  # no previous quarter
     assert q1["available_at"] == D(2017, 4, 3)  # Mar 31 is a Friday -> Monday Apr 3
     assert q1["q_complete"] is True
-    assert q1["feature_set_version"] == 1
+    assert q1["feature_set_version"] == schema.FEATURE_SET_VERSION == 2
 
 
 def test_returns_gaps_and_labels(daily: pl.DataFrame) -> None:
@@ -157,6 +157,25 @@ def test_snapshots_year_boundary_and_close_to_sma_200(bars_of: BarsOf) -> None:
     q4 = q.filter(pl.col("quarter") == "2016Q4").row(0, named=True)
     assert final["q_return"] == pytest.approx(210 / q4["q_close"] - 1)
     assert q4["label_next_q_return"] == final["q_return"]
+
+
+def test_q_open_skips_rows_whose_open_was_not_recorded(bars_of: BarsOf) -> None:
+    # contract v2: open null = not recorded. Q1: the first two rows lack it -> the third's;
+    # Q2: no row has it -> null; Q3: the first row has it.
+    dates = [D(2017, 1, 3), D(2017, 1, 4), D(2017, 1, 5), D(2017, 4, 3), D(2017, 4, 4),
+             D(2017, 7, 3)]  # fmt: skip
+    bars = bars_of(
+        "Z",
+        [10.0, 11.0, 12.0, 13.0, 14.0, 15.0],
+        dates=dates,
+        opens=[None, None, 11.5, None, None, 14.5],
+        adj_closes=[5.0, 5.5, 6.0, 6.5, 7.0, 7.5],  # factor 0.5
+    )
+    q = rows(compute_quarterly(compute_daily(bars), CAL, D(2017, 7, 3)), "Z")
+    assert q["2017Q1"]["q_open"] == 5.75  # 11.5 * 0.5
+    assert q["2017Q2"]["q_open"] is None
+    assert q["2017Q3"]["q_open"] == 7.25
+    assert q["2017Q2"]["q_high"] == 7.5  # the rest of the quarter as usual: 15 * 0.5
 
 
 def test_output_schema_and_order(daily: pl.DataFrame) -> None:

@@ -137,7 +137,7 @@ def pandas_quarterly(
     keys = [df["symbol"], df["qidx"]]
     df["dd"] = df["close"] / df.groupby(keys)["close"].cummax() - 1  # factor 1: no adj_close
     q = df.groupby(["symbol", "qidx"]).agg(
-        q_open=("open", "first"),
+        q_open=("open", "first"),  # pandas first skips nulls: first recorded open (v2)
         q_high=("high", "max"),
         q_low=("low", "min"),
         q_close=("close", "last"),
@@ -187,7 +187,7 @@ def test_quarterly_matches_pandas(daily: pl.DataFrame) -> None:
     assert ours["quarter"].to_list() == ref["quarter"].to_list()
     for name in schema.QUARTERLY_FEATURES.names[4:]:
         if name == "feature_set_version":
-            assert (ours[name] == 1).all()
+            assert (ours[name] == schema.FEATURE_SET_VERSION).all()
             continue
         col = ours[name]
         if col.dtype == pl.Float64:

@@ -4,8 +4,12 @@ Input: three REAL files of the shared Kaggle Huge sample (pg: 12,075 rows from
 1970, long EWMs; rsls: prices from ~31,000 down to ~1.6 and zero-volume days;
 zbzx: mostly zero volume, flat stretches), plus HAND-MADE EDGE CASES (not market
 data): a one-row symbol, a zero-volume symbol, a flat-price symbol (RSI 50,
-std 0, null volume_z_20), a symbol with an adj_close (factor != 1) and a
-symbol with fewer rows than the 14-row Wilder windows.
+std 0, null volume_z_20), a symbol with an adj_close (factor != 1), a
+symbol with fewer rows than the 14-row Wilder windows, and (contract v2) a
+symbol whose open is not recorded on some rows (null), symbols at the
+implausible_value bounds (prices 1e-6 and 1e9, volume 1e13, factors 1e-15 and
+1e15: every feature finite) and one far beyond them (1e300: overflows, which
+both engines publish as null).
 
 Every column of schema.DAILY_FEATURES is compared: same rows, nulls in the same
 places, ``|a - b| <= 1e-8 * max(|a|, 1)`` (FEATURES.md).
@@ -67,6 +71,9 @@ def _edge_cases() -> pl.DataFrame:
         return pl.DataFrame(data, schema=SILVER)
 
     wave = [10 + 3 * math.sin(t / 3) + t / 10 for t in range(60)]
+    n = 260
+    alt = [1e-6 if t % 2 else 1e9 for t in range(n)]
+    vols = [1e13 if t % 3 else 0.0 for t in range(n)]
     return pl.concat(
         [
             bars("ONE", [42.0]),
@@ -74,8 +81,18 @@ def _edge_cases() -> pl.DataFrame:
             bars("FLAT", [7.0] * 40, highs=[7.0] * 40, lows=[7.0] * 40),
             bars("ADJ", wave, adj_closes=[w * 0.5 for w in wave]),
             bars("SHORT", wave[:13]),
+            bars("NOOPEN", wave, opens=[None if t % 3 else w for t, w in enumerate(wave)]),
+            bars("ALT", alt, highs=[1e9] * n, lows=[1e-6] * n, volumes=vols),
+            bars("HIGH", [1e9] * n, highs=[1e9] * n, lows=[1e9] * n, volumes=[1e13] * n),
+            bars("LOW", [1e-6] * n, highs=[1e-6] * n, lows=[1e-6] * n, volumes=vols),
+            bars("ADJDN", [1e9] * n, highs=[1e9] * n, lows=[1e9] * n, adj_closes=[1e-6] * n,
+                 volumes=[1e13] * n),
+            bars("ADJUP", alt, highs=[1e9] * n, lows=[1e-6] * n,
+                 adj_closes=[1e9 if t % 2 else 1e-6 for t in range(n)], volumes=vols),
+            bars("BEYOND", [1e300 if t % 2 else 1e-300 for t in range(30)],
+                 highs=[1e300] * 30, lows=[1e-300] * 30, volumes=[1e300] * 30),
         ]
-    )
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +158,18 @@ def test_edge_case_values(both: tuple[pl.DataFrame, pl.DataFrame]) -> None:
     assert zero["dollar_volume"].unique().to_list() == [0.0]
     short = got.filter(pl.col("symbol") == "SHORT")
     assert short["atr_14"].null_count() == short.height
+    noopen = got.filter(pl.col("symbol") == "NOOPEN")
+    assert noopen["open"].null_count() == 40 and noopen["rsi_14"].null_count() == 14
+
+
+def test_every_value_is_finite_or_null(both: tuple[pl.DataFrame, pl.DataFrame]) -> None:
+    """Contract v2: no feature value is infinite or NaN, on either engine."""
+    for frame in both:
+        floats = [n for n, t in frame.schema.items() if t == pl.Float64]
+        bad = frame.select(pl.col(n).is_finite().not_().sum() for n in floats).row(0)
+        assert not any(bad), dict(zip(floats, bad, strict=True))
+    _, got = both
+    extreme = got.filter(pl.col("symbol").is_in(["ALT", "HIGH", "LOW", "ADJDN", "ADJUP"]))
+    assert extreme["volume_z_20"].drop_nulls().len() > 0  # values, not only nulls
+    # 1e300 / 1e-300 overflows (null); 1e-300 / 1e300 - 1 is -1; the first row has none
+    assert got.filter(pl.col("symbol") == "BEYOND")["ret_1d"].null_count() == 1 + 15

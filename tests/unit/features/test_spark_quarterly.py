@@ -6,7 +6,11 @@ Huge sample (pg: 1970-2017, 190 quarters; rsls; zbzx) plus HAND-MADE EDGE
 CASES (not market data): a one-row symbol, a symbol with whole quarters
 missing (gaps), one starting mid-quarter, and a dataset that ends mid-quarter
 (the last quarter incomplete: ``q_complete`` false and the label of the
-quarter before it null). Compared: every column of schema.QUARTERLY_FEATURES,
+quarter before it null), and (contract v2) a symbol whose open is not
+recorded on a quarter's first rows and on a whole quarter (``q_open`` the
+first recorded one, or null), and one at the implausible_value bounds (prices
+1e-6 / 1e9, volume 1e13: every value finite). Compared: every column of
+schema.QUARTERLY_FEATURES,
 nulls in the same places, ``|a - b| <= 1e-8 * max(|a|, 1)``.
 """
 
@@ -70,11 +74,26 @@ def edge_cases() -> pl.DataFrame:
         dt.date(2016, 10, 3), dt.date(2017, 2, 15)
     )  # 2016Q2 and Q3 missing
     mid = _weekdays(dt.date(2017, 2, 14), dt.date(2017, 11, 15))  # ends mid-quarter
+    no_open = _weekdays(dt.date(2016, 1, 4), dt.date(2016, 9, 30))
+    opens = pl.Series(
+        "open",
+        # 2016Q1: not recorded on its first 5 rows; 2016Q2: on none; 2016Q3: recorded
+        [None if (d.month <= 3 and i < 5) or 4 <= d.month <= 6 else 20.0 + i / 7
+         for i, d in enumerate(no_open)],
+        dtype=pl.Float64,
+    )  # fmt: skip
+    extreme = _weekdays(dt.date(2016, 1, 4), dt.date(2017, 6, 30))
     return pl.concat(
         [
             _bars("ONE", [dt.date(2017, 5, 3)], [42.0]),
             _bars("GAP", gap_days, [10 + 3 * math.sin(i / 5) for i in range(len(gap_days))]),
             _bars("MID", mid, [50 + i * 0.1 - 8 * math.cos(i / 9) for i in range(len(mid))]),
+            _bars("NOOPEN", no_open, [20.0 + i / 7 for i in range(len(no_open))]).with_columns(
+                opens
+            ),
+            _bars("EXTREME", extreme, [1e-6 if i % 2 else 1e9 for i in range(len(extreme))])
+            .with_columns(pl.lit(1e9).alias("high"), pl.lit(1e-6).alias("low"))
+            .with_columns(pl.lit(1e13).alias("volume")),
         ]
     )
 
@@ -120,3 +139,10 @@ def test_quarterly_parity(spark: SparkSession, daily: pl.DataFrame, last: dt.dat
     assert one.height == 1 and one["q_volatility"][0] is None and one["q_trading_days"][0] == 1
     if last == dt.date(2017, 11, 15):
         assert not got.filter(pl.col("quarter") == "2017Q4")["q_complete"].any()
+    no_open = got.filter(pl.col("symbol") == "NOOPEN")
+    assert no_open["q_open"].to_list() == [pytest.approx(20 + 5 / 7), None, pytest.approx(
+        20 + no_open["q_trading_days"][:2].sum() / 7)]  # fmt: skip
+    floats = [n for n, t in got.schema.items() if t == pl.Float64]
+    bad = got.select(pl.col(n).is_finite().not_().sum() for n in floats).row(0)
+    assert not any(bad), dict(zip(floats, bad, strict=True))
+    assert got.filter(pl.col("symbol") == "EXTREME")["q_return"].drop_nulls().len() > 0
