@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import json
 import os
+import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from stockbatch import __version__, lake, schema
-from stockbatch.lake import gold
+from stockbatch.errors import PipelineError
+from stockbatch.lake import bronze, gold
 from stockbatch.results import RunResult, new_run_id
 from stockbatch.settings import Settings
 
@@ -27,9 +30,19 @@ PARTIAL = "partial"
 """Completed, but something needs attention: rejected inputs, dead-lettered
 records, or a search index left stale."""
 FAILED = "failed"
+RUNNING = "running"
+"""Written when a run starts; a run still ``running`` when the next one starts was killed."""
+INTERRUPTED = "interrupted"
+"""A run that was killed (its manifest said ``running`` when the next run started)."""
 
 EXIT_CODES = {SUCCEEDED: 0, FAILED: 1, PARTIAL: 3}
 """The process exit code of each status (the CLI's, and the DAG tasks')."""
+EXIT_BUSY = 4
+"""``--no-wait`` and another run holds the home."""
+
+
+class HomeBusy(PipelineError):
+    """Another stockbatch run holds the home (and the caller asked not to wait)."""
 
 
 def status_of(run: RunResult) -> str:
@@ -52,22 +65,120 @@ def recording(
     *,
     run_id: str | None = None,
     params: dict[str, Any] | None = None,
+    lock: bool = True,
+    wait: bool = True,
+    on_wait: Callable[[str], None] | None = None,
 ) -> Iterator[RunResult]:
     """Record the run of the block: the caller fills in the stage results.
 
-    On leaving the block the status is decided and the manifest written (and the
+    With ``lock`` (every writing command but ``collect``, whose parallel instances
+    coordinate through Kafka and the bronze lock) the run first takes the home's
+    lock (:func:`home_lock`): a second run waits, or with ``wait=False`` raises
+    :class:`HomeBusy`. Then it records itself as ``running``, marks runs that were
+    killed as ``interrupted`` and removes their leftovers (:func:`recover`). On
+    leaving the block the status is decided and the manifest written (and the
     warehouse's run row when the run loaded it); a failing block is recorded as
     ``failed`` with its error, then the exception goes on.
     """
     run = RunResult(run_id=run_id or new_run_id(), command=command, params=dict(params or {}))
-    t0 = time.perf_counter()
-    try:
-        yield run
-    except Exception as exc:
-        run.error = str(exc)
+    held = home_lock(settings, command, wait=wait, on_wait=on_wait) if lock else None
+    with held or contextlib.nullcontext():
+        t0 = time.perf_counter()
+        lake.write_json_atomic(lake.layout(settings).manifest(run.run_id), _started(run))
+        if lock:
+            recovered = recover(settings, run.run_id)
+            if recovered:
+                run.params["recovered"] = recovered
+        try:
+            yield run
+        except BaseException as exc:
+            run.error = str(exc) or type(exc).__name__
+            finish(settings, run, time.perf_counter() - t0)
+            raise
         finish(settings, run, time.perf_counter() - t0)
-        raise
-    finish(settings, run, time.perf_counter() - t0)
+
+
+def _started(run: RunResult) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id,
+        "command": run.command,
+        "status": RUNNING,
+        "started_at": run.started_at.isoformat(),
+        "params": run.params,
+        "host": os.uname().nodename,
+        "pid": os.getpid(),
+    }
+
+
+@contextlib.contextmanager
+def home_lock(
+    settings: Settings,
+    command: str,
+    *,
+    wait: bool = True,
+    on_wait: Callable[[str], None] | None = None,
+) -> Iterator[None]:
+    """One run at a time per home (an exclusive ``flock`` on ``HOME/run.lock``).
+
+    The kernel releases the lock when its process ends, killed or not, so a
+    crashed run never blocks the next one. The lock file says who holds it.
+    """
+    settings.home.mkdir(parents=True, exist_ok=True)
+    path = settings.home / "run.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 1024, 0).decode(errors="replace").strip() or "another run"
+            message = f"{holder} is running on {settings.home}"
+            if not wait:
+                raise HomeBusy(f"{message}; try again when it ends (or drop --no-wait)") from None
+            if on_wait is not None:
+                on_wait(f"{message}; waiting for it to finish (--no-wait to give up at once)")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"stockbatch {command} (pid {os.getpid()})".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def recover(settings: Settings, current: str) -> list[str]:
+    """Mark runs that are still ``running`` (killed: the home lock is ours) as
+    ``interrupted``, and delete what no manifest or catalog refers to: temporary
+    files and landed bronze batches that never reached the catalog. Returns the
+    interrupted run ids. Runs under the home lock."""
+    layout = lake.layout(settings)
+    interrupted = []
+    for doc in iter_manifests(settings):
+        if doc.get("status") == RUNNING and doc.get("run_id") != current:
+            doc |= {"status": INTERRUPTED, "interrupted_noticed_by": current}
+            lake.write_json_atomic(layout.manifest(doc["run_id"]), doc)
+            interrupted.append(str(doc["run_id"]))
+    catalogued = set(bronze.read_catalog(settings)["batch"].to_list())
+    if layout.bronze_bars.exists():
+        for folder in layout.bronze_bars.iterdir():
+            batch = folder.name.removeprefix("batch=")
+            # Kafka batches belong to the collector (its own recovery); ours are run ids.
+            if not batch.startswith("kafka-") and batch not in catalogued and batch != current:
+                shutil.rmtree(folder, ignore_errors=True)
+    _remove_temp_files(layout)
+    return interrupted
+
+
+def _remove_temp_files(layout: lake.LakeLayout) -> None:
+    """``.tmp-*`` files of writes a kill interrupted (a collector may be writing its own
+    right now: under the Kafka folders only files older than an hour go)."""
+    if not layout.root.exists():
+        return
+    kafka = (str(layout.kafka_books), *(str(p) for p in layout.bronze_bars.glob("batch=kafka-*")))
+    old = time.time() - 3600
+    for tmp in layout.root.rglob(".tmp-*"):
+        with contextlib.suppress(OSError):
+            if str(tmp).startswith(kafka) and tmp.stat().st_mtime > old:
+                continue
+            tmp.unlink()
 
 
 def finish(settings: Settings, run: RunResult, duration_s: float) -> Path:
@@ -80,6 +191,9 @@ def finish(settings: Settings, run: RunResult, duration_s: float) -> Path:
     run.manifest_path = path
     if run.load is not None and not run.load.warehouse_skipped and run.error is None:
         _record_in_warehouse(settings, doc)
+        for rid in run.params.get("recovered", []):
+            with contextlib.suppress(OSError, ValueError):
+                _record_in_warehouse(settings, read_manifest(settings, rid))
     return path
 
 
@@ -95,7 +209,7 @@ def manifest_of(settings: Settings, run: RunResult) -> dict[str, Any]:
         "duration_s": round((finished - run.started_at).total_seconds(), 3),
         "code_version": __version__,
         "feature_set_version": schema.FEATURE_SET_VERSION,
-        "settings": json.loads(settings.model_dump_json()),
+        "settings": settings.safe_dump(),
         "params": run.params,
         "host": os.uname().nodename,
     }
@@ -169,18 +283,30 @@ def read_manifest(settings: Settings, run_id: str) -> dict[str, Any]:
     return json.loads(lake.layout(settings).manifest(run_id).read_text())
 
 
-def iter_manifests(settings: Settings) -> Iterator[dict[str, Any]]:
-    """Manifests oldest first (run ids sort by time)."""
+def iter_manifests(
+    settings: Settings, unreadable: list[Path] | None = None
+) -> Iterator[dict[str, Any]]:
+    """Manifests oldest first (run ids sort by time). A file that is not a manifest
+    (bad JSON, not an object) is skipped and appended to ``unreadable``."""
     folder = lake.layout(settings).runs
     if not folder.exists():
         return
     for p in sorted(folder.glob("*.json")):
-        yield json.loads(p.read_text())
+        try:
+            doc = json.loads(p.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            doc = None
+        if isinstance(doc, dict) and "run_id" in doc:
+            yield doc
+        elif unreadable is not None:
+            unreadable.append(p)
 
 
-def last_manifests(settings: Settings, last: int = 1) -> list[dict[str, Any]]:
-    """The newest ``last`` run manifests, newest first."""
-    return list(reversed(list(iter_manifests(settings))))[:last]
+def last_manifests(
+    settings: Settings, last: int = 1, unreadable: list[Path] | None = None
+) -> list[dict[str, Any]]:
+    """The newest ``last`` run manifests, newest first (see :func:`iter_manifests`)."""
+    return list(reversed(list(iter_manifests(settings, unreadable))))[:last]
 
 
 def run_summary(doc: dict[str, Any]) -> dict[str, Any]:

@@ -8,8 +8,10 @@ override the environment, which overrides the defaults below.
 from __future__ import annotations
 
 import datetime as dt
+import json
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -20,6 +22,31 @@ WarehouseKind = Literal["sqlite", "postgresql"]
 SearchKind = Literal["none", "opensearch"]
 
 DEFAULT_SOURCE_PRIORITY = ["yahoo", "kaggle-nasdaq", "kaggle-huge", "kaggle-sp500"]
+
+_URL_PASSWORD = re.compile(
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/?#@\s]*):[^@/?#\s]*@"
+)
+_KEY_VALUE_PASSWORD = re.compile(
+    r"(?i)\b(password|passwd|pwd)(\s*[=:]\s*)('[^']*'|\"[^\"]*\"|[^\s,;&)]+)"
+)
+MASK = "***"
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with the password of every URL (``scheme://user:***@host``) and every
+    ``password=...`` pair masked: for anything stockbatch records or prints."""
+    text = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+    return _KEY_VALUE_PASSWORD.sub(lambda m: f"{m[1]}{m[2]}{MASK}", text)
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_secrets(value)
+    if isinstance(value, dict):
+        return {k: _masked(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v) for v in value]
+    return value
 
 
 class LakeSettings(BaseModel):
@@ -182,6 +209,11 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     yahoo: YahooSettings = Field(default_factory=YahooSettings)
     progress: bool = Field(True, description="Show progress bars (off when not a terminal).")
+
+    def safe_dump(self) -> dict[str, Any]:
+        """The settings as JSON values, fit to record or print: secrets masked (SecretStr
+        fields and the passwords inside URLs)."""
+        return dict(_masked(json.loads(self.model_dump_json())))
 
     @property
     def lake_path(self) -> Path:

@@ -9,9 +9,9 @@ dead-lettered records, a stale search index), as :mod:`stockbatch.runs` decides.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import os
 import sys
-import tempfile
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +20,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -33,7 +34,8 @@ from stockbatch import runs
 from stockbatch.errors import PipelineError
 from stockbatch.results import Progress as StageProgress
 from stockbatch.results import ProgressTask, RunResult, no_progress
-from stockbatch.settings import Settings
+from stockbatch.runs import EXIT_BUSY, HomeBusy
+from stockbatch.settings import Settings, mask_secrets
 
 app = typer.Typer(
     name="stockbatch",
@@ -103,6 +105,13 @@ ForceOpt = Annotated[
     bool, typer.Option("--force", help="Redo the work even if inputs are unchanged.")
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+NoWaitOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-wait",
+        help="If another run holds this home, exit at once with code 4 instead of waiting.",
+    ),
+]
 FullOpt = Annotated[
     bool,
     typer.Option(
@@ -110,6 +119,10 @@ FullOpt = Annotated[
         help="Rebuild silver and gold from all of bronze instead of updating incrementally.",
     ),
 ]
+
+
+CURRENT_HOME: list[Path | None] = [None]
+"""The home of the command being run (set by :func:`cli_settings`; the crash log goes there)."""
 
 
 def cli_settings(
@@ -139,6 +152,7 @@ def cli_settings(
             s.search = s.search.model_validate({**s.search.model_dump(), "kind": search})
         if quiet or not sys.stderr.isatty():
             s.progress = False
+        CURRENT_HOME[0] = s.home
         return s
     except Exception as exc:  # pydantic.ValidationError and friends
         fail(f"invalid settings: {exc}", code=2)
@@ -146,9 +160,15 @@ def cli_settings(
 
 
 def fail(message: str, code: int = 1) -> None:
-    """Print one error line and exit with ``code``."""
-    console.print(f"[bold red]error:[/] {message}")
+    """Print one error line (secrets masked) and exit with ``code``."""
+    console.print(f"[bold red]error:[/] {escape(mask_secrets(message))}")
     raise typer.Exit(code)
+
+
+FIRST_DATE = dt.date(1885, 1, 1)
+LAST_DATE = dt.date(2200, 12, 31)
+"""The dates an option may name: the contract's first date to well past any data (the
+calendar library cannot go past 2262)."""
 
 
 def parse_date(value: str | None, what: str) -> dt.date | None:
@@ -156,10 +176,13 @@ def parse_date(value: str | None, what: str) -> dt.date | None:
     if value is None:
         return None
     try:
-        return dt.date.fromisoformat(value)
+        day = dt.date.fromisoformat(value)
     except ValueError:
-        fail(f"{what} must be a date like 2017-11-30, got {value!r}", code=2)
+        fail(f"{what} must be a date like 2017-11-30, got {value[:40]!r}", code=2)
         raise AssertionError from None
+    if not FIRST_DATE <= day <= LAST_DATE:
+        fail(f"{what} must be between {FIRST_DATE} and {LAST_DATE}, got {day}", code=2)
+    return day
 
 
 class _RichTask(ProgressTask):
@@ -219,19 +242,76 @@ def guard(fn: Any) -> Any:
     )
     try:
         return fn()
-    except expected as exc:
-        fail(str(exc))
     except typer.Exit:
         raise
-    except Exception as exc:  # a bug: keep the traceback for the report, not for the screen
+    except HomeBusy as exc:
+        fail(str(exc), code=EXIT_BUSY)
+    except Exception as exc:
+        known = known_problem(exc)
+        if known is not None:
+            fail(known)
+        if isinstance(exc, expected):
+            fail(str(exc))
+        # A bug: keep the traceback for the report, not for the screen.
         if os.environ.get("STOCKBATCH_DEBUG"):
             raise
-        log = Path(tempfile.gettempdir()) / f"stockbatch-error-{os.getpid()}.log"
-        log.write_text(traceback.format_exc())
+        where = crash_log(traceback.format_exc())
         fail(
-            f"internal error ({type(exc).__name__}: {exc}). This is a bug: please report it "
-            f"with {log} (full traceback); STOCKBATCH_DEBUG=1 shows it here."
+            f"internal error ({type(exc).__name__}: {str(exc)[:300]}). This is a bug: please "
+            f"report it with {where} (full traceback); STOCKBATCH_DEBUG=1 shows it here."
         )
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        yield cur
+        cur = cur.__cause__ or cur.__context__
+
+
+def known_problem(exc: BaseException) -> str | None:
+    """What to say (and do) for failures of the machine, not of stockbatch: a full disk,
+    a damaged SQLite warehouse. None for anything else."""
+    for e in _chain(exc):
+        text = str(e)
+        if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or any(
+            s in text for s in ("No space left on device", "database or disk is full")
+        ):
+            return (
+                "the disk is full: free some space and run the command again. Nothing was "
+                "half-written (lake files are written whole, the warehouse load is one "
+                "transaction), so the rerun continues where this one stopped."
+            )
+        if "file is not a database" in text or "database disk image is malformed" in text:
+            return (
+                "the SQLite warehouse file is damaged (not a database). Move it away (e.g. "
+                "`mv HOME/warehouse.db HOME/warehouse.db.bad`) and run `stockbatch load "
+                "--force`: the warehouse is rebuilt from the lake, which holds everything."
+            )
+    return None
+
+
+def crash_log(text: str) -> str:
+    """Write a traceback to ``$STOCKBATCH_HOME/logs/`` (a new 0600 file, never through a
+    link); returns where, or why it could not be written."""
+    home = CURRENT_HOME[0] or Path(os.environ.get("STOCKBATCH_HOME") or ".stockbatch")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    path = home / "logs" / f"error-{stamp}-{os.getpid()}.log"
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        with os.fdopen(os.open(path, flags, 0o600), "w") as fh:
+            fh.write(mask_secrets(text))
+    except OSError as err:
+        return f"(no crash log: {path} could not be written: {err.strerror})"
+    return str(path)
+
+
+def waiting(message: str) -> None:
+    """Tell the user the command waits for another run (the home lock)."""
+    console.print(f"[yellow]{escape(message)}[/]")
 
 
 def recorded(
@@ -239,11 +319,15 @@ def recorded(
     command: str,
     work: Callable[[RunResult, StageProgress], None],
     params: dict[str, Any] | None = None,
+    *,
+    wait: bool = True,
+    lock: bool = True,
 ) -> RunResult:
     """Run one stage command as a recorded run (a failure is recorded, then reported)."""
 
     def go() -> RunResult:
-        with progress_bars(s.progress) as prog, runs.recording(s, command, params=params) as rec:
+        recording = runs.recording(s, command, params=params, lock=lock, wait=wait, on_wait=waiting)
+        with progress_bars(s.progress) as prog, recording as rec:
             work(rec, prog)
         return rec
 

@@ -15,6 +15,7 @@ from stockbatch.cli.common import (
     WarehouseOpt,
     app,
     cli_settings,
+    console,
     fail,
     guard,
     out,
@@ -51,7 +52,10 @@ def list_runs(
 ) -> None:
     """Show recent runs and their row counts."""
     s = cli_settings(home, quiet=True)
-    docs = runs.last_manifests(s, 1 if last else limit)
+    unreadable: list[Path] = []
+    docs = runs.last_manifests(s, 1 if last else limit, unreadable)
+    for bad in unreadable:
+        console.print(f"[yellow]warning:[/] skipped {bad}: not a run manifest (unreadable JSON)")
     if not docs:
         fail(_no_runs_message(s))
     rows = [runs.run_summary(d) for d in docs]

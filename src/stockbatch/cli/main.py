@@ -15,6 +15,7 @@ from stockbatch.cli.common import (
     ForceOpt,
     FullOpt,
     HomeOpt,
+    NoWaitOpt,
     PathOpt,
     QuietOpt,
     SearchOpt,
@@ -34,6 +35,7 @@ from stockbatch.cli.common import (
     progress_bars,
     recorded,
     report_rejected,
+    waiting,
 )
 from stockbatch.results import Progress as StageProgress
 from stockbatch.results import RunResult
@@ -101,6 +103,7 @@ def run(
     warehouse: WarehouseOpt = None,
     search: SearchOpt = None,
     quiet: QuietOpt = False,
+    no_wait: NoWaitOpt = False,
 ) -> None:
     """Run the whole pipeline: ingest -> process -> load.
 
@@ -118,6 +121,8 @@ def run(
                 force=force,
                 full=full,
                 progress=prog,
+                wait=not no_wait,
+                on_wait=waiting,
             )
         )
     assert res.ingest and res.process and res.load
@@ -147,6 +152,7 @@ def ingest(
     home: HomeOpt = None,
     transport: TransportOpt = None,
     quiet: QuietOpt = False,
+    no_wait: NoWaitOpt = False,
 ) -> None:
     """Land a source's data in the lake's bronze layer (as arrived).
 
@@ -160,7 +166,7 @@ def ingest(
     def work(rec: RunResult, prog: StageProgress) -> None:
         rec.ingest = pipeline.ingest(s, src, run_id=rec.run_id, force=force, progress=prog)
 
-    rec = recorded(s, "ingest", work, params={"source": source})
+    rec = recorded(s, "ingest", work, params={"source": source}, wait=not no_wait)
     assert rec.ingest is not None
     report_rejected(rec.ingest.rejected)
     out.print(rec.ingest.summary())
@@ -209,7 +215,8 @@ def collect(
         )
         rec.params["group"] = rec.collect.stats.group
 
-    rec = recorded(s, "collect", work)
+    # Collectors of one group run in parallel on purpose: no home lock (Kafka + bronze lock).
+    rec = recorded(s, "collect", work, lock=False)
     assert rec.collect is not None
     out.print(rec.collect.summary())
     exit_for(rec.status)
@@ -223,6 +230,7 @@ def process(
     home: HomeOpt = None,
     engine: EngineOpt = None,
     quiet: QuietOpt = False,
+    no_wait: NoWaitOpt = False,
 ) -> None:
     """Validate bronze into silver (clean + quarantine) and compute the gold features.
 
@@ -239,7 +247,7 @@ def process(
             s, run_id=rec.run_id, as_of=day, force=force, full=full, progress=prog
         )
 
-    rec = recorded(s, "process", work)
+    rec = recorded(s, "process", work, wait=not no_wait)
     assert rec.process is not None
     out.print(rec.process.summary())
 
@@ -258,6 +266,7 @@ def load(
     warehouse: WarehouseOpt = None,
     search: SearchOpt = None,
     quiet: QuietOpt = False,
+    no_wait: NoWaitOpt = False,
 ) -> None:
     """Upsert the gold layer into the warehouse (only what changed), then sync the search
     index when one is configured. Exit code 3 when the search index stayed stale."""
@@ -269,7 +278,7 @@ def load(
             s, run_id=rec.run_id, force=force, search_only=search_only, progress=prog
         )
 
-    rec = recorded(s, "load", work)
+    rec = recorded(s, "load", work, wait=not no_wait)
     assert rec.load is not None
     out.print(rec.load.summary())
     exit_for(rec.status)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
+from collections.abc import Callable
 
 from stockbatch import runs
 from stockbatch.errors import PipelineError
@@ -63,14 +64,18 @@ def run(
     full: bool = False,
     progress: Progress = no_progress,
     command: str = "run",
+    wait: bool = True,
+    on_wait: Callable[[str], None] | None = None,
 ) -> RunResult:
     """ingest -> [Kafka -> collect ->] process -> load, as one run with one manifest.
 
-    A failing stage is recorded (status ``failed``, with its error) and raised.
+    One run at a time per home: ``wait`` (or :class:`stockbatch.runs.HomeBusy`) and
+    ``on_wait`` as in :func:`stockbatch.runs.recording`. A failing stage is recorded
+    (status ``failed``, with its error) and raised.
     """
     check_backends(settings)
     params = {"source": source.name, "as_of": (as_of or today_utc()).isoformat()}
-    with runs.recording(settings, command, params=params) as rec:
+    with runs.recording(settings, command, params=params, wait=wait, on_wait=on_wait) as rec:
         rid = rec.run_id
         rec.ingest = ingest(settings, source, run_id=rid, force=force, progress=progress)
         if settings.transport == "kafka":

@@ -24,6 +24,8 @@ can work on what the owner just created.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,8 +205,8 @@ def _postgres_engine(parsed: sa.URL, check: bool, kwargs: dict[str, Any]) -> sa.
 def engine_for(url: str, *, check: bool = True, **kwargs: Any) -> sa.Engine:
     """Make an engine for ``url``.
 
-    For SQLite: creates the file's parent folder, applies ``SQLITE_PRAGMAS`` on
-    every new connection and hands transaction control to SQLAlchemy (so DDL,
+    For SQLite: creates the file's parent folder and the file (mode 0600), applies
+    ``SQLITE_PRAGMAS`` on every new connection and hands transaction control to SQLAlchemy (so DDL,
     e.g. a migration or a staging table, is transactional too). For a server
     (PostgreSQL): every connection attempt is bounded by ``connect_timeout``
     (``CONNECT_TIMEOUT_S`` unless the URL sets it); with ``check`` one connection
@@ -217,7 +219,12 @@ def engine_for(url: str, *, check: bool = True, **kwargs: Any) -> sa.Engine:
 
     path = _sqlite_file(parsed)
     if path is not None:
-        path.expanduser().parent.mkdir(parents=True, exist_ok=True)
+        path = path.expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # The same rule as the lake's files: readable by the owner only. SQLite gives its
+        # -wal and -shm files the database file's mode, so creating it 0600 covers them.
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     engine = sa.create_engine(parsed, **kwargs)
 
     @event.listens_for(engine, "connect")
