@@ -1,6 +1,8 @@
 """Incremental processing == full rebuild, over a sequence of daily appends, a new
 symbol, a duplicate line, a future-dated row that a later as-of date makes valid,
-and one late correction (issue 4).
+one late correction (issue 4), appends into a bucket a late correction rebuilt
+and after a full rebuild that followed updates (stale tail parts), and rows
+whose open is 0 (contract v2: not recorded, appended like any clean row).
 
 The demo Kaggle files are cut back by HOLD lines; each "day" appends the next
 lines to every file (the way a re-downloaded dataset grows), then ``process``
@@ -13,6 +15,7 @@ the dataset's last date.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +32,7 @@ from support.lake_compare import PROVENANCE_ONLY, assert_lakes_equal, process_st
 DEMO = Path(__file__).resolve().parents[2] / "data" / "demo" / "kaggle"
 HOLD = 15  # lines held back per file: 5 days of 3 lines; crosses the 2023-Q1 end
 AS_OF = dt.date(2023, 6, 30)
+QUARTER_END = b"2023-03-31"  # the quarter end the daily appends cross
 
 
 @dataclass
@@ -40,6 +44,8 @@ class Lake:
     work: Path
     held: dict[Path, list[bytes]]
     engine: str
+    late: dict[Path, list[bytes]]
+    """Short files held back whole: their rows land with :meth:`append_late`."""
 
     def ingest(self) -> IngestResult:
         return pipeline.ingest(self.settings, KaggleSource(self.data))
@@ -63,11 +69,17 @@ class Lake:
                 with path.open("ab") as fh:
                     fh.write(b"\n".join(take) + b"\n")
 
+    def append_late(self) -> None:
+        for path, rows in self.late.items():
+            with path.open("ab") as fh:
+                fh.write(b"\n".join(rows) + b"\n")
+
 
 def make_lake(tmp: Path, engine: str) -> Lake:
     data = tmp / "data"
     shutil.copytree(DEMO, data)
     held: dict[Path, list[bytes]] = {}
+    late: dict[Path, list[bytes]] = {}
     for path in sorted(p for p in data.rglob("*") if p.is_file()):
         if path.name == "symbols_valid_meta.csv":
             continue
@@ -77,9 +89,15 @@ def make_lake(tmp: Path, engine: str) -> Lake:
         if len(lines) > HOLD + 2:
             held[path] = lines[-HOLD:]
             path.write_bytes(b"\n".join(lines[:-HOLD]) + b"\n")
+        elif len(lines) > 1 and lines[-1][:10] > QUARTER_END:
+            # A short file with rows after 2023-03-31 (CPAAW: one row, 2023-04-13, open 0,
+            # clean since contract v2) would date the dataset past the quarter end from
+            # the first run: it lands whole, later (a new symbol appended from nothing).
+            late[path] = lines[1:]
+            path.write_bytes(lines[0] + b"\n")
     settings = Settings(home=tmp / "home", progress=False)
     settings.process.engine = engine  # type: ignore[assignment]
-    return Lake(data=data, settings=settings, work=tmp, held=held, engine=engine)
+    return Lake(data=data, settings=settings, work=tmp, held=held, engine=engine, late=late)
 
 
 def assert_same_as_full(lake: Lake, as_of: dt.date = AS_OF) -> None:
@@ -155,6 +173,7 @@ def test_new_symbol_and_duplicate_line_equal_full(grown: Lake) -> None:
 def test_future_row_becomes_valid_with_later_as_of(grown: Lake) -> None:
     lake = grown
     lake.append_day(4)
+    lake.append_late()
     (lake.data / "huge" / "later.us.txt").write_text(
         "Date,Open,High,Low,Close,Volume,OpenInt\n"
         "2023-06-29,10,11,9.5,10.5,1000,0\n"
@@ -188,6 +207,52 @@ def test_late_correction_rebuilds_only_its_bucket(grown: Lake) -> None:
     assert_same_as_full(lake, as_of)
 
 
+ADM_NEW = [
+    # HAND-MADE rows (not market data) appended after ADM's last real row (2017-11-10).
+    b"2017-11-13,39.9,40.1,39.5,39.8,1000000,0",
+    b"2017-11-14,0,40.2,39.6,40.0,900000,0",  # open 0: not recorded (contract v2)
+    b"2017-11-15,40.0,40.4,39.9,40.3,800000,0",
+    b"2017-11-16,0,40.5,40.1,40.2,700000,0",
+]
+
+
+def append_adm(lake: Lake, lines: list[bytes]) -> None:
+    with (lake.data / "huge" / "adm.us.txt").open("ab") as fh:
+        fh.write(b"\n" + b"\n".join(lines) + b"\n")
+
+
+def test_append_after_a_rebuild_equals_full(grown: Lake) -> None:
+    """ADM's bucket was rebuilt by the late correction above; its tail folder held parts of
+    the earlier appends. Appending to it again must read the rebuilt tail only."""
+    lake = grown
+    as_of = AS_OF + dt.timedelta(days=5)
+    before = process_state(lake.settings.lake_path)["counts"]["health"]["open_missing"]
+    append_adm(lake, ADM_NEW[:2])
+    res = lake.step(as_of=as_of)
+    r = res.recomputed
+    assert r["mode"] == "incremental" and r["rebuilt_buckets"] == [], r
+    assert r["new_rows"] == 2 and r["daily_rows_computed"] == 2, r  # the zero open is clean
+    assert res.counts["health"]["open_missing"] == before + 1
+    assert_same_as_full(lake, as_of)
+
+
+def test_append_after_a_full_rebuild_that_followed_updates_equals_full(grown: Lake) -> None:
+    lake = grown
+    as_of = AS_OF + dt.timedelta(days=5)
+    tails = lake.settings.lake_path / "_state" / "tail"
+    assert any(len(list(b.glob("*.parquet"))) > 1 for b in tails.iterdir()), (
+        "the updates should have left appended tail parts"
+    )
+    pipeline.process(lake.settings, as_of=as_of, full=True)
+    assert all(len(list(b.glob("*.parquet"))) == 1 for b in tails.iterdir())
+    append_adm(lake, ADM_NEW[2:])
+    res = lake.step(as_of=as_of)
+    r = res.recomputed
+    assert r["mode"] == "incremental" and r["rebuilt_buckets"] == [], r
+    assert r["new_rows"] == 2 and r["daily_rows_computed"] == 2, r
+    assert_same_as_full(lake, as_of)
+
+
 def test_rerun_without_new_data_skips(grown: Lake) -> None:
     lake = grown
     res = lake.step(as_of=AS_OF + dt.timedelta(days=5))
@@ -203,3 +268,24 @@ def test_tampered_lake_falls_back_to_full(tmp_path: Path) -> None:
     res = lake.step()
     assert res.recomputed["mode"] == "full"
     assert "changed" in res.recomputed["reason"]
+
+
+def test_feature_set_version_change_rebuilds_in_full_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stockbatch import schema
+
+    lake = make_lake(tmp_path, "polars")
+    monkeypatch.setattr(schema, "FEATURE_SET_VERSION", 1)  # a lake built under contract v1
+    lake.step()
+    monkeypatch.undo()
+    state_path = lake.settings.lake_path / "gold" / "_state.json"
+    state = json.loads(state_path.read_text())
+    assert state["feature_set_version"] == 1
+    del state["feature_set_version"]  # states written before v2 do not have the key
+    state_path.write_text(json.dumps(state))
+    res = lake.step()
+    assert not res.skipped  # the process fingerprint holds the version
+    assert res.recomputed["mode"] == "full"
+    assert res.recomputed["reason"] == "feature set version 1 -> 2"
+    assert process_state(lake.settings.lake_path)["feature_set_version"] == 2

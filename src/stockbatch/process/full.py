@@ -18,7 +18,7 @@ import polars as pl
 
 from stockbatch import lake, quality, schema
 from stockbatch.lake.layout import FIRST_PART, bucket_dir, bucket_of_dir, symbol_bucket
-from stockbatch.process.context import StageContext, concat_quarterly
+from stockbatch.process.context import StageContext, concat_quarterly, keep_only
 from stockbatch.process.engines import SparkEngine
 from stockbatch.process.state import (
     DATE,
@@ -61,11 +61,13 @@ def rebuild_bucket_silver(
 
 
 def rebuild_bucket_gold(ctx: StageContext, b: int, bars: pl.DataFrame) -> pl.DataFrame:
-    """Daily features of every symbol of bucket ``b``; writes gold and the tail."""
+    """Daily features of every symbol of bucket ``b``; writes gold and the tail (as the
+    bucket's only tail part: the parts of earlier updates hold rows it already has)."""
     daily = ctx.engine.daily(bars, with_state=True)
     ctx.replace_bucket(daily, schema.DAILY_FEATURES, ctx.layout.gold_daily, b)
     tail_path = tail_dir(ctx.settings, b) / FIRST_PART
     lake.write_parquet_atomic(tail_of(daily), tail_path, ctx.compression)
+    keep_only(tail_path.parent, tail_path)
     return daily
 
 

@@ -86,6 +86,10 @@ def full_rebuild_reason(
     if not state.get("incremental"):
         return "no incremental state yet"
     if state.get("config") != config_fingerprint(settings):
+        # States written before the key existed were all written under contract v1.
+        before = state.get("feature_set_version", 1)
+        if before != schema.FEATURE_SET_VERSION:
+            return f"feature set version {before} -> {schema.FEATURE_SET_VERSION}"
         return "settings or code version changed"
     if as_of < dt.date.fromisoformat(state["as_of"]):
         return "the as-of date moved back"

@@ -168,6 +168,10 @@ class _BucketLayers:
         order = [F.col(SYMBOL).asc(), F.col(DATE).asc()]
         files = self._write(daily, root, schema.DAILY_FEATURES, order, tails)
         _replace_layer(root, self.written)
+        if tails is not None:
+            # Each bucket's tail is now its one FIRST_PART: the parts earlier updates
+            # appended hold rows it already has (and buckets beyond ``buckets`` go).
+            _replace_layer(tails, [bucket_dir(tails, b) / FIRST_PART for b in range(self.buckets)])
         return files
 
     def _write(

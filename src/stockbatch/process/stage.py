@@ -16,7 +16,7 @@ from typing import Any
 
 import polars as pl
 
-from stockbatch import lake
+from stockbatch import lake, schema
 from stockbatch.calendar import SessionCalendar
 from stockbatch.errors import PipelineError
 from stockbatch.lake import bronze, gold
@@ -32,6 +32,7 @@ from stockbatch.process.state import (
     snapshot,
     units_record,
 )
+from stockbatch.quality.rules import EARLIEST_DATE
 from stockbatch.results import ProcessResult, Progress, new_run_id, no_progress, today_utc
 from stockbatch.settings import Settings
 
@@ -83,7 +84,10 @@ def process(
         engine=engines.for_settings(settings),
         run_id=run_id,
         as_of=as_of,
-        calendar=SessionCalendar(settings.process.calendar, end=as_of + dt.timedelta(days=400)),
+        # From the first date a clean row may have: the calendar covers any clean data.
+        calendar=SessionCalendar(
+            settings.process.calendar, start=EARLIEST_DATE, end=as_of + dt.timedelta(days=400)
+        ),
         progress=progress,
     )
     parts = bronze.active_parts(settings)
@@ -159,6 +163,7 @@ def _record(
     state_doc = {
         "incremental": True,
         "config": config_fingerprint(settings),
+        "feature_set_version": schema.FEATURE_SET_VERSION,
         "units": units_record(active),
         "bronze_files": [layout.relative(p) for p in bronze_files],
         "bucket_counts": totals.bucket_counts,

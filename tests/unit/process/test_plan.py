@@ -15,6 +15,7 @@ from typing import Any
 import polars as pl
 import pytest
 
+from stockbatch import schema
 from stockbatch.calendar import SessionCalendar
 from stockbatch.process.incremental import completion_refresh
 from stockbatch.process.plan import Plan, decide, full_rebuild_reason, unit_changes
@@ -238,12 +239,18 @@ def test_what_the_state_cannot_vouch_for_makes_a_full_rebuild(tmp_path: Path) ->
     ok: dict[str, Any] = {
         "incremental": True,
         "config": config_fingerprint(settings),
+        "feature_set_version": schema.FEATURE_SET_VERSION,
         "as_of": "2017-11-29",
         "files": {},
         "units": units_record(active),
     }
     assert reason() == "no incremental state yet"
     assert reason(**{**ok, "config": "other"}) == "settings or code version changed"
+    # contract v1 -> v2: the config differs (it holds the version) and the reason says which
+    old = {**ok, "config": "v1 config", "feature_set_version": 1}
+    assert reason(**old) == f"feature set version 1 -> {schema.FEATURE_SET_VERSION}"
+    legacy = {k: v for k, v in old.items() if k != "feature_set_version"}  # written by v1 code
+    assert reason(**legacy) == f"feature set version 1 -> {schema.FEATURE_SET_VERSION}"
     assert reason(**{**ok, "as_of": "2017-12-01"}) == "the as-of date moved back"
     assert reason(**{**ok, "files": {"gold/x.parquet": [1, 2]}}) == (
         "lake files changed since the last process run"
