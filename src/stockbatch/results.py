@@ -141,15 +141,23 @@ class ProcessResult:
                 f"{r.get('symbols_appended', 0):,} symbols appended, "
                 f"{len(r.get('rebuilt_buckets', [])):,} buckets rebuilt): "
             )
+        elif r.get("reason"):
+            head = f"process (full rebuild: {r['reason']}): "
         else:
             head = "process: "
-        return (
+        line = (
             f"{head}rows in {c.get('rows_in', 0):,} = clean {c.get('rows_clean', 0):,} "
             f"+ quarantined {c.get('rows_quarantined', 0):,} "
             f"+ deduplicated {c.get('rows_deduplicated', 0):,}; "
             f"{self.symbols:,} symbols, {self.quarterly_rows:,} quarterly rows "
             f"in {self.duration_s:.1f}s"
         )
+        reasons = {k: v for k, v in c.get("reasons", {}).items() if v}
+        if not reasons:
+            return line
+        # Counts per reason count reasons: one row can carry several (they add up to more).
+        per = ", ".join(f"{k} {v:,}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1]))
+        return f"{line}\nquarantine reasons (one row can carry several): {per}"
 
 
 @dataclass

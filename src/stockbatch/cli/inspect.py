@@ -88,6 +88,13 @@ def list_runs(
             f"{r['duration_s']:.1f}",
         )
     out.print(table)
+    if last and rows[0]["reasons"]:
+        per = ", ".join(f"{k} {v:,}" for k, v in rows[0]["reasons"].items() if v)
+        out.print(
+            f"quarantine reasons (one row can carry several, so they add up to more than "
+            f"the {rows[0]['rows_quarantined']:,} rows): {per}. "
+            "Rows per reason group: `stockbatch quarantine --by group`."
+        )
 
 
 SHOW_DAILY = ("trade_date", "close", "adj_close", "volume", "ret_1d", "sma_20", "sma_50",
@@ -197,7 +204,10 @@ def quarantine(
         summary.add_row(key, f"{n:,}")
     out.print(summary)
     if by == "reason":
-        out.print("[dim](a row with several reasons counts once per reason)[/]")
+        out.print(
+            "[dim](a row with several reasons counts once per reason; "
+            "--by group counts each row once)[/]"
+        )
     if rows:
         for r in rows:
             r["where"] = f"{r['source_file']}:{r['line_no']}"

@@ -222,8 +222,14 @@ def symbol_quarterly(engine: sa.Engine, symbol: str, last: int) -> pa.Table:
     return _to_arrow(rows[::-1], schema.QUARTERLY_FEATURES)
 
 
-QUARANTINE_GROUPS = {"reason": "reasons", "symbol": "symbol", "file": "source_file"}
-"""What ``quarantine_counts`` can group by, and the column behind each."""
+QUARANTINE_GROUPS = {
+    "reason": "reasons",
+    "group": "reasons",
+    "symbol": "symbol",
+    "file": "source_file",
+}
+"""What ``quarantine_counts`` can group by, and the column behind each (``group``: the
+exact combination of reasons of a row)."""
 
 
 def _quarantine_filter(
@@ -250,15 +256,19 @@ def quarantine_counts(
     reason: str | None = None,
     symbol: str | None = None,
 ) -> list[tuple[str, int]]:
-    """Quarantined rows per reason code (a row with two reasons counts for both), symbol
-    or source file; most first."""
+    """Quarantined rows per reason code (a row with two reasons counts for both), per
+    reason group (the combination a row carries: every row counted once), symbol or
+    source file; most first."""
     t = models.quarantine
     col = t.c[QUARANTINE_GROUPS[by]]
     stmt = _quarantine_filter(sa.select(col, sa.func.count()).group_by(col), run_id, reason, symbol)
     counts: dict[str, int] = {}
     with engine.connect() as conn:
         for key, n in conn.execute(stmt):
-            keys = str(key).split(",") if by == "reason" else [str(key)]
+            if by == "reason":
+                keys = str(key).split(",")
+            else:
+                keys = [str(key).replace(",", " + ") if by == "group" else str(key)]
             for k in keys:
                 counts[k] = counts.get(k, 0) + int(n)
     return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
