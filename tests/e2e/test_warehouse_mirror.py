@@ -25,3 +25,4 @@ def test_sqlite_warehouse_mirrors_gold_after_corrections(tmp_path: Path, demo_da
     assert sizes[2]["daily"] == sizes[1]["daily"]  # the date moved, no extra row
     assert sizes[3]["daily"] < sizes[2]["daily"] and sizes[3]["quarterly"] < sizes[2]["quarterly"]
     assert sizes[4]["symbols"] == sizes[3]["symbols"] - 1
+    assert sizes[5]["symbols"] == sizes[4]["symbols"] - 1 == 1

@@ -75,4 +75,6 @@ def mirror_scenario(
     header = eem.read_text().splitlines(keepends=True)[0]
     eem.write_text(header + "2017-11-11,1.0,1.1,0.9,1.0,100,0\n")  # a Saturday: quarantined
     step()  # no clean row left: the symbol leaves gold, and the warehouse
+    adm.write_text(header)
+    step()  # a file cut to its header: that symbol leaves gold too
     return sizes

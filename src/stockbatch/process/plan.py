@@ -76,7 +76,30 @@ def plan_update(
         return Plan(full_reason=reason)
     changes = unit_changes(state["units"], active, parts)
     rows = read_new_rows(settings, state, bronze_files, changes)
-    return decide(rows, {ref for ref, _ in changes.changed}, read_symbols(settings), as_of)
+    plan = decide(rows, {ref for ref, _ in changes.changed}, read_symbols(settings), as_of)
+    # A changed file rebuilds the buckets its earlier versions fed too: its new version may
+    # hold fewer symbols, or no row at all (cut to its header), and those must leave gold.
+    before = _buckets_of_files(bronze_files, [ref for ref, _ in changes.changed])
+    if before - plan.rebuild:
+        rebuild = plan.rebuild | before
+        return Plan(
+            fresh=plan.fresh.filter(~pl.col("bucket").is_in(list(rebuild))), rebuild=rebuild
+        )
+    return plan
+
+
+def _buckets_of_files(bronze_files: list[Path], refs: list[str]) -> set[int]:
+    """Every bucket that any landed version of the source files ``refs`` has rows in."""
+    if not refs or not bronze_files:
+        return set()
+    found = (
+        pl.scan_parquet(bronze_files)
+        .filter(pl.col("source_file").is_in(refs))
+        .select("bucket")
+        .unique()
+        .collect()
+    )
+    return {int(b) for b in found["bucket"].to_list()}
 
 
 def full_rebuild_reason(
