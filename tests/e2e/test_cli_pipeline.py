@@ -64,7 +64,9 @@ def test_demo_counts_reconcile(demo_home: Path, demo_data: Path) -> None:
     # Real quirks of the demo files (see data/demo/README.md) are quarantined with reasons.
     assert run["reasons"]["high_below_low"] >= 1
     assert run["reasons"]["weekend_date"] >= 1
-    assert run["reasons"]["non_positive_price"] >= 1
+    # Contract v2: AON's 1980s history has open = 0 ("not recorded"): kept, counted.
+    assert run["reasons"]["non_positive_price"] == 0
+    assert run["health"]["open_missing"] >= 1000
     assert sum(run["reasons"].values()) >= run["rows_quarantined"]
 
 
