@@ -99,26 +99,8 @@ def _load_warehouse(
         with loader.run_transaction(db.engine_for(urls.loader)) as tx:
             inst = gold.instruments_table(settings)
             add("instruments", tx.load_table("instruments", [inst], key=("symbol",), replace=True))
-            stored = tx.stored_values("daily_bars", "symbol") if jobs else set()
-            stored |= tx.stored_values("daily_features", "symbol") if jobs else set()
-            for files, bucket in jobs:
-                daily = pa.concat_tables(
-                    lake.read_canonical(p, schema.DAILY_FEATURES) for p in files
-                ) if files else schema.DAILY_FEATURES.empty_table()  # fmt: skip
-                scope = None
-                if bucket is not None:
-                    n = settings.lake.buckets
-                    scope = sorted(s for s in stored if lake.symbol_bucket(s, n) == bucket)
-                bars = daily.select(list(schema.DAILY_BAR_COLUMNS))
-                feats = daily.select(["symbol", "trade_date", *schema.DAILY_FEATURE_COLUMNS])
-                key = ("symbol", "trade_date")
-                add("daily_bars", tx.load_table("daily_bars", [bars], key=key, replace=scope))
-                add(
-                    "daily_features",
-                    tx.load_table("daily_features", [feats], key=key, replace=scope),
-                )
-                result.buckets_loaded += len(files)
-                task.advance()
+            _load_daily(tx, settings, jobs, add, task)
+            result.buckets_loaded += sum(len(files) for files, _ in jobs)
             quarterly = gold.read_quarterly(settings)
             key = ("symbol", "quarter")
             add(
@@ -141,6 +123,37 @@ def _load_warehouse(
         "run_id": result.run_id,
     }
     lake.atomic_write_bytes(layout.loaded_state, json.dumps(record).encode())
+
+
+def _load_daily(
+    tx: Any,
+    settings: Settings,
+    jobs: list[tuple[list[Path], int | None]],
+    add: Any,
+    task: Any,
+) -> None:
+    """Load the daily jobs (see :func:`_daily_jobs`) into daily_bars and daily_features."""
+    stored: set[str] = set()
+    if any(bucket is not None for _, bucket in jobs):
+        stored = tx.stored_values("daily_bars", "symbol") | tx.stored_values(
+            "daily_features", "symbol"
+        )
+    n = settings.lake.buckets
+    key = ("symbol", "trade_date")
+    for files, bucket in jobs:
+        daily = (
+            pa.concat_tables(lake.read_canonical(p, schema.DAILY_FEATURES) for p in files)
+            if files
+            else schema.DAILY_FEATURES.empty_table()
+        )
+        scope = None
+        if bucket is not None:  # a rebuilt bucket: its symbols' rows become exactly these
+            scope = sorted(s for s in stored if lake.symbol_bucket(s, n) == bucket)
+        bars = daily.select(list(schema.DAILY_BAR_COLUMNS))
+        feats = daily.select(["symbol", "trade_date", *schema.DAILY_FEATURE_COLUMNS])
+        add("daily_bars", tx.load_table("daily_bars", [bars], key=key, replace=scope))
+        add("daily_features", tx.load_table("daily_features", [feats], key=key, replace=scope))
+        task.advance()
 
 
 def _daily_jobs(
