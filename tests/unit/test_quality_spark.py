@@ -290,7 +290,11 @@ def test_contract_v2_cases(spark: SparkSession) -> None:
     """Zero open, dates around 1885, implausible values: the reasons the contract names."""
     expected, got = run_both(spark, bronze_of(edge_rows()), calendar=CALENDAR_1885)
     by_symbol = dict(
-        zip(expected.quarantine["symbol"].to_list(), expected.quarantine["reasons"].to_list())
+        zip(
+            expected.quarantine["symbol"].to_list(),
+            expected.quarantine["reasons"].to_list(),
+            strict=True,
+        )
     )
     case = {i: f"S{i:03d}" for i in range(len(FIELD_CASES))}
 
