@@ -9,7 +9,7 @@ text, so that nothing is lost before validation. The pipeline adds
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal, TypeAlias
@@ -27,6 +27,58 @@ PIPELINE_FIELDS = ("ingest_run_id", "bucket")
 BRONZE_SOURCE_SCHEMA = pa.schema([f for f in BRONZE_BARS if f.name not in PIPELINE_FIELDS])
 """What ``Source.read`` returns: ``schema.BRONZE_BARS`` minus the pipeline's fields."""
 
+ECHO_LIMIT = 100
+"""At most this many characters of any input are quoted in a message (``echo``)."""
+
+ScanProgress: TypeAlias = Callable[[int, int], None]
+"""``on_scan(entries_looked_at, units_found)``: called by ``Source.units`` while it lists.
+
+Called every ``SCAN_REPORT_EVERY`` entries and once when the listing is complete, so a
+long folder scan can show that it is moving and how much it has found.
+"""
+
+SCAN_REPORT_EVERY = 1000
+
+
+def echo(text: str | bytes, limit: int = ECHO_LIMIT, *, quote: bool = True) -> str:
+    """Input text made safe to quote in a message, a log line or the run manifest.
+
+    Repr-like: control characters, invalid bytes and other non-printable characters
+    are escaped (``\\x1b``, ``\\n``, ``\\u202e``; an undecodable byte of a file name
+    or of bytes as ``\\xff``), so nothing reaches a terminal raw; at most ``limit``
+    characters are shown (escapes included), and a cut text says how long it was:
+    ``'abc...' (10,485,760 chars)``. ``quote=False`` leaves out the quotes (for
+    provider messages that read as prose).
+    """
+    unit = "chars"
+    if isinstance(text, bytes):
+        total = len(text)
+        text = text[: 4 * limit + 4].decode("utf-8", errors="surrogateescape")
+        unit = "bytes"
+    else:
+        total = len(text)
+    shown: list[str] = []
+    used = 0
+    cut = False
+    for ch in text:
+        if ch.isprintable() and ch not in "'\\":
+            piece = ch
+        elif ch in "'\\":
+            piece = "\\" + ch if quote else ch
+        elif "\udc80" <= ch <= "\udcff":  # an undecodable byte (surrogateescape)
+            piece = f"\\x{ord(ch) - 0xDC00:02x}"
+        else:
+            piece = repr(ch)[1:-1]
+        if used + len(piece) > limit:
+            cut = True
+            break
+        shown.append(piece)
+        used += len(piece)
+    body = "".join(shown)
+    if not quote:
+        return f"{body}... ({total:,} {unit})" if cut else body
+    return f"'{body}'... ({total:,} {unit})" if cut else f"'{body}'"
+
 
 @dataclass(frozen=True)
 class SourceUnit:
@@ -36,6 +88,11 @@ class SourceUnit:
     ``/`` separators, or ``yahoo/<SYMBOL>/<start>..<end>``) and becomes the bronze
     ``source_file``. For files, ``sha256`` and ``size`` describe the bytes, so the
     pipeline can skip a file it already ingested unchanged; they are None for Yahoo.
+
+    ``error`` is set when listing already found that the unit cannot be read (an
+    unreadable file or folder, a FIFO, a broken link...): such a unit is listed so
+    that it is rejected by name, and ``read`` raises ``SourceError(error)`` for it.
+    Its ``sha256`` is None, so it is never taken for an unchanged unit.
     """
 
     source: str
@@ -43,6 +100,7 @@ class SourceUnit:
     path: Path | None
     sha256: str | None
     size: int | None
+    error: str | None = None
 
 
 class SourceError(Exception):
@@ -91,8 +149,12 @@ class Source(ABC):
     allows_no_units: ClassVar[bool] = False
 
     @abstractmethod
-    def units(self) -> Iterator[SourceUnit]:
-        """List the units to ingest, in a stable order (cheap: no parsing)."""
+    def units(self, on_scan: ScanProgress | None = None) -> Iterator[SourceUnit]:
+        """List the units to ingest, in a stable order (cheap: no parsing of units).
+
+        A unit that listing found unreadable is listed too, with ``error`` set.
+        ``on_scan`` (optional) is told how far a long listing has got (``ScanProgress``).
+        """
 
     @abstractmethod
     def read(self, unit: SourceUnit) -> pa.Table:
@@ -117,6 +179,9 @@ class Source(ABC):
         ahead in parallel, keeping the order and a bounded number in memory.
         """
         for unit in units:
+            if unit.error is not None:
+                yield unit, SourceError(unit.error, ref=unit.ref)
+                continue
             try:
                 yield unit, self.read(unit)
             except SourceError as exc:

@@ -15,6 +15,30 @@ with its name, which gives the symbol (see ``symbols.py``). Other files
 (metadata, read by ``instruments()``) and ``all_stocks_5yr.csv`` (the S&P set's
 merge of its per-symbol files: reading both would ingest every row twice).
 
+Hostile or broken entries never stop, hang or silently shrink the listing. A file
+named like data is opened only after ``lstat``/``stat`` show it is a regular file
+(opened non-blocking, without following a last-moment link, and checked again
+with ``fstat``); anything else named like data is listed as a unit with
+``error`` set, so the ingest rejects it *by name* with the reason and goes on:
+a FIFO, socket or device (also behind a link: a link to ``/dev/zero`` is never
+opened), a folder reached through a link, a broken link, a link loop, a file
+that cannot be read (permissions), a name with control characters or bytes that
+are not UTF-8 (its ref is then shown escaped). A sub-folder that cannot be
+listed is rejected by name too (``sub/``), and so is a link to a folder not
+named like data: links to folders are never followed, so a scan cannot loop.
+
+Symbolic links to regular files are followed, wherever they point: a folder of
+links to the files of a dataset kept elsewhere is a supported way to ingest a
+subset. The content of a file reached through a link that *leaves* the input
+folder is never quoted: when it is not a Kaggle file it is rejected by name
+with no echo of its first line (a link to ``/etc/shadow`` shows nothing of it).
+Any quote of input in a message (a header, a file name, a link target) is
+escaped and cut to ``base.ECHO_LIMIT`` characters (``base.echo``).
+
+A scan that has looked at ``scan_limit`` entries (100,000 by default) without
+finding one file named like data stops with an error (``--path /`` ends
+quickly); ``units(on_scan=...)`` reports its progress (``base.ScanProgress``).
+
 Parsing keeps every physical line: the file is decoded as UTF-8 (bad bytes
 become U+FFFD, which then fails to parse downstream: ``unparseable`` is the
 processing stage's call), split into lines (``\\n`` or ``\\r\\n``), fully blank
@@ -28,12 +52,14 @@ differs from the header's keeps its text in ``raw_line`` and has null fields.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,11 +70,14 @@ import pyarrow.csv as pacsv
 from stockbatch.schema import INSTRUMENTS
 from stockbatch.sources.base import (
     BRONZE_SOURCE_SCHEMA,
+    SCAN_REPORT_EVERY,
+    ScanProgress,
     Source,
     SourceError,
     SourceName,
     SourceUnit,
     UnknownLayoutError,
+    echo,
     empty_bronze,
 )
 from stockbatch.sources.symbols import canonical_symbol, kaggle_layout_of, symbol_for_file
@@ -68,6 +97,9 @@ WHITESPACE = " \t\r\n\x0b\x0c"
 """What "surrounding whitespace" and "blank line" mean here: ASCII whitespace only."""
 
 _INT16_MAX = 32767
+
+SCAN_LIMIT = 100_000
+"""Entries a scan looks at before giving up when none of them is named like data."""
 
 
 @dataclass(frozen=True)
@@ -146,12 +178,14 @@ def detect_layout(header_line: str) -> KaggleLayout | None:
     return _LAYOUT_BY_HEADER.get(key)
 
 
-def parse_kaggle_bytes(data: bytes, *, file_name: str, ref: str) -> pa.Table:
+def parse_kaggle_bytes(data: bytes, *, file_name: str, ref: str, quote: bool = True) -> pa.Table:
     """Parse one Kaggle price file into a table of ``BRONZE_SOURCE_SCHEMA``.
 
     ``file_name`` gives the symbol; ``ref`` becomes ``source_file``. An empty or
     header-only file gives 0 rows. Raises ``UnknownLayoutError`` when the header
-    matches no layout or the name does not fit the header's layout.
+    matches no layout or the name does not fit the header's layout; its message
+    quotes at most ``ECHO_LIMIT`` characters of the header, escaped, and none at
+    all with ``quote=False`` (a file reached through a link out of the input folder).
     """
     text = data.decode("utf-8-sig", errors="replace")
     if "\r\n" in text:
@@ -162,16 +196,25 @@ def parse_kaggle_bytes(data: bytes, *, file_name: str, ref: str) -> pa.Table:
     header_idx, header_line, body = header
     layout = detect_layout(header_line)
     if layout is None:
-        accepted = "; ".join(lay.describe() for lay in LAYOUTS)
+        shown = (
+            f"header {echo(header_line.strip(WHITESPACE))}"
+            if quote
+            else "header (not shown: the file is a link out of the input folder)"
+        )
+        by_name = kaggle_layout_of(file_name)
+        if by_name is not None:
+            named = _LAYOUT_BY_SOURCE[by_name]  # the name says which layout the file should have
+            expected = f"a *{named.file_suffix} file starts with {','.join(named.header)}"
+        else:
+            expected = "accepted: " + "; ".join(lay.describe() for lay in LAYOUTS)
         raise UnknownLayoutError(
-            f"header {header_line.strip(WHITESPACE)!r} (line {header_idx + 1}) matches no "
-            f"Kaggle layout. Accepted: {accepted}. Remove the file from the input folder "
-            "or convert it to one of these layouts.",
+            f"{shown} (line {header_idx + 1}) matches no Kaggle layout; {expected}. "
+            "Convert or remove the file.",
             ref=ref,
         )
     try:
         if kaggle_layout_of(file_name) != layout.source:
-            raise ValueError(f"the file name {file_name!r} is not *{layout.file_suffix}")
+            raise ValueError(f"the file name {echo(file_name)} is not *{layout.file_suffix}")
         symbol = symbol_for_file(layout.source, file_name)
     except ValueError as exc:
         raise UnknownLayoutError(
@@ -321,12 +364,115 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
+class _Refused(Exception):
+    """An entry that is not opened (or could not be): ``message`` says why."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
+
+
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), "not a file")
+
+
+def _strerror(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+def _within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+_OPEN_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NONBLOCK", 0)  # a FIFO swapped in after the check cannot block
+    | getattr(os, "O_NOFOLLOW", 0)  # nor can a link swapped in after the check
+    | getattr(os, "O_NOCTTY", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+)
+
+
+def _open_regular(path: Path, root_real: str) -> tuple[int, bool]:
+    """Open a file named like data, checking it first: (fd, inside the root).
+
+    Only a regular file is ever opened: ``lstat``, then ``stat`` through a link,
+    then ``fstat`` on the descriptor. ``inside`` is False when a link leads out of
+    ``root_real`` (its content must then never be quoted). Raises ``_Refused``.
+    """
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        raise _Refused(
+            f"cannot be examined ({_strerror(exc)}): make its folder readable "
+            "(chmod a+rx) or remove it."
+        ) from exc
+    target = str(path)
+    inside = True
+    if stat.S_ISLNK(st.st_mode):
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise _Refused("a symbolic link loop: fix or remove the link.") from exc
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                try:
+                    to = echo(os.readlink(path))
+                except OSError:
+                    to = "its target"
+                raise _Refused(
+                    f"a broken symbolic link ({to} does not exist): fix or remove the link."
+                ) from exc
+            raise _Refused(
+                f"cannot follow the symbolic link ({_strerror(exc)}): fix or remove the link."
+            ) from exc
+        target = os.path.realpath(path)
+        inside = _within(target, root_real)
+    if not stat.S_ISREG(st.st_mode):
+        via = " behind a symbolic link" if target != str(path) else ""
+        raise _Refused(
+            f"not a regular file ({_kind(st.st_mode)}{via}): never opened; "
+            "remove it from the input folder."
+        )
+    try:
+        fd = os.open(target, _OPEN_FLAGS)
+    except OSError as exc:
+        raise _Refused(
+            f"cannot read the file ({_strerror(exc)}): make it readable or remove it."
+        ) from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced between the checks and the open
+        os.close(fd)
+        raise _Refused("the entry changed while it was listed: run the ingest again.")
+    return fd, inside
+
+
+@dataclass
+class _Listing:
+    """What one scan of the root found."""
+
+    units: list[SourceUnit] = field(default_factory=list)
+    metadata: list[tuple[str, Path]] = field(default_factory=list)
+    """(ref, path) of every readable metadata file, sorted by ref."""
+    entries: int = 0
+    found: int = 0
+    """Entries named like data (price files and metadata), readable or not."""
+
+
 class KaggleSource(Source):
     """Every Kaggle price file under ``root`` (the three layouts, possibly mixed)."""
 
     name = "kaggle"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, scan_limit: int = SCAN_LIMIT) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise SourceError(
@@ -334,34 +480,136 @@ class KaggleSource(Source):
                 "(`kaggle_download`) or point the ingest at the folder holding its files.",
                 ref=str(self.root),
             )
+        self.scan_limit = scan_limit
+        self._root_real = os.path.realpath(self.root)
+        self._instruments: list[pa.Table] | None = None  # from the last units()
 
     def describe(self) -> str:
         """``folder <root>``."""
         return f"folder {self.root}"
 
-    def _walk(self) -> Iterator[tuple[str, Path]]:
-        """(ref, path) of every non-hidden file under the root, sorted by ref."""
-        found: list[tuple[str, Path]] = []
-        for dirpath, dirnames, filenames in os.walk(self.root):
-            dirnames[:] = [d for d in dirnames if not _is_hidden(d)]  # prune hidden folders
-            base = Path(dirpath)
-            for fname in filenames:
-                if not _is_hidden(fname):
-                    path = base / fname
-                    found.append((path.relative_to(self.root).as_posix(), path))
-        found.sort()
-        yield from found
-
-    def units(self) -> Iterator[SourceUnit]:
-        """One unit per price file; its layout (``source``) comes from its name."""
-        for ref, path in self._walk():
-            layout = kaggle_layout_of(path.name)
-            if layout is None or path.name.lower() in SKIPPED_FILES:
+    def _scan(self, on_scan: ScanProgress | None = None) -> _Listing:
+        """Walk the root (links to folders are not followed); see the module docstring."""
+        out = _Listing()
+        found: list[SourceUnit] = []
+        bad_folders: list[SourceUnit] = []
+        stack: list[tuple[Path, str]] = [(self.root, "")]
+        while stack:
+            folder, prefix = stack.pop()
+            try:
+                with os.scandir(folder) as it:
+                    children = list(it)
+            except OSError as exc:
+                if not prefix:
+                    raise SourceError(
+                        f"cannot read the input folder ({_strerror(exc)}): make it readable "
+                        "by the user running the ingest.",
+                        ref=str(self.root),
+                    ) from exc
+                bad_folders.append(
+                    _rejected(
+                        self.name,
+                        _shown_ref(prefix),
+                        f"cannot list this folder ({_strerror(exc)}): none of its files were "
+                        "read; make it readable (chmod a+rx) or move it out of the input folder.",
+                    )
+                )
                 continue
-            with path.open("rb") as fh:
+            for entry in children:
+                out.entries += 1
+                if on_scan is not None and out.entries % SCAN_REPORT_EVERY == 0:
+                    on_scan(out.entries, out.found)
+                if not out.found and out.entries >= self.scan_limit:
+                    raise SourceError(
+                        f"looked at {out.entries:,} entries and found no Kaggle price file "
+                        "(*.us.txt, *_data.csv, *.csv): point --path at the dataset's folder.",
+                        ref=str(self.root),
+                    )
+                if _is_hidden(entry.name):
+                    continue
+                unit = self._entry(entry, prefix + entry.name, stack, out)
+                if unit is not None:
+                    found.append(unit)
+        if on_scan is not None:
+            on_scan(out.entries, out.found)
+        if not out.found and bad_folders:
+            first = bad_folders[0]
+            raise SourceError(
+                f"found no Kaggle price file, and {len(bad_folders)} folder(s) could not be "
+                f"read: {first.ref} {first.error}",
+                ref=str(self.root),
+            )
+        out.units = sorted(found + bad_folders, key=lambda u: u.ref)
+        out.metadata.sort()
+        return out
+
+    def _entry(
+        self, entry: os.DirEntry[str], ref: str, stack: list[tuple[Path, str]], out: _Listing
+    ) -> SourceUnit | None:
+        """The unit for one directory entry (maybe a rejected one), or None to ignore it."""
+        path = Path(entry.path)
+        try:
+            is_dir = entry.is_dir(follow_symlinks=False)
+            is_link = entry.is_symlink()
+        except OSError:
+            is_dir = is_link = False
+        if is_dir:
+            stack.append((path, ref + "/"))
+            return None
+        layout = kaggle_layout_of(entry.name)
+        if layout is None:
+            if is_link and _is_folder(path):
+                return _rejected(
+                    self.name,
+                    _shown_ref(ref),
+                    "a symbolic link to a folder: not followed (links could loop); "
+                    "ingest that folder with its own --path, or copy it in.",
+                )
+            return None  # not data: READMEs, checksums, ...
+        lower = entry.name.lower()
+        if lower in SKIPPED_FILES and lower != METADATA_FILE:
+            return None
+        out.found += 1
+        if not ref.isprintable():
+            return _rejected(
+                layout,
+                _shown_ref(ref),
+                "the name has control characters or bytes that are not UTF-8: rename it.",
+            )
+        try:
+            fd, _ = _open_regular(path, self._root_real)
+        except _Refused as exc:
+            return _rejected(layout, ref, exc.message)
+        if lower == METADATA_FILE:  # read and parsed by units(): small
+            os.close(fd)
+            out.metadata.append((ref, path))
+            return None
+        with os.fdopen(fd, "rb") as fh:
+            try:
                 digest = hashlib.file_digest(fh, "sha256").hexdigest()
                 size = os.fstat(fh.fileno()).st_size
-            yield SourceUnit(source=layout, ref=ref, path=path, sha256=digest, size=size)
+            except OSError as exc:
+                return _rejected(layout, ref, f"cannot read the file ({_strerror(exc)}).")
+        return SourceUnit(source=layout, ref=ref, path=path, sha256=digest, size=size)
+
+    def units(self, on_scan: ScanProgress | None = None) -> Iterator[SourceUnit]:
+        """One unit per file named like data, sorted by ref; unreadable ones with ``error``.
+
+        The layout (``source``) comes from the name. A folder that cannot be listed
+        is a unit too (``sub/``, source ``kaggle``, with ``error``), and so is a
+        NASDAQ metadata file that cannot be read or parsed (it is read here, so that
+        ``instruments()`` cannot fail later). ``on_scan`` gets the scan's progress.
+        """
+        listing = self._scan(on_scan)
+        tables: list[pa.Table] = []
+        bad_metadata: list[SourceUnit] = []
+        for ref, path in listing.metadata:
+            try:
+                tables.append(self._metadata(ref, path))
+            except SourceError as exc:
+                bad_metadata.append(_rejected("kaggle-nasdaq", ref, exc.message))
+        self._instruments = tables
+        yield from sorted(listing.units + bad_metadata, key=lambda u: u.ref)
 
     def read_many(
         self, units: list[SourceUnit]
@@ -391,38 +639,53 @@ class KaggleSource(Source):
                 done, future = pending.popleft()
                 yield done, future.result()
 
-    def read(self, unit: SourceUnit) -> pa.Table:
-        """Parse one file (see the module docstring); one file in memory at a time."""
-        if unit.path is None:
-            raise SourceError("a Kaggle unit needs a path", ref=unit.ref)
+    def _read_bytes(self, path: Path, ref: str) -> tuple[bytes, bool]:
+        """(the file's bytes, inside the root), checked like the scan checks it."""
         try:
-            data = unit.path.read_bytes()
+            fd, inside = _open_regular(path, self._root_real)
+        except _Refused as exc:
+            raise SourceError(exc.message, ref=ref) from None
+        try:
+            with os.fdopen(fd, "rb") as fh:
+                return fh.read(), inside
         except OSError as exc:
             raise SourceError(
-                f"cannot read the file ({exc.strerror or exc}): check it still exists and "
+                f"cannot read the file ({_strerror(exc)}): check it still exists and "
                 "is readable, then run the ingest again.",
-                ref=unit.ref,
+                ref=ref,
             ) from exc
+
+    def read(self, unit: SourceUnit) -> pa.Table:
+        """Parse one file (see the module docstring); one file in memory at a time."""
+        if unit.error is not None:
+            raise SourceError(unit.error, ref=unit.ref)
+        if unit.path is None:
+            raise SourceError("a Kaggle unit needs a path", ref=unit.ref)
+        data, inside = self._read_bytes(unit.path, unit.ref)
         if unit.sha256 is not None and hashlib.sha256(data).hexdigest() != unit.sha256:
             raise SourceError(
                 "the file changed between listing and reading: run the ingest again once "
                 "nothing is writing to the input folder.",
                 ref=unit.ref,
             )
-        return parse_kaggle_bytes(data, file_name=unit.path.name, ref=unit.ref)
+        return parse_kaggle_bytes(data, file_name=unit.path.name, ref=unit.ref, quote=inside)
+
+    def _metadata(self, ref: str, path: Path) -> pa.Table:
+        data, inside = self._read_bytes(path, ref)
+        return _read_metadata(data, ref, quote=inside)
 
     def instruments(self) -> pa.Table | None:
         """Instruments from every ``symbols_valid_meta.csv`` under the root, else None.
 
         name = Security Name, exchange = Listing Exchange (NASDAQ's one-letter code:
         N, Q, P, A, Z), is_etf = (ETF == "Y"); the symbol follows ``canonical_symbol``.
-        The first file (sorted by path) wins when two list the same symbol.
+        The first file (sorted by path) wins when two list the same symbol. After
+        ``units()`` these are the files it read (a bad one was listed as rejected);
+        without it, the root is scanned here and a bad file raises ``SourceError``.
         """
-        tables = [
-            _read_metadata(path, ref)
-            for ref, path in self._walk()
-            if path.name.lower() == METADATA_FILE
-        ]
+        tables = self._instruments
+        if tables is None:
+            tables = [self._metadata(ref, path) for ref, path in self._scan().metadata]
         if not tables:
             return None
         out = pl.from_arrow(pa.concat_tables(tables))
@@ -430,13 +693,30 @@ class KaggleSource(Source):
         return out.unique("symbol", keep="first", maintain_order=True).to_arrow().cast(INSTRUMENTS)
 
 
+def _rejected(source: str, ref: str, error: str) -> SourceUnit:
+    """A listed unit that cannot be read: the ingest rejects it by name."""
+    return SourceUnit(source=source, ref=ref, path=None, sha256=None, size=None, error=error)
+
+
+def _shown_ref(ref: str) -> str:
+    """The ref itself, or escaped when it holds control characters or invalid bytes."""
+    return ref if ref.isprintable() else echo(ref)
+
+
+def _is_folder(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 _META_COLUMNS = ("Symbol", "Security Name", "Listing Exchange", "ETF")
 
 
-def _read_metadata(path: Path, ref: str) -> pa.Table:
+def _read_metadata(data: bytes, ref: str, *, quote: bool = True) -> pa.Table:
     try:
         raw = pacsv.read_csv(
-            path,
+            pa.py_buffer(data),
             convert_options=pacsv.ConvertOptions(
                 include_columns=list(_META_COLUMNS),
                 column_types=dict.fromkeys(_META_COLUMNS, pa.string()),
@@ -444,8 +724,10 @@ def _read_metadata(path: Path, ref: str) -> pa.Table:
             ),
         )
     except (pa.ArrowInvalid, KeyError, OSError) as exc:
+        # Arrow's message quotes the offending row: cut and escaped, or left out.
+        why = echo(str(exc)) if quote else type(exc).__name__
         raise SourceError(
-            f"cannot read the NASDAQ metadata ({exc}); it needs the columns "
+            f"cannot read the NASDAQ metadata ({why}); it needs the columns "
             f"{', '.join(_META_COLUMNS)}. Replace it with the file from the Kaggle dataset.",
             ref=ref,
         ) from exc
@@ -487,7 +769,8 @@ def kaggle_download(slug: str) -> Path:
         return Path(kagglehub.dataset_download(slug))
     except Exception as exc:  # kagglehub raises many types (HTTP, auth, OS)
         raise SourceError(
-            f"could not download the Kaggle dataset ({type(exc).__name__}: {exc}). "
+            f"could not download the Kaggle dataset ({type(exc).__name__}: "
+            f"{echo(str(exc), quote=False)}). "
             "Check the network and the slug (owner/dataset); log in with Kaggle "
             "credentials (~/.kaggle/kaggle.json or KAGGLE_USERNAME/KAGGLE_KEY); or "
             "download it by hand and pass its folder as the input root.",

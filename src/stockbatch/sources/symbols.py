@@ -19,7 +19,7 @@ is an exchange suffix (``VOD.L``), not a share class.
 
 from __future__ import annotations
 
-from stockbatch.sources.base import SourceName
+from stockbatch.sources.base import SourceName, echo
 
 KAGGLE_FILE_SUFFIXES: tuple[tuple[SourceName, str], ...] = (
     # Checked in this order: "_data.csv" must win over the NASDAQ set's plain ".csv".
@@ -57,12 +57,12 @@ def symbol_for_file(layout: str, file_name: str) -> str:
     """
     suffix = _SUFFIX_OF.get(layout)
     if suffix is None:
-        raise ValueError(f"unknown Kaggle layout {layout!r}")
+        raise ValueError(f"unknown Kaggle layout {echo(layout)}")
     if not file_name.lower().endswith(suffix):
-        raise ValueError(f"file name {file_name!r} does not end in {suffix!r} ({layout})")
+        raise ValueError(f"file name {echo(file_name)} does not end in {suffix!r} ({layout})")
     symbol = canonical_symbol(file_name[: -len(suffix)])
     if not symbol:
-        raise ValueError(f"file name {file_name!r} leaves an empty symbol")
+        raise ValueError(f"file name {echo(file_name)} leaves an empty symbol")
     return symbol
 
 
@@ -75,7 +75,7 @@ def normalize_symbol(file_name: str) -> str:
     layout = kaggle_layout_of(file_name)
     if layout is None:
         raise ValueError(
-            f"{file_name!r} is not a Kaggle price file name "
+            f"{echo(file_name)} is not a Kaggle price file name "
             "(expected *.us.txt, *_data.csv or *.csv)"
         )
     return symbol_for_file(layout, file_name)

@@ -49,10 +49,12 @@ from stockbatch.settings import YahooSettings
 from stockbatch.sources.base import (
     BRONZE_SOURCE_SCHEMA,
     RateLimitedError,
+    ScanProgress,
     Source,
     SourceError,
     SourceUnit,
     SymbolNotFoundError,
+    echo,
 )
 from stockbatch.sources.symbols import yahoo_symbol
 
@@ -132,8 +134,11 @@ class YahooSource(Source):
         shown = ", ".join(self.symbols[:10]) + (", ..." if len(self.symbols) > 10 else "")
         return f"symbols {shown}" if self.symbols else "no symbols"
 
-    def units(self) -> Iterator[SourceUnit]:
-        """One unit per distinct symbol that is not up to date, in the given order."""
+    def units(self, on_scan: ScanProgress | None = None) -> Iterator[SourceUnit]:
+        """One unit per distinct symbol that is not up to date, in the given order.
+
+        Listing is instant (no request), so ``on_scan`` is not called.
+        """
         end = self.end or self._now().astimezone(UTC).date()
         for symbol in self.symbols:
             start = self.start or self.settings.default_start
@@ -220,9 +225,10 @@ class YahooSource(Source):
             except Exception as exc:
                 if not _is_transient(exc):
                     raise SourceError(
-                        f"the request to Yahoo failed ({type(exc).__name__}: {exc})", ref=ref
+                        f"the request to Yahoo failed ({type(exc).__name__}: {_said(exc)})",
+                        ref=ref,
                     ) from exc
-                problem = f"network error ({type(exc).__name__}: {exc})"
+                problem = f"network error ({type(exc).__name__}: {_said(exc)})"
             else:
                 status = response.status_code
                 if status == 429:
@@ -322,7 +328,7 @@ def _chart_result(response: Any, symbol: str, ref: str) -> dict[str, Any]:
     chart = payload.get("chart") if isinstance(payload, dict) else None
     error = chart.get("error") if isinstance(chart, dict) else None
     if status == 404 or (isinstance(error, dict) and error.get("code") == "Not Found"):
-        reason = error.get("description") if isinstance(error, dict) else f"HTTP {status}"
+        reason = _said(error.get("description")) if isinstance(error, dict) else f"HTTP {status}"
         raise SymbolNotFoundError(
             symbol,
             f"Yahoo does not know {symbol} ({reason}): check the spelling (Yahoo writes "
@@ -331,7 +337,8 @@ def _chart_result(response: Any, symbol: str, ref: str) -> dict[str, Any]:
         )
     if isinstance(error, dict) and error:
         raise SourceError(
-            f"Yahoo refused the request ({error.get('code')}: {error.get('description')}).",
+            f"Yahoo refused the request ({_said(error.get('code'))}: "
+            f"{_said(error.get('description'))}).",
             ref=ref,
         )
     results = chart.get("result") if isinstance(chart, dict) else None
@@ -413,6 +420,11 @@ def _text(value: Any) -> str | None:
     if isinstance(value, str):
         return value
     return repr(value)
+
+
+def _said(value: Any) -> str:
+    """Text from Yahoo (or an exception about it) for a message: escaped, cut short."""
+    return echo(str(value), quote=False)
 
 
 def _is_transient(exc: BaseException) -> bool:

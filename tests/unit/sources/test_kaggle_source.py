@@ -253,8 +253,13 @@ def test_handmade_unknown_header() -> None:
     message = str(err.value)
     assert err.value.ref == "in/x.csv"
     assert message.startswith("in/x.csv: header 'ticker,price' (line 2) matches no Kaggle layout")
+    # The name says which layout the file should have: that header is shown.
+    assert "a *.csv file starts with Date,Open,High,Low,Close,Adj Close,Volume" in message
+    # A name of no layout (only when called directly): every accepted header is listed.
+    with pytest.raises(UnknownLayoutError) as err:
+        parse_kaggle_bytes(b"ticker,price\n", file_name="x.dat", ref="x.dat")
     for layout in LAYOUTS:
-        assert ",".join(layout.header) in message
+        assert ",".join(layout.header) in str(err.value)
 
 
 def test_handmade_header_and_name_disagree() -> None:

@@ -341,3 +341,17 @@ def test_no_rows_in_range_is_empty_not_an_error() -> None:
 def test_fixture_is_the_shared_recording(shared_data: Path) -> None:
     shared = (shared_data / "yahoo" / "SPY_chart_1d.json").read_bytes()
     assert shared == SPY_BYTES
+
+
+def test_provider_text_in_errors_is_escaped_and_cut() -> None:
+    """Hand-made: Yahoo's error description is input too (issue "Hostile input", item 8)."""
+    description = "\x1b[2J" + "x" * 10_000
+    body = json.dumps(
+        {"chart": {"result": None, "error": {"code": "Bad Request", "description": description}}}
+    ).encode()
+    source, _ = make_source({"SPY": [(400, body)]})
+    with pytest.raises(SourceError) as err:
+        source.read(one_unit(source))
+    message = str(err.value)
+    assert message.isprintable() and "\\x1b[2J" in message
+    assert "x" * 101 not in message and len(message) < 300
