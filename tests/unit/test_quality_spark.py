@@ -28,7 +28,7 @@ from stockbatch import quality, schema
 from stockbatch.calendar import SessionCalendar
 from stockbatch.quality import spark as quality_spark
 from stockbatch.quality.spark import java_regex
-from stockbatch.sources.kaggle import parse_kaggle_bytes
+from stockbatch.sources.kaggle_parse import parse_kaggle_bytes
 from support.bronze_rows import bronze_frame as bronze_of
 from support.bronze_rows import row, wrong_arity
 

@@ -188,7 +188,8 @@ def parse_date(value: str | None, what: str) -> dt.date | None:
 class _RichTask(ProgressTask):
     def __init__(self, progress: Progress, description: str, total: int) -> None:
         self.progress = progress
-        self.task = progress.add_task(description, total=total)
+        # total 0: a count of unknown size (a folder scan), shown as a running count.
+        self.task = progress.add_task(description, total=total or None)
 
     def advance(self, n: int = 1) -> None:
         self.progress.advance(self.task, n)
@@ -219,7 +220,9 @@ def progress_bars(enabled: bool) -> Iterator[StageProgress]:
 def report_rejected(rejected: list[dict[str, str]]) -> None:
     """List the rejected inputs (the first 20) on stderr."""
     for r in rejected[:20]:
-        console.print(f"[yellow]rejected[/] {r['ref']}: {r['error']}")
+        # The error starts with the ref already; both quote input (escaped, never markup).
+        error = r["error"] if r["error"].startswith(r["ref"]) else f"{r['ref']}: {r['error']}"
+        console.print(f"[yellow]rejected[/] {escape(error)}")
     if len(rejected) > 20:
         console.print(f"[yellow]... and {len(rejected) - 20} more (see the run manifest)[/]")
 

@@ -33,7 +33,7 @@ def ingest(
     """
     started = time.perf_counter()
     landing = _Landing(settings, source.name, run_id or new_run_id())
-    units = list(source.units())
+    units = _list_units(source, progress)
     if not units and not source.allows_no_units:
         raise PipelineError(
             f"{source.name}: found no input to ingest ({source.describe()}). "
@@ -56,6 +56,22 @@ def ingest(
         task.close()
     landing.result.duration_s = time.perf_counter() - started
     return landing.result
+
+
+def _list_units(source: Source, progress: Progress) -> list[SourceUnit]:
+    """The source's units, with an open-ended progress line while a long scan runs."""
+    scan = progress(f"scan {source.name}", 0)
+    seen = 0
+
+    def on_scan(entries: int, found: int) -> None:
+        nonlocal seen
+        scan.advance(entries - seen)
+        seen = entries
+
+    try:
+        return list(source.units(on_scan=on_scan))
+    finally:
+        scan.close()
 
 
 class _Landing:

@@ -33,7 +33,8 @@ from stockbatch.sources.base import (
     UnknownLayoutError,
     echo,
 )
-from stockbatch.sources.kaggle import KaggleSource, parse_kaggle_bytes
+from stockbatch.sources.kaggle import KaggleSource
+from stockbatch.sources.kaggle_parse import parse_kaggle_bytes
 from stockbatch.sources.symbols import normalize_symbol, symbol_for_file
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "sources" / "kaggle"

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from stockbatch.sources.kaggle import WHITESPACE, KaggleSource
+from stockbatch.sources.kaggle import KaggleSource
+from stockbatch.sources.kaggle_parse import WHITESPACE
 
 SAMPLES = {
     "huge-stock-market-sample": "kaggle-huge",

@@ -14,13 +14,13 @@ from hypothesis import strategies as st
 
 from stockbatch.schema import INSTRUMENTS
 from stockbatch.sources.base import BRONZE_SOURCE_SCHEMA, SourceError, UnknownLayoutError
-from stockbatch.sources.kaggle import (
+from stockbatch.sources.kaggle import KaggleSource
+from stockbatch.sources.kaggle_parse import (
     LAYOUTS,
     WHITESPACE,
-    KaggleSource,
-    _parse_fast,
-    _parse_generic,
     parse_kaggle_bytes,
+    parse_lines_fast,
+    parse_lines_generic,
 )
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "sources" / "kaggle"
@@ -355,9 +355,9 @@ def test_property_arbitrary_files_give_rows_or_a_layout_error(data: bytes) -> No
 @given(body=st.lists(_clean_row, min_size=1, max_size=30), final_newline=st.booleans())
 def test_property_fast_path_equals_generic_path(body: list[str], final_newline: bool) -> None:
     text = "\n".join(body) + ("\n" if final_newline else "")
-    fast = _parse_fast(text, 2, 7)
+    fast = parse_lines_fast(text, 2, 7)
     assert fast is not None  # clean rows take the fast path
-    generic = _parse_generic(text, 2, 7)
+    generic = parse_lines_generic(text, 2, 7)
     for a, b in zip(fast[0], generic[0], strict=True):
         assert a.equals(b)
     for a, b in zip(fast[1:], generic[1:], strict=True):
