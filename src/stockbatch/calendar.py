@@ -29,9 +29,12 @@ import polars as pl
 
 DEFAULT_CODE = "XNYS"
 DEFAULT_START = dt.date(1962, 1, 1)
-"""Default first day: the Kaggle Huge set starts on 1962-01-02. Sessions before it
-are not verified here (the NYSE also traded on Saturdays until 1952, which
-exchange_calendars' Monday-Friday week does not model)."""
+"""Default first day: the Kaggle Huge set starts on 1962-01-02. The process stage asks
+for more: its calendar starts on the first date a clean row may have (contract v2,
+``quality.EARLIEST_DATE``, 1885-01-01), so it covers whatever the clean data holds.
+Sessions before 1962 are exchange_calendars' as they are, not verified here (the NYSE
+also traded on Saturdays until 1952, which its Monday-Friday week does not model; such
+a row is quarantined as ``weekend_date`` anyway)."""
 _EPOCH = dt.date(1970, 1, 1)
 
 

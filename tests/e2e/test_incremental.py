@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from stockbatch import pipeline
@@ -289,3 +290,49 @@ def test_feature_set_version_change_rebuilds_in_full_and_says_why(
     assert res.recomputed["mode"] == "full"
     assert res.recomputed["reason"] == "feature set version 1 -> 2"
     assert process_state(lake.settings.lake_path)["feature_set_version"] == 2
+
+
+OLD_ROWS = (
+    # HAND-MADE rows (not market data): typos before 1885 are quarantined; 1885 and the
+    # years before 1962 (the old calendar start) are clean and the calendar covers them.
+    "Date,Open,High,Low,Close,Volume,OpenInt\n"
+    "1800-01-02,5,5.2,4.9,5.1,100,0\n"
+    "1884-12-31,5,5.2,4.9,5.1,100,0\n"
+    "1885-01-02,5,5.2,4.9,5.1,100,0\n"
+    "1961-12-27,5,5.2,4.9,5.1,100,0\n"
+    "1961-12-28,0,5.3,5.0,5.2,100,0\n"
+    "1961-12-29,5.2,5.4,5.1,5.3,100,0\n"
+    "1962-01-02,5.3,5.5,5.2,5.4,100,0\n"
+    "1963-01-02,5.4,5.6,5.3,5.5,100,0\n"
+)
+
+
+@pytest.mark.parametrize(
+    "engine", ["polars", pytest.param("spark", marks=[pytest.mark.spark, pytest.mark.slow])]
+)
+def test_old_dates_never_stop_a_run(
+    request: pytest.FixtureRequest, tmp_path: Path, engine: str
+) -> None:
+    if engine == "spark":
+        request.getfixturevalue("spark")
+    data = tmp_path / "data"
+    (data / "huge").mkdir(parents=True)
+    path = data / "huge" / "old.us.txt"
+    path.write_text(OLD_ROWS)
+    settings = Settings(home=tmp_path / "home", progress=False)
+    settings.process.engine = engine  # type: ignore[assignment]
+    lake = Lake(data=data, settings=settings, work=tmp_path, held={}, engine=engine, late={})
+    res = lake.step()
+    assert res.recomputed["mode"] == "full"
+    assert res.counts["reasons"]["date_out_of_range"] == 2
+    assert (res.counts["rows_clean"], res.counts["health"]["open_missing"]) == (6, 1)
+    q = pl.read_parquet(settings.lake_path / "gold" / "quarterly_features")
+    assert q["quarter"].to_list() == ["1885Q1", "1961Q4", "1962Q1", "1963Q1"]
+    assert q["available_at"].to_list()[:2] == [dt.date(1885, 4, 1), dt.date(1962, 1, 2)]
+    # a zero open appended to it: like any clean row, and equal to a full rebuild
+    with path.open("a") as fh:
+        fh.write("1963-01-03,0,5.7,5.4,5.6,100,0\n")
+    res = lake.step()
+    assert res.recomputed["mode"] == "incremental" and res.recomputed["new_rows"] == 1
+    assert res.counts["health"]["open_missing"] == 2
+    assert_same_as_full(lake)

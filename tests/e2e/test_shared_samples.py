@@ -63,6 +63,27 @@ def test_huge_sample_reconciles(tmp_path: Path, huge_sample: Path) -> None:
     assert (q["available_at"] > q["quarter_end"]).all()
 
 
+# Contract v2 counts at --as-of 2018-03-31, per reason (the others are 0). The NASDAQ
+# sample's zero-open history (Yahoo's "open not recorded", e.g. AON 1980-1990) is clean
+# since v2: 1,173 rows were quarantined as non_positive_price + open_outside_range under
+# v1; 1,172 of them are now clean (counted open_missing), one stays as a future_date.
+EXPECTED = {
+    "sp500-5yr-sample": {
+        "rows_in": 6_295,
+        "rows_clean": 6_294,
+        "reasons": {"close_outside_range": 1},
+        "health": {"zero_volume": 0, "off_calendar": 0, "suspect_jump": 0, "open_missing": 0},
+    },
+    "nasdaq-sample": {
+        "rows_in": 56_501,
+        "rows_clean": 40_228,
+        "reasons": {"future_date": 16_273},  # v1: also 1,173 non_positive_price/open_outside
+        "health": {"zero_volume": 624, "off_calendar": 0, "suspect_jump": 1,
+                   "open_missing": 1_172},
+    },
+}  # fmt: skip
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("folder", "source"),
@@ -79,6 +100,18 @@ def test_other_layouts_reconcile(
     lines, _ = data_lines(path)
     assert run["rows_in"] == lines
     assert run["rows_in"] == run["rows_clean"] + run["rows_quarantined"] + run["rows_deduplicated"]
+    want = EXPECTED[folder]
+    assert (run["rows_in"], run["rows_clean"]) == (want["rows_in"], want["rows_clean"])
+    assert run["reasons"] == {**dict.fromkeys(schema.REASON_CODES, 0), **want["reasons"]}
+    assert run["health"] == want["health"]
     daily = pl.read_parquet(tmp_path / "lake" / "gold" / "daily_features", hive_partitioning=False)
     assert daily.columns == list(schema.DAILY_FEATURES.names)
     assert daily["source"].unique().to_list() == [source]
+    assert daily["open"].null_count() == want["health"]["open_missing"]
+    q = pl.read_parquet(tmp_path / "lake" / "gold" / "quarterly_features")
+    for frame in (daily, q):  # contract v2: finite or null
+        floats = [n for n, t in frame.schema.items() if t == pl.Float64]
+        assert not frame.select(pl.any_horizontal(~pl.col(floats).is_finite()).any()).item()
+    if folder == "nasdaq-sample":  # AON 1980-1990: no open recorded, so no q_open
+        aon = q.filter((pl.col("symbol") == "AON") & (pl.col("quarter") < "1990"))
+        assert aon.height > 30 and aon["q_open"].null_count() > 30

@@ -8,8 +8,11 @@
    tolerance (1e-8 relative, nulls in the same places), the counts identical.
 2. A HAND-MADE bronze (not market data) with the edge cases the sample lacks:
    one-row symbols, gaps, identical twins and conflicting duplicates,
-   quarantined rows, two sources for one symbol, an empty bucket; compared
-   with the Polars engine run bucket by bucket as ``stockbatch.process`` does.
+   quarantined rows, two sources for one symbol, an empty bucket, and the
+   contract v2 cases (zero opens, alone and with another fault; dates before
+   and on 1885-01-01 and before 1962, which the exchange calendar must cover;
+   implausible and extreme-but-allowed values); compared with the Polars
+   engine run bucket by bucket as ``stockbatch.process`` does.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from stockbatch.settings import Settings
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 AS_OF = dt.date(2017, 11, 30)
+CALENDAR = SessionCalendar(start=quality.EARLIEST_DATE, end=AS_OF + dt.timedelta(days=400))
+"""The process stage's calendar: from the first date a clean row may have."""
 PRIORITY = ["yahoo", "kaggle-nasdaq", "kaggle-huge", "kaggle-sp500"]
 TOL = 1e-8
 LAYERS = {
@@ -84,7 +89,7 @@ def run_spark(spark: Any, bronze_files: list[Path], out: Path, buckets: int) -> 
         bronze_files=[str(p) for p in bronze_files],
         active_keys=None,
         as_of=AS_OF,
-        calendar=SessionCalendar(end=AS_OF + dt.timedelta(days=400)),
+        calendar=CALENDAR,
         source_priority=PRIORITY,
         buckets=buckets,
         compression="zstd",
@@ -164,6 +169,26 @@ def hand_bronze(buckets: int) -> pl.DataFrame:
         _bar("BAD", dt.date(2017, 12, 4), 1.0),
         _bar("BAD", two[1], 1.0, raw_line="2016-06-02,1,1", n_fields=3, trade_date=None),
     ]
+    # contract v2: zero opens (not recorded), alone and with another fault
+    rows += [_bar("ZOPEN", d, 20 + i % 5, open="0" if i % 4 == 0 else repr(20.0 + i % 5))
+             for i, d in enumerate(two[:120])]  # fmt: skip
+    rows += [_bar("ZOPEN", dt.date(2017, 11, 20), 20.0, open="0", high="19", low="21")]
+    # dates: before 1885 (quarantined), on and after it, before the old 1962 calendar start
+    old = [dt.date(1885, 1, 2), *_sessions(dt.date(1961, 12, 1), 40), dt.date(1963, 5, 1)]
+    rows += [_bar("OLD", d, 5 + (i % 3) * 0.1) for i, d in enumerate(old)]
+    rows += [_bar("OLD", dt.date(1800, 1, 2), 5.0), _bar("OLD", dt.date(1884, 12, 31), 5.0)]
+    # implausible values (quarantined) and extreme-but-allowed ones (clean, finite features)
+    ext = _sessions(dt.date(2016, 1, 4), 260)
+    rows += [
+        _bar("EXT", d, 1e-6 if i % 2 else 1e9, high="1e9", low="1e-6",
+             volume="1e13" if i % 3 else "0", adj_close="1e9" if i % 5 == 0 else None)
+        for i, d in enumerate(ext)
+    ]  # fmt: skip
+    rows += [
+        _bar("IMPL", dt.date(2017, 1, 3), 1e-7),
+        _bar("IMPL", dt.date(2017, 1, 4), 1e10),
+        _bar("IMPL", dt.date(2017, 1, 5), 10.0, volume="1e14"),
+    ]
     df = pl.DataFrame(
         rows, schema={k: v for k, v in quality.BRONZE_SCHEMA.items() if k != "bucket"}
     )
@@ -178,7 +203,7 @@ def hand_bronze(buckets: int) -> pl.DataFrame:
 
 def polars_lake(bronze: pl.DataFrame, root: Path, buckets: int) -> dict[str, Any]:
     """What the process stage writes, bucket by bucket, from the same bronze rows."""
-    calendar = SessionCalendar(end=AS_OF + dt.timedelta(days=400))
+    calendar = CALENDAR
     counts: dict[str, Any] = {}
     silver: list[pl.DataFrame] = []
 
@@ -229,4 +254,14 @@ def test_hand_made_lake_parity(spark: Any, tmp_path: Path) -> None:
     assert result.counts == counts
     assert counts["rows_superseded"] == 200 and counts["rows_deduplicated"] == 1
     assert counts["reasons"]["duplicate"] == 2
+    assert counts["reasons"]["date_out_of_range"] == 2
+    assert counts["reasons"]["implausible_value"] == 3
+    assert counts["health"]["open_missing"] == 30  # ZOPEN's clean zero opens
     assert_lakes(tmp_path / "polars", tmp_path / "spark")
+    for layer in ("gold/daily_features", "gold/quarterly_features"):
+        frame = pl.concat([_read(p) for p in lake.parquet_files(tmp_path / "spark" / layer)])
+        floats = [n for n, t in frame.schema.items() if t == pl.Float64]
+        bad = frame.select(pl.col(n).is_finite().not_().sum() for n in floats).row(0)
+        assert not any(bad), (layer, dict(zip(floats, bad, strict=True)))
+    q = _read(tmp_path / "spark" / "gold/quarterly_features/part-00000.parquet")
+    assert q.filter(pl.col("symbol") == "OLD")["quarter"].to_list()[:2] == ["1885Q1", "1961Q4"]
