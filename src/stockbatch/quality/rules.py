@@ -295,6 +295,11 @@ NOT_RECORDED: tuple[NotRecorded, ...] = (NotRecorded("open", 0.0, "open_missing"
 
 if not {d.health for d in NOT_RECORDED} <= set(schema.HEALTH_FLAGS):  # pragma: no cover
     raise RuntimeError("quality.NOT_RECORDED names a health flag schema.HEALTH_FLAGS lacks")
+_MISSING_RULED = {f for r in RULES if isinstance(r.check, AnyMissing) for f in r.check.fields}
+if not {d.field for d in NOT_RECORDED} <= _MISSING_RULED:  # pragma: no cover
+    # The health counts read "null on a clean row" as "not recorded": that holds only
+    # for a field whose blank text is quarantined (missing), so a null has one meaning.
+    raise RuntimeError("a NOT_RECORDED field must be one that AnyMissing quarantines")
 
 
 def group_rule() -> GroupConflict:
