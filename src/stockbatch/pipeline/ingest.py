@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 
 from stockbatch.errors import PipelineError
 from stockbatch.lake import bronze
-from stockbatch.results import IngestResult, Progress, new_run_id, no_progress
+from stockbatch.results import IngestResult, Progress, ProgressTask, new_run_id, no_progress
 from stockbatch.settings import Settings
 from stockbatch.sources.base import Source, SourceError, SourceUnit
 
@@ -42,8 +42,12 @@ def ingest(
     task = progress(f"ingest {source.name}", len(units))
     try:
         landing.connect()
-        todo = [u for u in units if not landing.unchanged(u, force)]
-        task.advance(len(units) - len(todo))
+        todo = []
+        for unit in units:
+            if landing.unchanged(unit, force):
+                task.advance()
+            else:
+                todo.append(unit)
         for unit, outcome in source.read_many(todo):
             task.advance()
             landing.land(unit, outcome)
@@ -59,19 +63,28 @@ def ingest(
 
 
 def _list_units(source: Source, progress: Progress) -> list[SourceUnit]:
-    """The source's units, with an open-ended progress line while a long scan runs."""
-    scan = progress(f"scan {source.name}", 0)
+    """The source's units; a scan that runs long (thousands of entries) gets a running
+    count as a progress line (a short one shows none)."""
+    scan: ProgressTask | None = None
     seen = 0
 
     def on_scan(entries: int, found: int) -> None:
-        nonlocal seen
-        scan.advance(entries - seen)
-        seen = entries
+        nonlocal scan, seen
+        if scan is None and entries >= LONG_SCAN:
+            scan = progress(f"scan {source.name}", 0)
+        if scan is not None:
+            scan.advance(entries - seen)
+            seen = entries
 
     try:
         return list(source.units(on_scan=on_scan))
     finally:
-        scan.close()
+        if scan is not None:
+            scan.close()
+
+
+LONG_SCAN = 1000
+"""Entries looked at before a folder scan shows its progress line."""
 
 
 class _Landing:
