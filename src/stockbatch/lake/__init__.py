@@ -23,16 +23,10 @@ from stockbatch.lake.layout import (
     SILVER,
     LakeLayout,
     bucket_dir,
+    layout,
     part_name,
     symbol_bucket,
 )
-from stockbatch.settings import Settings
-
-
-def layout(settings: Settings) -> LakeLayout:
-    """The paths of the lake the settings point at."""
-    return LakeLayout(settings.lake_path)
-
 
 __all__ = [
     "BRONZE",

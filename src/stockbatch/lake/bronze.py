@@ -26,13 +26,8 @@ import pyarrow.parquet as pq
 from stockbatch import schema
 from stockbatch.errors import PipelineError
 from stockbatch.lake import files
-from stockbatch.lake.layout import LakeLayout, batch_of_file, bucket_dir, part_name, with_buckets
+from stockbatch.lake.layout import batch_of_file, bucket_dir, layout, part_name, with_buckets
 from stockbatch.settings import Settings
-
-
-def _layout(settings: Settings) -> LakeLayout:
-    return LakeLayout(settings.lake_path)
-
 
 CATALOG_SCHEMA = pa.schema(
     [
@@ -57,7 +52,7 @@ CATALOG_SCHEMA = pa.schema(
 
 def read_catalog(settings: Settings) -> pl.DataFrame:
     """The bronze catalog: one row per landed unit version (newest batch is active)."""
-    path = _layout(settings).catalog
+    path = layout(settings).catalog
     if not path.exists():
         # Not Schema.empty_table(): that imports pandas (half a second) on first use.
         return pl.DataFrame(schema=pl.Schema(CATALOG_SCHEMA))
@@ -115,7 +110,7 @@ def lock(settings: Settings) -> Iterator[None]:
     read-modify-write happens under this lock so no update is lost. Not
     re-entrant: a holder passes ``locked=True`` to the helpers below.
     """
-    path = _layout(settings).bronze_lock
+    path = layout(settings).bronze_lock
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -144,7 +139,7 @@ def append_catalog(
         if new.is_empty():
             return 0
         merged = pl.concat([catalog, new]) if not catalog.is_empty() else new
-        files.write_parquet_atomic(merged.to_arrow(), _layout(settings).catalog)
+        files.write_parquet_atomic(merged.to_arrow(), layout(settings).catalog)
         return len(new)
 
 
@@ -157,7 +152,7 @@ class BucketWriter:
     """
 
     def __init__(self, settings: Settings, run_id: str) -> None:
-        self.root = _layout(settings).bronze_batch(run_id)
+        self.root = layout(settings).bronze_batch(run_id)
         self.run_id = run_id
         self.buckets = settings.lake.buckets
         self.flush_rows = settings.lake.flush_rows
@@ -201,7 +196,7 @@ class BucketWriter:
 
 def merge_instruments(settings: Settings, table: pa.Table) -> int:
     """Merge instrument metadata (newest wins); returns how many rows were new or changed."""
-    path = _layout(settings).instruments
+    path = layout(settings).instruments
     new = pl.from_arrow(table.cast(schema.INSTRUMENTS))
     assert isinstance(new, pl.DataFrame)
     new = new.unique(subset="symbol", keep="first")
@@ -225,7 +220,7 @@ def whole_batches(settings: Settings, active: pl.DataFrame) -> tuple[set[str], s
     cat_rows = dict(catalog.group_by("batch").agg(pl.col("rows").sum()).iter_rows())
     act_rows = dict(active.group_by("batch").agg(pl.col("rows").sum()).iter_rows())
     file_rows: dict[str, int] = {}
-    for p in files.parquet_files(_layout(settings).bronze_bars):
+    for p in files.parquet_files(layout(settings).bronze_bars):
         batch = batch_of_file(p)
         file_rows[batch] = file_rows.get(batch, 0) + pq.ParquetFile(p).metadata.num_rows
     whole = {b for b, n in act_rows.items() if n == cat_rows.get(b) == file_rows.get(b, 0)}
@@ -241,9 +236,7 @@ def read_bucket(
     """Every active bronze row of one bucket (``batches``: see :func:`whole_batches`)."""
     whole, _ = batches if batches is not None else whole_batches(settings, active)
     folder = bucket_dir(Path(), bucket).name
-    mine = [
-        p for p in files.parquet_files(_layout(settings).bronze_bars) if p.parent.name == folder
-    ]
+    mine = [p for p in files.parquet_files(layout(settings).bronze_bars) if p.parent.name == folder]
     direct = [p for p in mine if batch_of_file(p) in whole]
     # Everything else goes through the row filter: partly superseded batches, and
     # folders that are not one catalog batch (the Kafka collector's files, named by
@@ -265,7 +258,7 @@ def read_bucket(
 def last_dates(settings: Settings, source: str = "yahoo") -> dict[str, dt.date]:
     """Newest landed date per symbol of one source (for incremental Yahoo fetches)."""
     active = active_parts(settings).filter(pl.col("source") == source)
-    landed = files.parquet_files(_layout(settings).bronze_bars)
+    landed = files.parquet_files(layout(settings).bronze_bars)
     if active.is_empty() or not landed:
         return {}
     keys = active.select(

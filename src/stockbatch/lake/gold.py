@@ -10,32 +10,30 @@ import pyarrow as pa
 
 from stockbatch import schema
 from stockbatch.lake import files
-from stockbatch.lake.layout import LakeLayout
+from stockbatch.lake.layout import LakeLayout, layout
 from stockbatch.settings import Settings
 
 
 def process_state(settings: Settings) -> dict[str, Any]:
     """The last process run's record (``gold/_state.json``); ``{}`` before the first."""
-    return files.read_json(LakeLayout(settings.lake_path).process_state)
+    return files.read_json(layout(settings).process_state)
 
 
 def daily_files(settings: Settings) -> list[Path]:
     """Gold daily feature files, bucket by bucket."""
-    return files.parquet_files(LakeLayout(settings.lake_path).gold_daily)
+    return files.parquet_files(layout(settings).gold_daily)
 
 
 def read_quarterly(settings: Settings) -> pa.Table:
     """The gold quarterly feature table, in its canonical types."""
-    return files.read_canonical(
-        LakeLayout(settings.lake_path).gold_quarterly, schema.QUARTERLY_FEATURES
-    )
+    return files.read_canonical(layout(settings).gold_quarterly, schema.QUARTERLY_FEATURES)
 
 
 def instruments_table(settings: Settings) -> pa.Table:
     """Every symbol in gold, with metadata where a source provided it."""
-    layout = LakeLayout(settings.lake_path)
-    path = layout.instruments
-    daily = files.parquet_files(layout.gold_daily)
+    paths = layout(settings)
+    path = paths.instruments
+    daily = files.parquet_files(paths.gold_daily)
     syms = (
         pl.scan_parquet(daily).select("symbol", "source").unique("symbol").collect()
         if daily

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import polars as pl
 
+from stockbatch.settings import Settings
+
 BRONZE = "bronze"
 SILVER = "silver"
 GOLD = "gold"
@@ -238,3 +240,8 @@ class LakeLayout:
     def relative(self, path: Path) -> str:
         """``path`` relative to the lake root, as stored in records."""
         return str(path.relative_to(self.root))
+
+
+def layout(settings: Settings) -> LakeLayout:
+    """The paths of the lake the settings point at."""
+    return LakeLayout(settings.lake_path)
