@@ -187,14 +187,50 @@ def _daily() -> list[str]:
     return _table(("column", "type", "unit", "null when", "meaning / formula"), rows)
 
 
+QUARTER_KEYS: Mapping[str, str] = {
+    "symbol": "the instrument",
+    "quarter": "calendar quarter, e.g. `2017Q4`",
+    "quarter_start": "first calendar day of the quarter",
+    "quarter_end": "last calendar day of the quarter",
+}
+
+
+def describe_columns(table: str) -> dict[str, str]:
+    """One line per column of ``table`` (``daily``, ``quarterly`` or ``quarantine``): its
+    meaning, unit and when it is null, as in docs/data.md (the API's schema descriptions)."""
+    out: dict[str, str] = {}
+    if table == "daily":
+        feats = catalog.by_name(catalog.DAILY_FEATURES)
+        for f in schema.DAILY_FEATURES:
+            if f.name in BAR_COLUMNS:
+                unit, null, meaning = BAR_COLUMNS[f.name]
+            else:
+                d = feats[f.name]
+                unit, null, meaning = _unit(d), _null_rule(d), d.description
+            out[f.name] = _line(meaning, unit, null)
+    elif table == "quarterly":
+        defs = catalog.by_name(catalog.QUARTERLY_FEATURES)
+        for f in schema.QUARTERLY_FEATURES:
+            if f.name in QUARTER_KEYS:
+                out[f.name] = QUARTER_KEYS[f.name]
+            else:
+                d = defs[f.name]
+                out[f.name] = _line(d.description, _unit(d), _null_rule(d))
+    elif table == "quarantine":
+        out.update(QUARANTINE_COLUMNS)
+    else:
+        raise ValueError(f"unknown table {table!r}")
+    return out
+
+
+def _line(meaning: str, unit: str, null: str) -> str:
+    text = meaning + (f" [{unit}]" if unit else "")
+    return text + (f"; null when: {null}" if null and null != "never" else "")
+
+
 def _quarterly() -> list[str]:
     defs = catalog.by_name(catalog.QUARTERLY_FEATURES)
-    keys = {
-        "symbol": "the instrument",
-        "quarter": "calendar quarter, e.g. `2017Q4`",
-        "quarter_start": "first calendar day of the quarter",
-        "quarter_end": "last calendar day of the quarter",
-    }
+    keys = QUARTER_KEYS
     _need(keys, schema.QUARTERLY_KEY_COLUMNS, "key column text")
     groups = (
         ("key", schema.QUARTERLY_KEY_COLUMNS),

@@ -6,6 +6,7 @@ Parquet metadata, or a ``.meta.json`` beside a CSV.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -35,9 +36,11 @@ def _write_table(table: pa.Table, path: Path, suffix: str, meta: dict[str, str])
         )
 
 
-def _lineage(settings: Settings) -> dict[str, str]:
+def lineage(settings: Settings, *, labels: bool = True) -> dict[str, str]:
+    """Where an export comes from: the process run, as-of date, versions (and, for the
+    quarterly table, which columns are labels). The API's downloads carry the same."""
     state = gold.process_state(settings)
-    return {
+    out = {
         "stockbatch.process_run_id": str(state.get("run_id", "")),
         "stockbatch.as_of": str(state.get("as_of", "")),
         "stockbatch.dataset_last_date": str(state.get("dataset_last_date", "")),
@@ -45,19 +48,34 @@ def _lineage(settings: Settings) -> dict[str, str]:
         "stockbatch.code_version": __version__,
         "stockbatch.label_columns": ",".join(schema.QUARTERLY_LABEL_COLUMNS),
     }
+    if not labels:
+        del out["stockbatch.label_columns"]
+    return out
 
 
 def export_quarterly(
-    settings: Settings, path: Path, suffix: str, *, complete_only: bool = False
+    settings: Settings,
+    path: Path,
+    suffix: str,
+    *,
+    complete_only: bool = False,
+    as_of: dt.date | None = None,
 ) -> int:
-    """Write the quarterly ML table from the warehouse; returns the row count."""
+    """Write the quarterly ML table from the warehouse; returns the row count.
+
+    ``as_of``: point-in-time (``queries.quarterly_table``): only rows available on
+    that date, labels nulled where the next quarter was not available yet.
+    """
     from stockbatch.warehouse import db, queries
 
     engine = db.loaded_reader(settings)
-    table = queries.quarterly_table(engine)
+    table = queries.quarterly_table(engine, as_of=as_of)
     if complete_only:
         table = table.filter(pc.equal(table.column("q_complete"), True))
-    _write_table(table, path, suffix, _lineage(settings))
+    meta = lineage(settings)
+    if as_of is not None:
+        meta["stockbatch.point_in_time"] = as_of.isoformat()
+    _write_table(table, path, suffix, meta)
     return int(table.num_rows)
 
 
@@ -70,6 +88,6 @@ def export_daily(settings: Settings, path: Path, suffix: str, symbols: list[str]
     table = pa.concat_tables(parts) if parts else schema.DAILY_FEATURES.empty_table()
     if symbols and table.num_rows == 0:
         raise PipelineError(f"no daily rows for {', '.join(symbols)}; check the symbols")
-    meta = {k: v for k, v in _lineage(settings).items() if k != "stockbatch.label_columns"}
+    meta = lineage(settings, labels=False)
     _write_table(table, path, suffix, meta)
     return int(table.num_rows)

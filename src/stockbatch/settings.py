@@ -193,6 +193,42 @@ class YahooSettings(BaseModel):
     default_start: dt.date = Field(dt.date(2000, 1, 1), description="Start when nothing is stored.")
 
 
+class ApiSettings(BaseModel):
+    """The API and dashboard (``stockbatch serve``)."""
+
+    host: str = Field("127.0.0.1", description="Address to listen on (loopback by default).")
+    port: int = Field(8000, ge=1, le=65535, description="Port to listen on.")
+    auth_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the store of users, tokens and the audit log (written "
+        "by the API); default: the warehouse's loader URL. Data is always read through the "
+        "warehouse's reader role.",
+    )
+    session_secret: SecretStr | None = Field(
+        None,
+        description="Key that signs dashboard session cookies; default: a random key kept in "
+        "$STOCKBATCH_HOME/api-session.key (0600).",
+    )
+    session_hours: float = Field(8.0, gt=0, description="A dashboard login lasts this long.")
+    tls: bool = Field(
+        False,
+        description="Served over TLS (directly or behind a proxy): session cookies get Secure.",
+    )
+    metrics_public: bool = Field(
+        False, description="Serve /metrics without authentication (otherwise: admin)."
+    )
+    max_symbols: int = Field(200, ge=1, description="Most symbols one data request may name.")
+    page_rows: int = Field(5_000, ge=1, description="Default rows per JSON page.")
+    max_page_rows: int = Field(50_000, ge=1, description="Largest JSON page a client may ask.")
+    login_lock_after: int = Field(
+        5, ge=1, description="Failed logins in a row that lock an account for a while."
+    )
+    login_lock_minutes: float = Field(5.0, gt=0, description="How long a locked account waits.")
+    stale_search_hours: float = Field(
+        36.0, gt=0, description="The search index is stale when its last load is older."
+    )
+
+
 class Settings(BaseSettings):
     """All of stockbatch's configuration."""
 
@@ -208,6 +244,7 @@ class Settings(BaseSettings):
     search: SearchSettings = Field(default_factory=SearchSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     yahoo: YahooSettings = Field(default_factory=YahooSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
     progress: bool = Field(True, description="Show progress bars (off when not a terminal).")
 
     def safe_dump(self) -> dict[str, Any]:

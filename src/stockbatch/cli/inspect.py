@@ -19,6 +19,7 @@ from stockbatch.cli.common import (
     fail,
     guard,
     out,
+    parse_date,
 )
 from stockbatch.settings import Settings
 
@@ -240,6 +241,14 @@ def export_quarterly(
     complete_only: Annotated[
         bool, typer.Option("--complete-only", help="Drop quarter-to-date (incomplete) rows.")
     ] = False,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            help="Point in time (YYYY-MM-DD): only rows available then, labels not yet "
+            "known nulled (the API's as_of).",
+        ),
+    ] = None,
 ) -> None:
     """Export the quarterly ML table from the warehouse.
 
@@ -247,7 +256,12 @@ def export_quarterly(
     """
     s = cli_settings(home, warehouse=warehouse, quiet=True)
     suffix = _export_target(out_path)
-    n = guard(lambda: export.export_quarterly(s, out_path, suffix, complete_only=complete_only))
+    when = parse_date(as_of, "--as-of")
+    n = guard(
+        lambda: export.export_quarterly(
+            s, out_path, suffix, complete_only=complete_only, as_of=when
+        )
+    )
     out.print(f"exported {n:,} quarterly rows to {out_path}")
 
 

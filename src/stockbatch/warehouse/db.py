@@ -272,11 +272,15 @@ def migrate(url: str, revision: str = "head") -> None:
         engine.dispose()
 
 
+SECRET_TABLES = ("api_users", "api_tokens")
+"""Tables the reader role may not read (``grant_roles``)."""
+
+
 def grant_roles(conn: sa.Connection, schema: str = "public") -> list[str]:
     """Grant ``WRITE_ROLE`` / ``READ_ROLE`` (those that exist) their privileges in ``schema``.
 
     Write: SELECT/INSERT/UPDATE/DELETE on every table, USAGE/SELECT on every
-    sequence (the ids of quarantine and audit_log). Read: SELECT on every table.
+    sequence (the ids of quarantine and audit_log). Read: SELECT on every table but ``SECRET_TABLES``.
     Idempotent; run by ``migrate`` as the owner, in the migration's transaction.
     Returns the roles granted to.
     """
@@ -299,7 +303,12 @@ def grant_roles(conn: sa.Connection, schema: str = "public") -> list[str]:
             f"REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON {where}.alembic_version FROM {role}"
         )
     if READ_ROLE in existing:
-        conn.exec_driver_sql(f"GRANT SELECT ON ALL TABLES IN SCHEMA {where} TO {ident(READ_ROLE)}")
+        reader = ident(READ_ROLE)
+        conn.exec_driver_sql(f"GRANT SELECT ON ALL TABLES IN SCHEMA {where} TO {reader}")
+        # Password and token hashes are for the API's auth store alone, not for every reader.
+        for table in SECRET_TABLES:
+            if sa.inspect(conn).has_table(table, schema=schema):
+                conn.exec_driver_sql(f"REVOKE ALL ON {where}.{ident(table)} FROM {reader}")
     return sorted(existing)
 
 

@@ -169,6 +169,7 @@ pipeline_runs = sa.Table(
     sa.Column("rows_quarantined", sa.BigInteger()),
     sa.Column("rows_deduplicated", sa.BigInteger()),
     sa.Column("duration_s", sa.Double()),
+    sa.Column("manifest", JSON_DOC),  # the whole run manifest (migration 0004)
     sa.Index(None, "started_at"),
 )
 
@@ -195,6 +196,37 @@ audit_log = sa.Table(
     sa.Column("action", sa.String(128), nullable=False),
     sa.Column("detail", JSON_DOC),
     sa.Index(None, "at"),
+)
+
+ROLES = ("viewer", "analyst", "admin")
+"""API roles, each with every right of the ones before it."""
+
+api_users = sa.Table(
+    "api_users",
+    metadata,
+    sa.Column("id", BIG_ID, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(128), nullable=False, unique=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("password_hash", sa.Text()),  # argon2id; null: token-only account
+    sa.Column("enabled", sa.Boolean(), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("failed_logins", sa.Integer(), nullable=False),
+    sa.Column("locked_until", sa.DateTime(timezone=True)),
+    sa.CheckConstraint("role IN ('viewer', 'analyst', 'admin')", name="role_known"),
+)
+
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("id", BIG_ID, primary_key=True, autoincrement=True),
+    sa.Column(
+        "user_id", BIG_ID, sa.ForeignKey("api_users.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),  # sha256 hex
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True)),
+    sa.Column("revoked_at", sa.DateTime(timezone=True)),
+    sa.Column("last_used_at", sa.DateTime(timezone=True)),
 )
 
 UPSERT_KEYS: dict[str, tuple[str, ...]] = {

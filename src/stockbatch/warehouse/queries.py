@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from stockbatch import schema
@@ -52,12 +53,32 @@ def _to_arrow(rows: Sequence[Sequence[Any]], target: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=target)
 
 
+def next_quarter(quarter: str) -> str:
+    """``"2017Q4"`` -> ``"2018Q1"``."""
+    year, q = int(quarter[:4]), int(quarter[5])
+    return f"{year + 1}Q1" if q == 4 else f"{year}Q{q + 1}"
+
+
 def quarterly_table(
-    engine: sa.Engine, quarters: Sequence[str] | None = None, symbols: Sequence[str] | None = None
+    engine: sa.Engine,
+    quarters: Sequence[str] | None = None,
+    symbols: Sequence[str] | None = None,
+    *,
+    first: str | None = None,
+    last: str | None = None,
+    as_of: dt.date | None = None,
+    after: tuple[str, str] | None = None,
+    limit: int | None = None,
 ) -> pa.Table:
     """The quarterly feature table, exactly ``schema.QUARTERLY_FEATURES``, by symbol and quarter.
 
-    ``quarters`` / ``symbols`` restrict the rows (the ``quarter`` index serves the first).
+    ``quarters`` / ``symbols`` restrict the rows (the ``quarter`` index serves the first);
+    ``first`` / ``last`` bound the quarter (inclusive, ``"2019Q1"``); ``after`` is a
+    (symbol, quarter) cursor and ``limit`` a page size.
+
+    ``as_of`` makes the table point-in-time (no look-ahead): only rows with
+    ``available_at <= as_of``, and ``label_next_q_return`` null where the next
+    quarter's row was not available yet on ``as_of``.
     """
     t = models.quarterly_features
     stmt = sa.select(*[_raw(t.c[n]) for n in schema.QUARTERLY_FEATURES.names]).order_by(
@@ -67,9 +88,45 @@ def quarterly_table(
         stmt = stmt.where(t.c.quarter.in_(list(quarters)))
     if symbols is not None:
         stmt = stmt.where(t.c.symbol.in_(list(symbols)))
+    if first is not None:
+        stmt = stmt.where(t.c.quarter >= first)  # YYYYQn sorts as text
+    if last is not None:
+        stmt = stmt.where(t.c.quarter <= last)
+    if as_of is not None:
+        stmt = stmt.where(t.c.available_at <= as_of)
+    if after is not None:
+        stmt = stmt.where(sa.tuple_(t.c.symbol, t.c.quarter) > sa.tuple_(*after))
+    if limit is not None:
+        stmt = stmt.limit(limit)
     with engine.connect() as conn:
         rows = conn.execute(stmt).all()
-    return _to_arrow(rows, schema.QUARTERLY_FEATURES)
+        table = _to_arrow(rows, schema.QUARTERLY_FEATURES)
+        if as_of is not None and table.num_rows:
+            table = _labels_known_on(conn, table, as_of)
+    return table
+
+
+def _labels_known_on(conn: sa.Connection, table: pa.Table, as_of: dt.date) -> pa.Table:
+    """Null ``label_next_q_return`` where the next quarter's row is not available on
+    ``as_of`` (the label is that quarter's return: unknown before it is published)."""
+    t = models.quarterly_features
+    keys = list(zip(table["symbol"].to_pylist(), table["quarter"].to_pylist(), strict=True))
+    wanted = {(sym, next_quarter(q)) for sym, q in keys}
+    known: set[tuple[str, str]] = set()
+    syms = sorted({sym for sym, _ in wanted})
+    nexts = sorted({q for _, q in wanted})
+    for i in range(0, len(syms), SYMBOLS_PER_QUERY):
+        stmt = sa.select(t.c.symbol, t.c.quarter).where(
+            t.c.symbol.in_(syms[i : i + SYMBOLS_PER_QUERY]),
+            t.c.quarter.in_(nexts),
+            t.c.available_at <= as_of,
+        )
+        known.update((sym, q) for sym, q in conn.execute(stmt))
+    mask = pa.array([(sym, next_quarter(q)) in known for sym, q in keys])
+    label = "label_next_q_return"
+    idx = table.schema.get_field_index(label)
+    masked = pc.if_else(mask, table[label], pa.scalar(None, pa.float64()))
+    return table.set_column(idx, table.schema.field(idx), masked)
 
 
 def _daily_select() -> sa.Select[Any]:
@@ -121,6 +178,104 @@ def daily_table(
                 yield _to_arrow(part, schema.DAILY_FEATURES)
 
 
+def daily_page(
+    engine: sa.Engine,
+    symbols: Sequence[str] | None = None,
+    *,
+    start: dt.date | None = None,
+    end: dt.date | None = None,
+    after: tuple[str, dt.date] | None = None,
+    limit: int = 5_000,
+) -> pa.Table:
+    """One page of :func:`daily_table`'s rows: at most ``limit`` rows after the
+    (symbol, trade_date) cursor ``after``, in the same order."""
+    bars = models.daily_bars
+    stmt = _daily_select()
+    if symbols is not None:
+        stmt = stmt.where(bars.c.symbol.in_(sorted(set(symbols))))
+    if start is not None:
+        stmt = stmt.where(bars.c.trade_date >= start)
+    if end is not None:
+        stmt = stmt.where(bars.c.trade_date <= end)
+    if after is not None:
+        stmt = stmt.where(sa.tuple_(bars.c.symbol, bars.c.trade_date) > sa.tuple_(*after))
+    with engine.connect() as conn:
+        rows = conn.execute(stmt.limit(limit)).all()
+    return _to_arrow(rows, schema.DAILY_FEATURES)
+
+
+def known_symbols(engine: sa.Engine, symbols: Sequence[str]) -> set[str]:
+    """Those of ``symbols`` that the warehouse has (every symbol in gold is an instrument)."""
+    t = models.instruments
+    wanted = sorted(set(symbols))
+    found: set[str] = set()
+    with engine.connect() as conn:
+        for i in range(0, len(wanted), SYMBOLS_PER_QUERY):
+            stmt = sa.select(t.c.symbol).where(t.c.symbol.in_(wanted[i : i + SYMBOLS_PER_QUERY]))
+            found.update(conn.execute(stmt).scalars())
+    return found
+
+
+def instrument(engine: sa.Engine, symbol: str) -> dict[str, Any] | None:
+    """One instrument with the span of its data (first/last trade date, bars, quarters),
+    or None when the warehouse does not have it."""
+    t, bars, q = models.instruments, models.daily_bars, models.quarterly_features
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(t).where(t.c.symbol == symbol)).first()
+        if row is None:
+            return None
+        first, last, n = conn.execute(
+            sa.select(
+                sa.func.min(bars.c.trade_date), sa.func.max(bars.c.trade_date), sa.func.count()
+            ).where(bars.c.symbol == symbol)
+        ).one()
+        quarters = conn.execute(
+            sa.select(sa.func.count()).select_from(q).where(q.c.symbol == symbol)
+        ).scalar_one()
+    out = dict(row._mapping)
+    out["updated_at"] = _utc(out.get("updated_at"))
+    out |= {
+        "first_date": _date(first),
+        "last_date": _date(last),
+        "bars": int(n),
+        "quarters": int(quarters),
+    }
+    return out
+
+
+def _date(value: Any) -> dt.date | None:
+    if isinstance(value, str):  # SQLite aggregates give back ISO text
+        return dt.date.fromisoformat(value)
+    return value  # type: ignore[no-any-return]
+
+
+def freshness(engine: sa.Engine) -> list[dict[str, Any]]:
+    """Per source: symbols and the last trade date stored (how fresh each source is)."""
+    bars = models.daily_bars
+    stmt = (
+        sa.select(
+            bars.c.source,
+            sa.func.count(sa.distinct(bars.c.symbol)),
+            sa.func.max(bars.c.trade_date),
+        )
+        .group_by(bars.c.source)
+        .order_by(bars.c.source)
+    )
+    with engine.connect() as conn:
+        return [
+            {"source": src, "symbols": int(n), "last_trade_date": _date(last)}
+            for src, n, last in conn.execute(stmt)
+        ]
+
+
+def quarters(engine: sa.Engine) -> list[str]:
+    """Every quarter of the quarterly table, newest first."""
+    t = models.quarterly_features
+    stmt = sa.select(t.c.quarter).distinct().order_by(t.c.quarter.desc())
+    with engine.connect() as conn:
+        return [str(q) for q in conn.execute(stmt).scalars()]
+
+
 def last_dates(engine: sa.Engine) -> dict[str, dt.date]:
     """The last stored trade_date of every symbol (where an incremental update starts)."""
     bars = models.daily_bars
@@ -163,14 +318,18 @@ def _utc(value: dt.datetime | None) -> dt.datetime | None:
     return value.replace(tzinfo=dt.UTC)
 
 
-def runs(engine: sa.Engine, last: int = 20) -> list[dict[str, Any]]:
+def runs(engine: sa.Engine, last: int = 20, before: str | None = None) -> list[dict[str, Any]]:
     """The ``last`` pipeline runs, newest first, each with its ``quality`` metrics.
 
-    Each run is a dict of the ``pipeline_runs`` columns (timestamps aware, UTC)
-    plus ``quality``: ``{metric: value}`` from ``data_quality``.
+    Each run is a dict of the ``pipeline_runs`` columns but the manifest
+    (timestamps aware, UTC) plus ``quality``: ``{metric: value}`` from
+    ``data_quality``. ``before``: a run id cursor (run ids sort by start time).
     """
     r, q = models.pipeline_runs, models.data_quality
-    stmt = sa.select(r).order_by(r.c.started_at.desc().nulls_last(), r.c.run_id.desc()).limit(last)
+    cols = [c for c in r.c if c.key != "manifest"]
+    stmt = sa.select(*cols).order_by(r.c.run_id.desc()).limit(last)
+    if before is not None:
+        stmt = stmt.where(r.c.run_id < before)
     with engine.connect() as conn:
         result = [dict(row._mapping) for row in conn.execute(stmt)]
         ids = [row["run_id"] for row in result]
@@ -187,6 +346,37 @@ def runs(engine: sa.Engine, last: int = 20) -> list[dict[str, Any]]:
         row["finished_at"] = _utc(row["finished_at"])
         row["quality"] = quality[row["run_id"]]
     return result
+
+
+def run(engine: sa.Engine, run_id: str) -> dict[str, Any] | None:
+    """One run: its ``pipeline_runs`` row, ``quality`` and the whole ``manifest``."""
+    r, q = models.pipeline_runs, models.data_quality
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(r).where(r.c.run_id == run_id)).first()
+        if row is None:
+            return None
+        quality = {
+            m: v
+            for m, v in conn.execute(
+                sa.select(q.c.metric, q.c.value).where(q.c.run_id == run_id).order_by(q.c.metric)
+            )
+        }
+    out = dict(row._mapping)
+    out["started_at"] = _utc(out["started_at"])
+    out["finished_at"] = _utc(out["finished_at"])
+    out["quality"] = quality
+    return out
+
+
+def last_run_id(engine: sa.Engine, with_quality: bool = False) -> str | None:
+    """The newest run id (``with_quality``: the newest that recorded quality metrics)."""
+    r, q = models.pipeline_runs, models.data_quality
+    stmt = sa.select(sa.func.max(r.c.run_id))
+    if with_quality:
+        stmt = sa.select(sa.func.max(q.c.run_id))
+    with engine.connect() as conn:
+        value = conn.execute(stmt).scalar_one()
+    return None if value is None else str(value)
 
 
 def table_counts(engine: sa.Engine) -> dict[str, int]:
@@ -281,15 +471,19 @@ def quarantine_rows(
     reason: str | None = None,
     symbol: str | None = None,
     limit: int = 100,
+    after_id: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Refused rows with their reasons and where they came from (file and line)."""
+    """Refused rows with their reasons and where they came from (file and line), in
+    storage order (``id``); ``after_id`` is the cursor of the next page."""
     t = models.quarantine
     cols = [
-        t.c.symbol, t.c.trade_date, t.c.open, t.c.high, t.c.low, t.c.close, t.c.adj_close,
+        t.c.id, t.c.symbol, t.c.trade_date, t.c.open, t.c.high, t.c.low, t.c.close, t.c.adj_close,
         t.c.volume, t.c.reasons, t.c.source, t.c.source_file, t.c.line_no, t.c.raw_line,
         t.c.run_id, t.c.ingest_run_id,
     ]  # fmt: skip
     stmt = _quarantine_filter(sa.select(*cols), run_id, reason, symbol)
-    stmt = stmt.order_by(t.c.source_file, t.c.line_no).limit(limit)
+    if after_id is not None:
+        stmt = stmt.where(t.c.id > after_id)
+    stmt = stmt.order_by(t.c.id).limit(limit)
     with engine.connect() as conn:
         return [dict(row._mapping) for row in conn.execute(stmt)]

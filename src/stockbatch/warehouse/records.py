@@ -124,6 +124,7 @@ def record_run_in(conn: sa.Connection, manifest: Mapping[str, Any]) -> None:
         "rows_quarantined": _count(counts, "rows_quarantined"),
         "rows_deduplicated": _count(counts, "rows_deduplicated"),
         "duration_s": None if duration is None else float(duration),
+        "manifest": _json_safe(dict(manifest)),
     }
     runs, quality = models.pipeline_runs, models.data_quality
     stmt = bulk.dialect_insert(conn, runs).values(row)

@@ -184,7 +184,7 @@ def test_sqlite_and_postgresql_export_identical_tables(
 def test_migrations_on_postgresql(warehouse: db.WarehouseUrls) -> None:
     owner = db.engine_for(warehouse.owner)
     try:
-        assert db.current_revision(owner) == "0003"
+        assert db.current_revision(owner) == "0004"
         with owner.connect() as conn:
             indexes = dict(
                 conn.exec_driver_sql(
@@ -209,7 +209,7 @@ def test_migrations_on_postgresql(warehouse: db.WarehouseUrls) -> None:
             ix["name"] for ix in sa.inspect(owner).get_indexes("instruments")
         }
         db.migrate(warehouse.owner)
-        assert db.current_revision(owner) == "0003"
+        assert db.current_revision(owner) == "0004"
     finally:
         owner.dispose()
 

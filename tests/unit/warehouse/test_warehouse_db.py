@@ -16,7 +16,7 @@ from alembic.migration import MigrationContext
 import stockbatch
 from stockbatch.warehouse import db, models
 
-HEAD = "0003"  # the newest migration
+HEAD = "0004"  # the newest migration
 
 TABLES = {
     "instruments",

@@ -1,0 +1,81 @@
+"""What every request of the API and the dashboard reads: settings, the warehouse
+(reader role), the auth store (users, tokens, audit) and the search node."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from stockbatch.settings import Settings
+from stockbatch.warehouse import db
+
+
+@dataclass
+class ApiContext:
+    """Shared by every request (``request.app.state.ctx``); engines are thread-safe pools."""
+
+    settings: Settings
+    reader: sa.Engine
+    auth: sa.Engine
+    started: float = field(default_factory=time.time)
+    _search: Any = None
+    _search_error: str | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def open(cls, settings: Settings) -> ApiContext:
+        """Connect to the warehouse and the auth store, migrating the latter so its
+        tables exist (idempotent). Raises ``WarehouseUnavailable`` with what to do."""
+        urls = db.resolve_urls(settings)
+        auth_url = settings.api.auth_url or urls.loader
+        # The auth tables come with the warehouse's migrations; the owner role runs them.
+        db.migrate(urls.owner if auth_url == urls.loader else auth_url)
+        # Requests run on a thread pool of 40: enough connections that none waits for one.
+        pool = {"pool_size": 20, "max_overflow": 40}
+        return cls(
+            settings=settings,
+            reader=db.engine_for(urls.reader, **pool),
+            auth=db.engine_for(auth_url, **pool),
+        )
+
+    @property
+    def search_kind(self) -> str:
+        """``opensearch`` when configured, else ``sql`` (the warehouse fallback)."""
+        return "opensearch" if self.settings.search.kind == "opensearch" else "sql"
+
+    def search_client(self) -> Any:
+        """The OpenSearch client (made once), or None when not configured."""
+        if self.search_kind != "opensearch":
+            return None
+        with self._lock:
+            if self._search is None:
+                from stockbatch import search
+
+                self._search = search.connect_settings(self.settings, timeout=5.0)
+            return self._search
+
+    def close(self) -> None:
+        """Release the connection pools."""
+        self.reader.dispose()
+        self.auth.dispose()
+
+
+def session_secret(settings: Settings) -> str:
+    """The key that signs session cookies: the setting, else a random key kept in
+    ``$STOCKBATCH_HOME/api-session.key`` (0600) so sessions survive a restart."""
+    if settings.api.session_secret is not None:
+        return settings.api.session_secret.get_secret_value()
+    path = Path(settings.home) / "api-session.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
