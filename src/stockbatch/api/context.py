@@ -31,18 +31,14 @@ class ApiContext:
 
     @classmethod
     def open(cls, settings: Settings) -> ApiContext:
-        """Connect to the warehouse and the auth store, migrating the latter so its
-        tables exist (idempotent). Raises ``WarehouseUnavailable`` with what to do."""
-        urls = db.resolve_urls(settings)
-        auth_url = settings.api.auth_url or urls.loader
-        # The auth tables come with the warehouse's migrations; the owner role runs them.
-        db.migrate(urls.owner if auth_url == urls.loader else auth_url)
+        """Connect to the warehouse and the auth store (migrated so its tables exist).
+        Raises ``WarehouseUnavailable`` with what to do."""
         # Requests run on a thread pool of 40: enough connections that none waits for one.
-        pool = {"pool_size": 20, "max_overflow": 40}
+        pool: dict[str, Any] = {"pool_size": 20, "max_overflow": 40}
         return cls(
             settings=settings,
-            reader=db.engine_for(urls.reader, **pool),
-            auth=db.engine_for(auth_url, **pool),
+            reader=db.engine_for(db.resolve_urls(settings).reader, **pool),
+            auth=auth_engine(settings, **pool),
         )
 
     @property
@@ -65,6 +61,16 @@ class ApiContext:
         """Release the connection pools."""
         self.reader.dispose()
         self.auth.dispose()
+
+
+def auth_engine(settings: Settings, **kwargs: Any) -> sa.Engine:
+    """The store of users, tokens and the audit log (``api.auth_url``, default the
+    warehouse's loader role), migrated first: its tables come with the warehouse's
+    migrations, run by the owner role (idempotent)."""
+    urls = db.resolve_urls(settings)
+    url = settings.api.auth_url or urls.loader
+    db.migrate(urls.owner if url == urls.loader else url)
+    return db.engine_for(url, **kwargs)
 
 
 def session_secret(settings: Settings) -> str:

@@ -81,7 +81,7 @@ async def on_api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     page_hook = getattr(request.app.state, "page_error", None)
     if getattr(exc, "page", False) and page_hook is not None:
-        return page_hook(request, exc)  # type: ignore[no-any-return]
+        return page_hook(request, exc)
     return error_response(exc.status, exc.error, exc.headers)
 
 

@@ -35,7 +35,7 @@ def _row_model(name: str, doc: str, arrow: pa.Schema, table: str) -> type[BaseMo
         f.name: (_py_type(f.type) | None, Field(None, description=text.get(f.name, f.name)))
         for f in arrow
     }
-    return create_model(name, __doc__=doc, **fields)  # type: ignore[call-overload,no-any-return]
+    return create_model(name, __doc__=doc, **fields)
 
 
 DailyRow = _row_model(
@@ -52,9 +52,7 @@ QuarterlyRow = _row_model(
     "quarterly",
 )
 
-NEXT = Field(
-    None, description="Pass as `cursor=` to get the next page; null on the last page."
-)
+NEXT = Field(None, description="Pass as `cursor=` to get the next page; null on the last page.")
 
 
 class DailyPage(BaseModel):

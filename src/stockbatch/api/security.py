@@ -68,7 +68,7 @@ class Access:
                 request.state.principal = authenticate(request)
             except NotAuthenticated:
                 request.state.principal = None
-            return request.state.principal  # type: ignore[no-any-return]
+            return request.state.principal
         who = authenticate(request)
         request.state.principal = who
         if who is None:

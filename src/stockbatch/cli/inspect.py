@@ -187,7 +187,7 @@ def quarantine(
         fail(f"--by must be one of {', '.join(queries.QUARANTINE_GROUPS)}, got {by!r}", code=2)
     s = cli_settings(home, warehouse=warehouse, quiet=True)
     sym = symbol.strip().upper() if symbol else None
-    flt = {"run_id": run, "reason": reason, "symbol": sym}
+    flt: dict[str, Any] = {"run_id": run, "reason": reason, "symbol": sym}
 
     def read() -> tuple[list[tuple[str, int]], list[dict[str, object]]]:
         engine = db.loaded_reader(s)

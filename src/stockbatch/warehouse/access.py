@@ -113,9 +113,7 @@ def login_succeeded(engine: sa.Engine, user_id: int) -> None:
     """Reset the failure count and any lock."""
     t = models.api_users
     with engine.begin() as conn:
-        conn.execute(
-            t.update().where(t.c.id == user_id).values(failed_logins=0, locked_until=None)
-        )
+        conn.execute(t.update().where(t.c.id == user_id).values(failed_logins=0, locked_until=None))
 
 
 def add_token(
@@ -139,9 +137,14 @@ def tokens(engine: sa.Engine) -> list[dict[str, Any]]:
     t, u = models.api_tokens, models.api_users
     stmt = (
         sa.select(
-            t.c.id, u.c.name.label("user"), u.c.role, t.c.created_at, t.c.expires_at,
-            t.c.revoked_at, t.c.last_used_at,
-        )  # fmt: skip
+            t.c.id,
+            u.c.name.label("user"),
+            u.c.role,
+            t.c.created_at,
+            t.c.expires_at,
+            t.c.revoked_at,
+            t.c.last_used_at,
+        )
         .select_from(t.join(u, t.c.user_id == u.c.id))
         .order_by(t.c.id.desc())
     )
@@ -159,9 +162,15 @@ def token_owner(engine: sa.Engine, token_hash: str) -> dict[str, Any] | None:
     t, u = models.api_tokens, models.api_users
     stmt = (
         sa.select(
-            t.c.id.label("token_id"), t.c.expires_at, t.c.revoked_at, t.c.last_used_at,
-            u.c.id, u.c.name, u.c.role, u.c.enabled,
-        )  # fmt: skip
+            t.c.id.label("token_id"),
+            t.c.expires_at,
+            t.c.revoked_at,
+            t.c.last_used_at,
+            u.c.id,
+            u.c.name,
+            u.c.role,
+            u.c.enabled,
+        )
         .select_from(t.join(u, t.c.user_id == u.c.id))
         .where(t.c.token_hash == token_hash)
     )

@@ -280,7 +280,8 @@ def grant_roles(conn: sa.Connection, schema: str = "public") -> list[str]:
     """Grant ``WRITE_ROLE`` / ``READ_ROLE`` (those that exist) their privileges in ``schema``.
 
     Write: SELECT/INSERT/UPDATE/DELETE on every table, USAGE/SELECT on every
-    sequence (the ids of quarantine and audit_log). Read: SELECT on every table but ``SECRET_TABLES``.
+    sequence (the ids of quarantine and audit_log). Read: SELECT on every table but
+    ``SECRET_TABLES``.
     Idempotent; run by ``migrate`` as the owner, in the migration's transaction.
     Returns the roles granted to.
     """

@@ -219,9 +219,7 @@ api_tokens = sa.Table(
     "api_tokens",
     metadata,
     sa.Column("id", BIG_ID, primary_key=True, autoincrement=True),
-    sa.Column(
-        "user_id", BIG_ID, sa.ForeignKey("api_users.id", ondelete="CASCADE"), nullable=False
-    ),
+    sa.Column("user_id", BIG_ID, sa.ForeignKey("api_users.id", ondelete="CASCADE"), nullable=False),
     sa.Column("token_hash", sa.String(64), nullable=False, unique=True),  # sha256 hex
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("expires_at", sa.DateTime(timezone=True)),

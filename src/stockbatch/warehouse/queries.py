@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -246,7 +246,7 @@ def instrument(engine: sa.Engine, symbol: str) -> dict[str, Any] | None:
 def _date(value: Any) -> dt.date | None:
     if isinstance(value, str):  # SQLite aggregates give back ISO text
         return dt.date.fromisoformat(value)
-    return value  # type: ignore[no-any-return]
+    return cast(dt.date | None, value)
 
 
 def freshness(engine: sa.Engine) -> list[dict[str, Any]]:
@@ -288,8 +288,10 @@ def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def instruments(engine: sa.Engine, search: str | None = None, limit: int | None = None) -> pa.Table:
-    """Instruments (``schema.INSTRUMENTS``) ordered by symbol.
+def instruments(
+    engine: sa.Engine, search: str | None = None, limit: int | None = None, after: str | None = None
+) -> pa.Table:
+    """Instruments (``schema.INSTRUMENTS``) ordered by symbol (``after``: a symbol cursor).
 
     ``search``: the SQL fallback of the search index: case-insensitive prefix
     of the symbol or substring of the name (``%`` and ``_`` match literally).
@@ -304,6 +306,8 @@ def instruments(engine: sa.Engine, search: str | None = None, limit: int | None 
                 sa.func.lower(t.c.name).like("%" + needle + "%", escape="\\"),
             )
         )
+    if after is not None:
+        stmt = stmt.where(t.c.symbol > after)
     if limit is not None:
         stmt = stmt.limit(limit)
     with engine.connect() as conn:

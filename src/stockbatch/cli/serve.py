@@ -1,0 +1,216 @@
+"""``stockbatch serve`` (the API and dashboard), ``stockbatch users`` and ``stockbatch tokens``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from stockbatch.cli.common import HomeOpt, WarehouseOpt, app, cli_settings, fail, guard, out
+from stockbatch.settings import Settings
+
+users_app = typer.Typer(help="Dashboard and API users (roles: viewer, analyst, admin).")
+tokens_app = typer.Typer(help="Bearer tokens of the API (shown once, stored hashed).")
+app.add_typer(users_app, name="users")
+app.add_typer(tokens_app, name="tokens")
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str | None, typer.Option("--host", help="Address (env STOCKBATCH_API__HOST).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", help="Port (env STOCKBATCH_API__PORT).")
+    ] = None,
+    home: HomeOpt = None,
+    warehouse: WarehouseOpt = None,
+    search: Annotated[
+        str | None,
+        typer.Option("--search", help="none | opensearch (env STOCKBATCH_SEARCH__KIND)."),
+    ] = None,
+) -> None:
+    """Serve the REST API (/api/v1) and the dashboard (/) until Ctrl-C.
+
+    Reads the configured warehouse (the reader role on PostgreSQL) and search node.
+    Log in with a user from `stockbatch users add`; API clients send a token from
+    `stockbatch tokens create`.
+    """
+    import uvicorn
+
+    s = cli_settings(home, warehouse=warehouse, search=search, quiet=True)
+    if host is not None:
+        s.api.host = host
+    if port is not None:
+        s.api.port = port
+
+    def build() -> object:
+        from stockbatch.api.app import create_app
+
+        return create_app(s)
+
+    application = guard(build)
+    scheme = "https" if s.api.tls else "http"
+    out.print(
+        f"serving the dashboard at {scheme}://{s.api.host}:{s.api.port}/ and the API at "
+        f"/api/v1 (OpenAPI: /api/v1/openapi.json); Ctrl-C stops"
+    )
+    uvicorn.run(application, host=s.api.host, port=s.api.port, log_level="warning")
+
+
+def _auth(s: Settings) -> object:
+    from stockbatch.api.context import auth_engine
+
+    return guard(lambda: auth_engine(s))
+
+
+@users_app.command("add")
+def users_add(
+    name: Annotated[str, typer.Argument(help="User name (letters, digits, _ . @ -).")],
+    role: Annotated[str, typer.Option("--role", help="viewer | analyst | admin.")] = "viewer",
+    password_stdin: Annotated[
+        bool,
+        typer.Option("--password-stdin", help="Read the password from standard input."),
+    ] = False,
+    home: HomeOpt = None,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Add a user. The password comes from stdin (--password-stdin) or a prompt;
+    without either (not a terminal) the user can only use tokens."""
+    from stockbatch.api import accounts
+
+    s = cli_settings(home, warehouse=warehouse, quiet=True)
+    password: str | None
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            fail("--password-stdin: standard input was empty", code=2)
+    elif sys.stdin.isatty():
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    else:
+        password = None
+    engine = _auth(s)
+    guard(lambda: accounts.create_user(engine, name, role, password))  # type: ignore[arg-type]
+    how = "a password" if password else "no password (tokens only)"
+    out.print(f"added user {name} ({role}) with {how}")
+
+
+@users_app.command("list")
+def users_list(home: HomeOpt = None, warehouse: WarehouseOpt = None) -> None:
+    """List users (never their password hashes)."""
+    from rich.table import Table
+
+    from stockbatch.warehouse import access
+
+    s = cli_settings(home, warehouse=warehouse, quiet=True)
+    engine = _auth(s)
+    rows = guard(lambda: access.users(engine))  # type: ignore[arg-type]
+    if not rows:
+        out.print("no users: add one with `stockbatch users add NAME --role viewer`")
+        return
+    t = Table("name", "role", "enabled", "created", "failed logins", "locked until", "tokens")
+    for r in rows:
+        t.add_row(
+            r["name"], r["role"], "yes" if r["enabled"] else "no",
+            f"{r['created_at']:%Y-%m-%d %H:%M}", str(r["failed_logins"]),
+            "" if r["locked_until"] is None else f"{r['locked_until']:%Y-%m-%d %H:%M}",
+            str(r["tokens"]),
+        )  # fmt: skip
+    out.print(t)
+
+
+def _set_enabled(name: str, enabled: bool, home: Path | None, warehouse: str | None) -> None:
+    from stockbatch.warehouse import access
+
+    s = cli_settings(home, warehouse=warehouse, quiet=True)
+    engine = _auth(s)
+    if not guard(lambda: access.set_enabled(engine, name, enabled)):  # type: ignore[arg-type]
+        fail(f"no user {name!r} (see `stockbatch users list`)")
+    out.print(f"{'enabled' if enabled else 'disabled'} user {name}")
+
+
+@users_app.command("disable")
+def users_disable(
+    name: Annotated[str, typer.Argument(help="User name.")],
+    home: HomeOpt = None,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Disable a user: its sessions and tokens stop working at the next request."""
+    _set_enabled(name, False, home, warehouse)
+
+
+@users_app.command("enable")
+def users_enable(
+    name: Annotated[str, typer.Argument(help="User name.")],
+    home: HomeOpt = None,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Enable a disabled user again."""
+    _set_enabled(name, True, home, warehouse)
+
+
+@tokens_app.command("create")
+def tokens_create(
+    name: Annotated[str, typer.Argument(help="The user the token acts as.")],
+    expires_days: Annotated[
+        float | None, typer.Option("--expires-days", help="Valid for N days (default: no end).")
+    ] = None,
+    home: HomeOpt = None,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Create a bearer token and print it once (only its hash is kept)."""
+    from stockbatch.api import accounts
+
+    s = cli_settings(home, warehouse=warehouse, quiet=True)
+    engine = _auth(s)
+    token_id, token = guard(lambda: accounts.create_token(engine, name, expires_days))  # type: ignore[arg-type]
+    # The token alone on stdout (scripts capture it); the explanation on stderr.
+    from stockbatch.cli.common import console
+
+    when = f"expires in {expires_days:g} days" if expires_days else "no expiry"
+    console.print(f"token {token_id} for {name} ({when}); shown once, store it now:")
+    print(token)
+
+
+@tokens_app.command("list")
+def tokens_list(home: HomeOpt = None, warehouse: WarehouseOpt = None) -> None:
+    """List tokens (ids, users, dates; never the tokens)."""
+    from rich.table import Table
+
+    from stockbatch.warehouse import access
+
+    s = cli_settings(home, warehouse=warehouse, quiet=True)
+    engine = _auth(s)
+    rows = guard(lambda: access.tokens(engine))  # type: ignore[arg-type]
+    if not rows:
+        out.print("no tokens: create one with `stockbatch tokens create USER`")
+        return
+    t = Table("id", "user", "role", "created", "expires", "revoked", "last used")
+
+    def when(v: object) -> str:
+        return "" if v is None else f"{v:%Y-%m-%d %H:%M}"
+
+    for r in rows:
+        t.add_row(
+            str(r["id"]), r["user"], r["role"], when(r["created_at"]), when(r["expires_at"]),
+            when(r["revoked_at"]), when(r["last_used_at"]),
+        )  # fmt: skip
+    out.print(t)
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(
+    token_id: Annotated[int, typer.Argument(help="Token id (stockbatch tokens list).")],
+    home: HomeOpt = None,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Revoke a token: it stops working at the next request."""
+    from stockbatch.warehouse import access
+
+    s = cli_settings(home, warehouse=warehouse, quiet=True)
+    engine = _auth(s)
+    if not guard(lambda: access.revoke_token(engine, token_id)):  # type: ignore[arg-type]
+        fail(f"no live token {token_id} (see `stockbatch tokens list`)")
+    out.print(f"revoked token {token_id}")
