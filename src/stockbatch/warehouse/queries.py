@@ -300,12 +300,14 @@ def instruments(
     stmt = sa.select(*[_raw(t.c[n]) for n in schema.INSTRUMENTS.names]).order_by(t.c.symbol)
     if search:
         needle = _like_escape(search.lower())
+        symbol = sa.func.lower(t.c.symbol)
+        by_symbol = symbol.like(needle + "%", escape="\\")
         stmt = stmt.where(
-            sa.or_(
-                sa.func.lower(t.c.symbol).like(needle + "%", escape="\\"),
-                sa.func.lower(t.c.name).like("%" + needle + "%", escape="\\"),
-            )
+            sa.or_(by_symbol, sa.func.lower(t.c.name).like("%" + needle + "%", escape="\\"))
         )
+        # Best first, as the search index ranks: the exact symbol, symbol prefixes, names.
+        rank = sa.case((symbol == search.lower(), 0), (by_symbol, 1), else_=2)
+        stmt = stmt.order_by(None).order_by(rank, t.c.symbol)
     if after is not None:
         stmt = stmt.where(t.c.symbol > after)
     if limit is not None:
