@@ -85,6 +85,14 @@ def create_user(engine: sa.Engine, name: str, role: str, password: str | None) -
         raise AccountError(f"user {name!r} exists already (see `stockbatch users list`)") from None
 
 
+def set_password(engine: sa.Engine, name: str, password: str) -> None:
+    """Give user ``name`` a new password (and lift a login lock)."""
+    if len(password) < MIN_PASSWORD:
+        raise AccountError(f"the password is too short: use at least {MIN_PASSWORD} characters")
+    if not access.set_password(engine, name, hash_password(password)):
+        raise AccountError(f"no user {name!r} (see `stockbatch users list`)")
+
+
 def create_token(engine: sa.Engine, name: str, expires_days: float | None) -> tuple[int, str]:
     """A new bearer token for user ``name``: (token id, the token, to show once)."""
     user = access.user(engine, name)

@@ -89,6 +89,18 @@ def set_enabled(engine: sa.Engine, name: str, enabled: bool) -> bool:
     return bool(n)
 
 
+def set_password(engine: sa.Engine, name: str, password_hash: str) -> bool:
+    """Replace a user's password hash and clear its lock; False when there is no such user."""
+    t = models.api_users
+    with engine.begin() as conn:
+        n = conn.execute(
+            t.update()
+            .where(t.c.name == name)
+            .values(password_hash=password_hash, failed_logins=0, locked_until=None)
+        ).rowcount
+    return bool(n)
+
+
 def login_failed(engine: sa.Engine, user_id: int, lock_after: int, lock_for: dt.timedelta) -> int:
     """Count a failed login; the ``lock_after``-th in a row locks the account for
     ``lock_for``. Returns the failures in a row."""
