@@ -82,19 +82,45 @@ def users_add(
     from stockbatch.api import accounts
 
     s = cli_settings(home, warehouse=warehouse, quiet=True)
-    password: str | None
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-        if not password:
-            fail("--password-stdin: standard input was empty", code=2)
-    elif sys.stdin.isatty():
-        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
-    else:
-        password = None
+    password = _read_password(password_stdin)
     engine = _auth(s)
     guard(lambda: accounts.create_user(engine, name, role, password))  # type: ignore[arg-type]
     how = "a password" if password else "no password (tokens only)"
     out.print(f"added user {name} ({role}) with {how}")
+
+
+def _read_password(password_stdin: bool) -> str | None:
+    """From stdin (--password-stdin), a hidden prompt on a terminal, else None."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            fail("--password-stdin: standard input was empty", code=2)
+        return password
+    if sys.stdin.isatty():
+        return str(typer.prompt("password", hide_input=True, confirmation_prompt=True))
+    return None
+
+
+@users_app.command("passwd")
+def users_passwd(
+    name: Annotated[str, typer.Argument(help="User name.")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+    home: HomeOpt = None,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Set a user's password (also lifts a lock after failed logins)."""
+    from stockbatch.api import accounts
+
+    s = cli_settings(home, warehouse=warehouse, quiet=True)
+    password = _read_password(password_stdin)
+    if password is None:
+        fail("give the password with --password-stdin (or run on a terminal)", code=2)
+    new = str(password)
+    engine = _auth(s)
+    guard(lambda: accounts.set_password(engine, name, new))
+    out.print(f"set the password of {name}")
 
 
 @users_app.command("list")
