@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import sqlalchemy as sa
 import typer
 
 from stockbatch.cli.common import HomeOpt, WarehouseOpt, app, cli_settings, fail, guard, out
@@ -60,10 +61,11 @@ def serve(
     uvicorn.run(application, host=s.api.host, port=s.api.port, log_level="warning")
 
 
-def _auth(s: Settings) -> object:
+def _auth(s: Settings) -> sa.Engine:
     from stockbatch.api.context import auth_engine
 
-    return guard(lambda: auth_engine(s))
+    engine: sa.Engine = guard(lambda: auth_engine(s))
+    return engine
 
 
 @users_app.command("add")
@@ -84,7 +86,7 @@ def users_add(
     s = cli_settings(home, warehouse=warehouse, quiet=True)
     password = _read_password(password_stdin)
     engine = _auth(s)
-    guard(lambda: accounts.create_user(engine, name, role, password))  # type: ignore[arg-type]
+    guard(lambda: accounts.create_user(engine, name, role, password))
     how = "a password" if password else "no password (tokens only)"
     out.print(f"added user {name} ({role}) with {how}")
 
@@ -132,7 +134,7 @@ def users_list(home: HomeOpt = None, warehouse: WarehouseOpt = None) -> None:
 
     s = cli_settings(home, warehouse=warehouse, quiet=True)
     engine = _auth(s)
-    rows = guard(lambda: access.users(engine))  # type: ignore[arg-type]
+    rows = guard(lambda: access.users(engine))
     if not rows:
         out.print("no users: add one with `stockbatch users add NAME --role viewer`")
         return
@@ -152,7 +154,7 @@ def _set_enabled(name: str, enabled: bool, home: Path | None, warehouse: str | N
 
     s = cli_settings(home, warehouse=warehouse, quiet=True)
     engine = _auth(s)
-    if not guard(lambda: access.set_enabled(engine, name, enabled)):  # type: ignore[arg-type]
+    if not guard(lambda: access.set_enabled(engine, name, enabled)):
         fail(f"no user {name!r} (see `stockbatch users list`)")
     out.print(f"{'enabled' if enabled else 'disabled'} user {name}")
 
@@ -191,7 +193,7 @@ def tokens_create(
 
     s = cli_settings(home, warehouse=warehouse, quiet=True)
     engine = _auth(s)
-    token_id, token = guard(lambda: accounts.create_token(engine, name, expires_days))  # type: ignore[arg-type]
+    token_id, token = guard(lambda: accounts.create_token(engine, name, expires_days))
     # The token alone on stdout (scripts capture it); the explanation on stderr.
     from stockbatch.cli.common import console
 
@@ -209,7 +211,7 @@ def tokens_list(home: HomeOpt = None, warehouse: WarehouseOpt = None) -> None:
 
     s = cli_settings(home, warehouse=warehouse, quiet=True)
     engine = _auth(s)
-    rows = guard(lambda: access.tokens(engine))  # type: ignore[arg-type]
+    rows = guard(lambda: access.tokens(engine))
     if not rows:
         out.print("no tokens: create one with `stockbatch tokens create USER`")
         return
@@ -237,6 +239,6 @@ def tokens_revoke(
 
     s = cli_settings(home, warehouse=warehouse, quiet=True)
     engine = _auth(s)
-    if not guard(lambda: access.revoke_token(engine, token_id)):  # type: ignore[arg-type]
+    if not guard(lambda: access.revoke_token(engine, token_id)):
         fail(f"no live token {token_id} (see `stockbatch tokens list`)")
     out.print(f"revoked token {token_id}")
