@@ -61,3 +61,21 @@ if ! need javac; then
 fi
 .venv/bin/python -c "from stockbatch.services.opensearch import ensure_opensearch_jars; print('opensearch:', ensure_opensearch_jars())"
 # ---- OpenSearch (end) ----------------------------------------------------------------
+
+# ---- Chromium (begin) ----------------------------------------------------------------
+# Debian's chromium for the dashboard's browser test (tests/e2e/test_dashboard_browser.py):
+# Playwright drives it through executable_path (Playwright's own browser download is not
+# used). STOCKBATCH_CHROMIUM points at another binary.
+chromium_bin="${STOCKBATCH_CHROMIUM:-/usr/bin/chromium}"
+if [ ! -x "$chromium_bin" ]; then
+  if [ "$(id -u)" = 0 ] && need apt-get; then
+    echo "setup-services: installing chromium (apt-get)" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "setup-services: please install chromium (apt-get install chromium) for the browser test, or set STOCKBATCH_CHROMIUM, and retry" >&2
+    exit 1
+  fi
+fi
+echo "chromium: $("$chromium_bin" --version 2>/dev/null || echo "$chromium_bin")"
+# ---- Chromium (end) ------------------------------------------------------------------
