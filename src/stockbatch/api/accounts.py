@@ -20,6 +20,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from stockbatch.errors import PipelineError
+from stockbatch.settings import MASK
 from stockbatch.warehouse import access, models
 
 ROLES = models.ROLES
@@ -27,6 +28,9 @@ ROLE_RANK = {role: i for i, role in enumerate(ROLES)}
 TOKEN_PREFIX = "sbk_"
 MIN_PASSWORD = 12
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+# Anything shaped like a token, in any case (a misplaced token may come back upper-cased,
+# e.g. as a symbol in an error message).
+_TOKEN_LIKE = re.compile(r"(?i)sbk_[A-Za-z0-9_-]{16,}")
 _HASHER = PasswordHasher()
 # Verified against when the user does not exist, so an unknown name takes as long as a
 # wrong password (no user enumeration by timing).
@@ -59,6 +63,13 @@ def hash_password(password: str) -> str:
 def token_digest(token: str) -> str:
     """What is stored of a token: its SHA-256, hex."""
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def mask_tokens(text: str) -> str:
+    """``text`` with everything shaped like a bearer token masked. A client may misplace
+    its token in a URL (a query value, a path segment); the audit log and the error
+    messages, which echo what was asked, must not keep it."""
+    return _TOKEN_LIKE.sub(TOKEN_PREFIX + MASK, text)
 
 
 def check_name(name: str) -> str:

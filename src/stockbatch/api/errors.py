@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
+from stockbatch.api.accounts import mask_tokens
 from stockbatch.errors import PipelineError
 from stockbatch.settings import mask_secrets
 
@@ -72,8 +73,13 @@ class Forbidden(ApiError):
         self.page = page
 
 
+def _masked(text: str) -> str:
+    # Errors echo what was asked (a symbol, a run id), which may be a misplaced secret.
+    return mask_tokens(mask_secrets(text))
+
+
 def error_response(status: int, error: str, headers: dict[str, str] | None = None) -> Response:
-    body = ErrorOut(error=mask_secrets(error)).model_dump()
+    body = ErrorOut(error=_masked(error)).model_dump()
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -90,7 +96,7 @@ async def on_validation_error(request: Request, exc: Exception) -> Response:
     items = [
         ErrorItem(
             loc=[str(x) if not isinstance(x, int) else x for x in e.get("loc", ())],
-            msg=mask_secrets(str(e.get("msg", "invalid"))),
+            msg=_masked(str(e.get("msg", "invalid"))),
         )
         for e in exc.errors()
     ]
@@ -101,13 +107,13 @@ async def on_validation_error(request: Request, exc: Exception) -> Response:
 
 async def on_backend_error(request: Request, exc: Exception) -> Response:
     """Warehouse / search unreachable or empty: 503 with the one-line reason."""
-    log.warning("backend error on %s: %s", request.url.path, mask_secrets(str(exc)))
+    log.warning("backend error on %s: %s", _masked(request.url.path), _masked(str(exc)))
     return error_response(503, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
 
 async def on_unexpected(request: Request, exc: Exception) -> Response:
     """A bug: logged with its traceback on the server, a short 500 to the client."""
-    log.exception("unexpected error on %s", request.url.path)
+    log.exception("unexpected error on %s", _masked(request.url.path))
     return error_response(500, "internal error: the server log has the details")
 
 

@@ -5,7 +5,8 @@ One ASGI middleware: it times the request, labels it with its route template
 once the last byte of the answer is sent (a streamed download has counted its rows
 by then), appends the audit entry: user, action, parameters, rows, status, time.
 Passwords and tokens never reach it: they travel in headers and form bodies, which
-are not recorded, and query parameters named like a secret are masked.
+are not recorded; query parameters named like a secret are masked, and so is anything
+shaped like a token in the path or the parameters (a client may misplace one).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from stockbatch.api.accounts import mask_tokens
 from stockbatch.api.context import ApiContext
 from stockbatch.settings import MASK, mask_secrets
 from stockbatch.warehouse import access, queries
@@ -92,7 +94,7 @@ def _params(scope: Scope) -> dict[str, str]:
     raw = scope.get("query_string", b"").decode("latin-1")
     for key, value in parse_qsl(raw, keep_blank_values=True):
         secret = any(s in key.lower() for s in _SECRET_PARAMS)
-        out[key[:64]] = MASK if secret else mask_secrets(value[:500])
+        out[mask_tokens(key)[:64]] = MASK if secret else mask_tokens(mask_secrets(value))[:500]
     return out
 
 
@@ -144,9 +146,11 @@ class AuditAndMetrics:
             return
         who = state.get("principal")
         detail = {
-            "path": path[:300],
+            "path": mask_tokens(path)[:300],
             "params": _params(scope),
-            "path_params": {k: str(v)[:100] for k, v in (scope.get("path_params") or {}).items()},
+            "path_params": {
+                k: mask_tokens(str(v))[:100] for k, v in (scope.get("path_params") or {}).items()
+            },
             "rows": state.get("rows"),
             "status": status,
             "ms": round(seconds * 1000, 1),
