@@ -37,6 +37,7 @@ from alembic.config import Config
 from sqlalchemy import event
 
 from stockbatch.errors import PipelineError
+from stockbatch.warehouse import models
 
 if TYPE_CHECKING:
     from stockbatch.settings import Settings
@@ -272,7 +273,7 @@ def migrate(url: str, revision: str = "head") -> None:
         engine.dispose()
 
 
-SECRET_TABLES = ("api_users", "api_tokens")
+SECRET_TABLES = models.SECRET_TABLES
 """Tables the reader role may not read (``grant_roles``)."""
 
 

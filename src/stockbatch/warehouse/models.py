@@ -227,6 +227,9 @@ api_tokens = sa.Table(
     sa.Column("last_used_at", sa.DateTime(timezone=True)),
 )
 
+SECRET_TABLES = ("api_users", "api_tokens")
+"""Account tables: never readable by the reader role, never counted as data."""
+
 UPSERT_KEYS: dict[str, tuple[str, ...]] = {
     "instruments": ("symbol",),
     "daily_bars": ("symbol", "trade_date"),

@@ -386,11 +386,16 @@ def last_run_id(engine: sa.Engine, with_quality: bool = False) -> str | None:
 
 
 def table_counts(engine: sa.Engine) -> dict[str, int]:
-    """Row count of every warehouse table (health page, tests)."""
+    """Row count of every data table (health page, tests).
+
+    The account tables (``models.SECRET_TABLES``) are left out: the reader role
+    may not read them, and they are not data.
+    """
     with engine.connect() as conn:
         return {
             name: int(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one())
             for name, t in models.metadata.tables.items()
+            if name not in models.SECRET_TABLES
         }
 
 
