@@ -119,7 +119,10 @@ class AuditAndMetrics:
             if done:
                 return
             done = True
-            await self._record(scope, status, time.perf_counter() - started)
+            # Shielded: a streamed answer's task group is cancelled as soon as the client
+            # disconnects after the last byte, which would otherwise drop the audit entry.
+            with anyio.CancelScope(shield=True):
+                await self._record(scope, status, time.perf_counter() - started)
 
         async def send_and_watch(message: Message) -> None:
             nonlocal status
