@@ -562,3 +562,28 @@ def test_injection_shaped_paths_and_searches_change_nothing(
         assert item["symbol"].lower().startswith(literal) or literal in (item["name"] or "").lower()
     assert _get(client, token, "/api/v1/instruments", limit=1000).json()["items"] == before
     assert _get(client, token, "/api/v1/daily", symbols="AAPL", limit=1).json()["items"]
+
+
+# ----------------------------------------------------------------------------- regressions
+
+
+@pytest.mark.parametrize(
+    ("path", "query"),
+    [
+        ("/api/v1/daily", {"symbols": "AAPL", "format": "csv"}),
+        ("/api/v1/daily", {"symbols": "AAPL", "format": "parquet"}),
+        ("/api/v1/daily", {"symbols": "AAPL", "limit": 1}),
+        ("/api/v1/quarterly", {"symbols": "AAPL", "format": "csv"}),
+        ("/api/v1/quarterly", {"symbols": "AAPL", "format": "parquet"}),
+        ("/api/v1/quarterly", {"symbols": "AAPL"}),
+        ("/metrics", {}),
+    ],
+)
+def test_answers_have_a_documented_content_type(
+    client: TestClient, app: FastAPI, demo: Demo, path: str, query: dict[str, Any]
+) -> None:
+    """Found by the fuzzer: the CSV / Parquet downloads and /metrics answered with content
+    types the OpenAPI document did not declare (it said application/json only)."""
+    r = _get(client, demo.tokens["admin"], path, **query)
+    documented = app.openapi()["paths"][path]["get"]["responses"]["200"]["content"]
+    assert r.headers["content-type"].split(";")[0] in documented, (r.headers, list(documented))

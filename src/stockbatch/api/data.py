@@ -56,6 +56,16 @@ Symbols = Annotated[
     ),
 ]
 QUARTER = r"^[0-9]{4}Q[1-4]$"
+FILES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "A JSON page, or with `format=csv|parquet` the whole file.",
+        "content": {
+            "text/csv": {"schema": {"type": "string"}},
+            "application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+"""The download formats, documented beside the JSON page (their content types)."""
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -150,7 +160,7 @@ def instrument(
     return found
 
 
-@router.get("/daily", response_model=schemas.DailyPage, tags=["data"])
+@router.get("/daily", response_model=schemas.DailyPage, responses=FILES, tags=["data"])
 def daily(
     request: Request,
     who: Viewer,
@@ -210,7 +220,7 @@ def _select(arrow: pa.Schema, cols: list[str]) -> pa.Schema:
     return pa.schema([arrow.field(c) for c in cols], metadata=arrow.metadata)
 
 
-@router.get("/quarterly", response_model=schemas.QuarterlyPage, tags=["data"])
+@router.get("/quarterly", response_model=schemas.QuarterlyPage, responses=FILES, tags=["data"])
 def quarterly(
     request: Request,
     who: Viewer,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from stockbatch.api import schemas
 from stockbatch.api.accounts import Principal
@@ -218,7 +218,18 @@ class MetricsAccess(Access):
         return super().__call__(request)
 
 
-@probes.get("/metrics", tags=["probes"], responses=ERROR_RESPONSES)
+@probes.get(
+    "/metrics",
+    tags=["probes"],
+    response_class=PlainTextResponse,
+    responses={
+        **ERROR_RESPONSES,
+        200: {
+            "description": "Prometheus text exposition format.",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+    },
+)
 def metrics(
     request: Request, who: Annotated[Principal | None, Depends(MetricsAccess())]
 ) -> Response:
