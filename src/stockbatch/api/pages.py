@@ -56,12 +56,16 @@ class PageError(ApiError):
 
 def _num(value: Any, digits: int = 2) -> str:
     """A number for a table cell: thousands separators, ``digits`` decimals for
-    fractions, blank for null."""
+    fractions (none from 100,000 on, as the browser's tables), blank for null."""
     if value is None or isinstance(value, bool) or not isinstance(value, int | float):
         return "" if value is None else str(value)
     if isinstance(value, float) and value != value:
         return ""
-    if isinstance(value, int) or (float(value).is_integer() and abs(value) >= 1000):
+    if (
+        isinstance(value, int)
+        or abs(value) >= 100_000
+        or (value.is_integer() and abs(value) >= 1000)
+    ):
         return f"{value:,.0f}"
     return f"{value:,.{digits}f}" if abs(value) >= 1 else f"{value:.4g}"
 

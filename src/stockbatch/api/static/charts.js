@@ -36,6 +36,13 @@
     return Object.assign(base, extra || {});
   };
 
+  /** The x range of a category axis of `n` bars: at least `slots` wide, so one or two
+   * runs are drawn as bars of a normal width, not as one block across the chart. */
+  SB.categoryRange = function (n, slots) {
+    var extra = Math.max(0, (slots || 8) - n) / 2;
+    return [-0.5 - extra, n - 0.5 + extra];
+  };
+
   /** Replace a chart's content with a message (loading failed, nothing to draw). */
   SB.chartMessage = function (el, text, isError) {
     if (window.Plotly && el.data) window.Plotly.purge(el);

@@ -24,10 +24,12 @@
       ];
       await window.Plotly.newPlot(el, traces, SB.layout({
         margin: { l: 56, r: 56, t: 8, b: 44 },
-        bargap: 0.5,
-        xaxis: { type: "category", tickvals: x, ticktext: label, tickfont: { size: 10 }, showgrid: false },
+        bargap: 0.3,
+        xaxis: { type: "category", tickvals: x, ticktext: label, tickfont: { size: 10 }, showgrid: false,
+          range: SB.categoryRange(x.length, 8) },
         yaxis: { title: { text: "rows in" }, gridcolor: SB.colors.grid, rangemode: "tozero" },
-        yaxis2: { title: { text: "quarantined" }, overlaying: "y", side: "right", rangemode: "tozero", showgrid: false },
+        yaxis2: { title: { text: "quarantined" }, overlaying: "y", side: "right", rangemode: "tozero", showgrid: false,
+          tickmode: "auto", tickformat: "~s" },
         legend: { orientation: "h", x: 0, y: -0.25 },
       }), SB.plotConfig);
       SB.markReady("overview");

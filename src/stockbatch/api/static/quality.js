@@ -28,9 +28,10 @@
       });
       await window.Plotly.newPlot(el, traces, SB.layout({
         barmode: "stack",
-        bargap: runs.length < 4 ? 0.6 : 0.25,
+        bargap: 0.3,
         margin: { l: 56, r: 16, t: 8, b: 48 },
-        xaxis: { type: "category", tickvals: x, ticktext: ticks, tickfont: { size: 10 }, title: { text: "run (UTC start)", font: { size: 11 } } },
+        xaxis: { type: "category", tickvals: x, ticktext: ticks, tickfont: { size: 10 }, title: { text: "run (UTC start)", font: { size: 11 } },
+          range: SB.categoryRange(x.length, 12) },
         yaxis: { title: { text: "rows", font: { size: 11 } }, gridcolor: SB.colors.grid, rangemode: "tozero" },
         legend: { orientation: "h", x: 0, y: 1.02, yanchor: "bottom" },
       }), SB.plotConfig);

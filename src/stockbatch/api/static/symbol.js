@@ -115,6 +115,21 @@
     return w;
   }
 
+  /** A few days only: a padded range in whole days (plotly would zoom into a fraction of
+   * a millisecond around a single bar) and date ticks. */
+  function shortRange(dates) {
+    if (dates.length > 15) return {};
+    var pad = 4;
+    return { range: [addDays(dates[0], -pad), addDays(dates[dates.length - 1], pad)],
+      rangebreaks: [], tickformat: "%b %d, %Y" };
+  }
+
+  function addDays(iso, days) {
+    var d = new Date(iso + "T00:00:00Z");
+    d.setUTCDate(d.getUTCDate() + days);
+    return d.toISOString().slice(0, 10);
+  }
+
   function figure(s) {
     var c = SB.colors;
     var up = s.close.map(function (v, i) { return s.open[i] === null || v >= s.open[i]; });
@@ -124,7 +139,7 @@
         decreasing: { line: { color: c.down, width: 1 }, fillcolor: c.down },
         yaxis: "y", showlegend: false },
       { type: "scatter", mode: "lines", name: "BB upper 20", x: s.date, y: s.bb_upper_20, yaxis: "y",
-        line: { color: c.band, width: 1, dash: "dot" }, hoverinfo: "skip", legendgroup: "bb" },
+        line: { color: c.band, width: 1, dash: "dot" }, hoverinfo: "skip", legendgroup: "bb", showlegend: false },
       { type: "scatter", mode: "lines", name: "Bollinger 20", x: s.date, y: s.bb_lower_20, yaxis: "y",
         line: { color: c.band, width: 1, dash: "dot" }, fill: "tonexty", fillcolor: c.bandFill,
         hoverinfo: "skip", legendgroup: "bb" },
@@ -147,6 +162,18 @@
       { type: "scatter", mode: "lines", name: "Signal", x: s.date, y: s.macd_signal, yaxis: "y4",
         line: { color: c.signal, width: 1.2 }, showlegend: false, hovertemplate: "signal %{y:.3f}<extra></extra>" },
     ];
+    // Days whose source recorded no open (health flag open_missing) have no candle:
+    // their close is drawn as a marker so the day does not vanish from the chart.
+    var closeOnly = s.close.map(function (v, i) { return s.open[i] === null ? v : null; });
+    if (closeOnly.some(function (v) { return v !== null; })) {
+      traces.push({ type: "scatter", mode: "markers", name: "close (no open)", x: s.date, y: closeOnly,
+        yaxis: "y", marker: { color: c.ink, size: 5, symbol: "diamond" },
+        hovertemplate: "close %{y:.4g} (no open recorded)<extra></extra>" });
+    }
+    if (s.date.length <= 15) {
+      // Few bars: plotly cannot infer a bar width from a single date; 0.7 day each.
+      traces.forEach(function (t) { if (t.type === "bar") t.width = 0.7 * 86400000; });
+    }
     var phone = SB.isPhone();
     var axis = { gridcolor: c.grid, zeroline: false, fixedrange: false, tickfont: { size: 10 } };
     function label(text, domain) {
@@ -159,10 +186,10 @@
       dragmode: "zoom",
       bargap: 0.1,
       legend: { orientation: "h", x: 0, y: 1, yanchor: "bottom", font: { size: phone ? 10 : 11 } },
-      xaxis: { type: "date", anchor: "y4", rangeslider: { visible: false }, gridcolor: c.grid,
-        rangebreaks: state.weekly ? [] : [{ bounds: ["sat", "mon"] }], tickfont: { size: 10 } },
+      xaxis: Object.assign({ type: "date", anchor: "y4", rangeslider: { visible: false }, gridcolor: c.grid,
+        rangebreaks: state.weekly ? [] : [{ bounds: ["sat", "mon"] }], tickfont: { size: 10 } }, shortRange(s.date)),
       yaxis: Object.assign({ domain: PANEL.price, title: { text: phone ? "" : "price", font: { size: 11 } } }, axis),
-      yaxis2: Object.assign({}, axis, { domain: PANEL.volume, rangemode: "tozero", tickformat: "~s" }),
+      yaxis2: Object.assign({}, axis, { domain: PANEL.volume, rangemode: "tozero", tickformat: "~s", nticks: phone ? 3 : 5 }),
       yaxis3: Object.assign({}, axis, { domain: PANEL.rsi, range: [0, 100], tickvals: [30, 50, 70] }),
       yaxis4: Object.assign({}, axis, { domain: PANEL.macd, zeroline: true, zerolinecolor: "#c5cfda" }),
       annotations: [
@@ -193,7 +220,7 @@
     if (state.weekly) s = weekly(s);
     document.getElementById("range-start").value = start;
     document.getElementById("range-end").value = end;
-    var note = (i1 - i0).toLocaleString("en-US") + " trading days";
+    var note = (i1 - i0).toLocaleString("en-US") + (i1 - i0 === 1 ? " trading day" : " trading days");
     if (state.weekly) note += ", drawn as " + s.date.length.toLocaleString("en-US") + " weekly candles";
     note += data.hasAdjusted
       ? state.prices === "adjusted"
