@@ -3,8 +3,9 @@ home, driven by Debian's chromium through Playwright (sync API).
 
 One demo home, one server and one browser for the module; each test opens its own
 browser context (its own cookies) and logs in through the form as viewer, analyst or
-admin (users made with the CLI). Any console error or uncaught page error fails the
-test that caused it; the only ones allowed are the status lines of pages the test
+admin (users made with the CLI). Any console error, uncaught page error or request to
+another host than the server (the dashboard works offline) fails the test that caused
+it; the only ones allowed are the status lines of pages the test
 itself expects to be refused (403).
 
 Every page is screenshotted (1280x800, the symbol page also at 390x844) under the
@@ -220,6 +221,13 @@ def open_session(browser: Any, server: Server, shots: Path) -> Iterator[Callable
 
         page.on("console", on_console)
         page.on("pageerror", lambda exc: s.errors.append(f"pageerror: {exc}"))
+
+        def on_request(request: Any) -> None:
+            # Works offline: every asset (plotly.js included) comes from the server itself.
+            if not request.url.startswith((server.base + "/", "data:", "blob:")):
+                s.errors.append(f"request outside the server: {request.url}")
+
+        page.on("request", on_request)
         made.append((context, s))
         if user is not None:
             login(s, user)
