@@ -512,6 +512,11 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], str]] = [
     ("/api/v1/runs", {"cursor": "%%%"}, "cursor"),
     ("/api/v1/quarantine", {"cursor": _cursor(["x"])}, "cursor"),
     ("/api/v1/audit", {"cursor": _cursor([None])}, "cursor"),
+    # Found on PostgreSQL (test_api_postgres): a NUL in a cursor reached the query (500).
+    ("/api/v1/runs", {"cursor": _cursor(["\x00"])}, "cursor"),
+    ("/api/v1/instruments", {"cursor": _cursor(["A\x00"])}, "cursor"),
+    ("/api/v1/daily", {"cursor": _cursor(["AAPL\x00", "2015-01-02"])}, "cursor"),
+    ("/api/v1/quarterly", {"cursor": _cursor(["\x00", "2015Q1"])}, "cursor"),
     ("/api/v1/daily", {"symbols": "AAPL", "format": "xml"}, "format"),
     ("/api/v1/quarterly", {"symbols": "AAPL", "format": "PARQUET"}, "format"),
     ("/api/v1/daily", {"symbols": "AAPL", "columns": "close,nope"}, "nope"),

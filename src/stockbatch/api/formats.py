@@ -22,6 +22,7 @@ from stockbatch.api.errors import ApiError
 
 FORMATS = ("json", "csv", "parquet")
 MEDIA = {"csv": "text/csv; charset=utf-8", "parquet": "application/vnd.apache.parquet"}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9.\-_=^]{0,63}$|^\^[A-Z0-9.\-_=]{1,63}$")
 
 
@@ -41,6 +42,9 @@ def decode_cursor(cursor: str, n: int) -> list[Any]:
     if not isinstance(values, list) or len(values) != n:
         raise ApiError(400, "invalid cursor: pass the next_cursor of the previous page unchanged")
     if not all(isinstance(v, str | int) and not isinstance(v, bool) for v in values):
+        raise ApiError(400, "invalid cursor: pass the next_cursor of the previous page unchanged")
+    # No key this API pages by holds a control character; PostgreSQL refuses a NUL in text.
+    if any(isinstance(v, str) and _CONTROL.search(v) for v in values):
         raise ApiError(400, "invalid cursor: pass the next_cursor of the previous page unchanged")
     return values
 

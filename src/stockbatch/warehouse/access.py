@@ -16,6 +16,9 @@ from stockbatch.warehouse import models
 from stockbatch.warehouse.bulk import utcnow
 from stockbatch.warehouse.records import audit_in
 
+NUL = "\x00"
+"""PostgreSQL text cannot hold it: a name with one matches no row."""
+
 
 class DuplicateUser(ValueError):
     """A user of that name exists already."""
@@ -61,6 +64,8 @@ def add_user(engine: sa.Engine, name: str, role: str, password_hash: str | None)
 def user(engine: sa.Engine, name: str) -> dict[str, Any] | None:
     """One user by name, with its password hash (for the login check), or None."""
     t = models.api_users
+    if NUL in name:
+        return None
     with engine.connect() as conn:
         row = conn.execute(sa.select(t).where(t.c.name == name)).first()
     return None if row is None else _user(row)
@@ -215,10 +220,22 @@ def revoke_token(engine: sa.Engine, token_id: int) -> bool:
     return bool(n)
 
 
+def _no_nul(value: Any) -> Any:
+    """``value`` with every NUL of its text written ``\\x00`` (PostgreSQL text and JSON
+    cannot hold a NUL; the log still shows one was sent)."""
+    if isinstance(value, str):
+        return value.replace(NUL, "\\x00")
+    if isinstance(value, dict):
+        return {_no_nul(k): _no_nul(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_no_nul(v) for v in value]
+    return value
+
+
 def audit(engine: sa.Engine, actor: str, action: str, detail: dict[str, Any]) -> None:
     """Append one entry to the audit log."""
     with engine.begin() as conn:
-        audit_in(conn, actor, action, detail)
+        audit_in(conn, _no_nul(actor), _no_nul(action), _no_nul(detail))
 
 
 def audit_rows(
@@ -230,7 +247,7 @@ def audit_rows(
     if before_id is not None:
         stmt = stmt.where(t.c.id < before_id)
     if actor is not None:
-        stmt = stmt.where(t.c.actor == actor)
+        stmt = stmt.where(t.c.actor == actor if NUL not in actor else sa.false())
     with engine.connect() as conn:
         rows = [dict(r._mapping) for r in conn.execute(stmt)]
     for r in rows:

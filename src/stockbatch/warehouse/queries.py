@@ -19,6 +19,10 @@ import sqlalchemy as sa
 from stockbatch import schema
 from stockbatch.warehouse import models
 
+NUL = "\x00"
+"""PostgreSQL text cannot hold it (psycopg refuses the parameter): a value asked for
+that contains one matches nothing, on either warehouse, instead of failing."""
+
 SYMBOLS_PER_QUERY = 500
 """Symbols per ``IN (...)`` list (SQLite caps bound parameters per statement)."""
 
@@ -44,10 +48,28 @@ def _array(values: Sequence[Any], type_: pa.DataType) -> pa.Array:
     return pa.array(values, type=type_)
 
 
+def _no_nan(array: pa.Array) -> pa.Array:
+    """NaN as null, as ``_array`` reads floats (the warehouse stores no NaN: a guard)."""
+    if pa.types.is_floating(array.type) and pc.any(pc.is_nan(array)).as_py():
+        return pc.if_else(pc.is_nan(array), pa.scalar(None, array.type), array)
+    return array
+
+
 def _to_arrow(rows: Sequence[Sequence[Any]], target: pa.Schema) -> pa.Table:
     """Rows (in ``target``'s column order, raw driver values) -> a table of exactly ``target``."""
     if not rows:
         return target.empty_table()
+    if isinstance(rows[0], tuple):  # the driver's own rows (``_driver_rows``), not Row objects
+        try:
+            # One pass of Arrow's C++ converter over the row tuples, when the driver's values
+            # already have the target types (PostgreSQL): faster than the column by column
+            # path below, which SQLite needs (dates as text, booleans as 0/1).
+            struct = pa.array(rows, type=pa.struct(list(target)))
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            pass
+        else:
+            arrays = [_no_nan(a) for a in struct.flatten()]
+            return pa.Table.from_arrays(arrays, schema=target)
     columns = list(zip(*rows, strict=True))
     arrays = [_array(values, f.type) for values, f in zip(columns, target, strict=True)]
     return pa.Table.from_arrays(arrays, schema=target)
@@ -200,7 +222,9 @@ def daily_page(
     if after is not None:
         stmt = stmt.where(sa.tuple_(bars.c.symbol, bars.c.trade_date) > sa.tuple_(*after))
     with engine.connect() as conn:
-        rows = conn.execute(stmt.limit(limit)).all()
+        result = conn.execute(stmt.limit(limit))
+        rows = result.cursor.fetchall()  # the driver's tuples: no Row objects
+        result.close()
     return _to_arrow(rows, schema.DAILY_FEATURES)
 
 
@@ -298,7 +322,9 @@ def instruments(
     """
     t = models.instruments
     stmt = sa.select(*[_raw(t.c[n]) for n in schema.INSTRUMENTS.names]).order_by(t.c.symbol)
-    if search:
+    if search and NUL in search:
+        stmt = stmt.where(sa.false())
+    elif search:
         needle = _like_escape(search.lower())
         symbol = sa.func.lower(t.c.symbol)
         by_symbol = symbol.like(needle + "%", escape="\\")
@@ -357,6 +383,8 @@ def runs(engine: sa.Engine, last: int = 20, before: str | None = None) -> list[d
 def run(engine: sa.Engine, run_id: str) -> dict[str, Any] | None:
     """One run: its ``pipeline_runs`` row, ``quality`` and the whole ``manifest``."""
     r, q = models.pipeline_runs, models.data_quality
+    if NUL in run_id:
+        return None
     with engine.connect() as conn:
         row = conn.execute(sa.select(r).where(r.c.run_id == run_id)).first()
         if row is None:
@@ -437,6 +465,8 @@ def _quarantine_filter(
     stmt: sa.Select[Any], run_id: str | None, reason: str | None, symbol: str | None
 ) -> sa.Select[Any]:
     t = models.quarantine
+    if any(NUL in v for v in (run_id, reason, symbol) if v is not None):
+        return stmt.where(sa.false())
     if run_id is not None:
         # The process run that refused the row, or the landing that brought it.
         stmt = stmt.where(sa.or_(t.c.run_id == run_id, t.c.ingest_run_id == run_id))
