@@ -600,7 +600,10 @@ def main() -> int:
         conninfo_s = conninfo.render_as_string(hide_password=False)
         check_direct(conninfo_s, sql, params, table)
         n, c, rounds = args.requests, args.concurrency, args.rounds
-        warm = max(args.warmup, c)
+        warm = max(args.warmup, c) // c * c
+        # hey runs n // c requests on each of its c clients: a multiple of c, or it does fewer.
+        per_round = max(n // rounds // c, 1) * c
+        res["requests"] = per_round * rounds
 
         def hey_tool(target: str) -> Any:
             return lambda k: run_hey(hey, target, token, k, c)
@@ -620,7 +623,7 @@ def main() -> int:
         for r in range(rounds):  # the order turns each round: none always runs first
             order = names[r % 3 :] + names[: r % 3]
             for name in order:
-                k = n // rounds + (1 if r < n % rounds else 0)
+                k = per_round
                 log(f"round {r + 1}/{rounds}: {name}, {k} requests, {c} clients ...")
                 loads[name].append(os.getloadavg()[0])
                 got, seconds = tools[name](k)
