@@ -59,7 +59,7 @@ def _to_arrow(rows: Sequence[Sequence[Any]], target: pa.Schema) -> pa.Table:
     """Rows (in ``target``'s column order, raw driver values) -> a table of exactly ``target``."""
     if not rows:
         return target.empty_table()
-    if isinstance(rows[0], tuple):  # the driver's own rows (``_driver_rows``), not Row objects
+    if isinstance(rows[0], tuple):  # the driver's own rows (daily_page), not Row objects
         try:
             # One pass of Arrow's C++ converter over the row tuples, when the driver's values
             # already have the target types (PostgreSQL): faster than the column by column
