@@ -64,8 +64,14 @@ def run(
     return found
 
 
-def _split(metrics: dict[str, float], kind: str) -> dict[str, float]:
-    return {k.split(".", 1)[1]: v for k, v in metrics.items() if k.startswith(kind + ".")}
+def _count(value: float | None) -> int | None:
+    # The metrics table stores every metric as a float; row counts are whole numbers.
+    return None if value is None else round(value)
+
+
+def _split(metrics: dict[str, float], kind: str) -> dict[str, int]:
+    """Counts of one kind (``reasons.duplicate`` -> ``{"duplicate": n}``)."""
+    return {k.split(".", 1)[1]: round(v) for k, v in metrics.items() if k.startswith(kind + ".")}
 
 
 @router.get("/quality", response_model=schemas.Quality, tags=["operations"])
@@ -80,9 +86,9 @@ def quality(request: Request, who: Viewer, run_id: RunId = None) -> Any:
     _rows(request, len(metrics))
     return {
         "run_id": rid,
-        "rows_in": metrics.get("rows_in"),
-        "rows_clean": metrics.get("rows_clean"),
-        "rows_quarantined": metrics.get("rows_quarantined"),
+        "rows_in": _count(metrics.get("rows_in")),
+        "rows_clean": _count(metrics.get("rows_clean")),
+        "rows_quarantined": _count(metrics.get("rows_quarantined")),
         "reasons": _split(metrics, "reasons"),
         "health": _split(metrics, "health"),
         "metrics": metrics,

@@ -141,11 +141,11 @@ class Quality(BaseModel):
     """Quality counts of one run."""
 
     run_id: str | None = Field(None, description="The run (default: the newest with counts).")
-    rows_in: float | None = Field(None, description="Rows the process stage read.")
-    rows_clean: float | None = Field(None, description="Rows kept.")
-    rows_quarantined: float | None = Field(None, description="Rows refused.")
-    reasons: dict[str, float] = Field(description="Refused rows per reason code.")
-    health: dict[str, float] = Field(description="Kept rows per health flag.")
+    rows_in: int | None = Field(None, description="Rows the process stage read.")
+    rows_clean: int | None = Field(None, description="Rows kept.")
+    rows_quarantined: int | None = Field(None, description="Rows refused.")
+    reasons: dict[str, int] = Field(description="Refused rows per reason code.")
+    health: dict[str, int] = Field(description="Kept rows per health flag.")
     metrics: dict[str, float] = Field(description="Every recorded metric of the run.")
 
 
@@ -155,8 +155,8 @@ class QualityRun(BaseModel):
     run_id: str
     started_at: dt.datetime | None = None
     status: str | None = None
-    reasons: dict[str, float]
-    health: dict[str, float]
+    reasons: dict[str, int]
+    health: dict[str, int]
 
 
 class QualityHistory(BaseModel):
