@@ -16,6 +16,10 @@ import sqlalchemy as sa
 from stockbatch.settings import Settings
 from stockbatch.warehouse import db
 
+SEARCH_RETRY_S = 30.0
+"""After a failed connection to the search node, how long to answer from SQL without
+trying it again."""
+
 
 @dataclass
 class ApiContext:
@@ -26,7 +30,7 @@ class ApiContext:
     auth: sa.Engine
     started: float = field(default_factory=time.time)
     _search: Any = None
-    _search_error: str | None = None
+    _search_failure: tuple[float, str] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
@@ -47,14 +51,26 @@ class ApiContext:
         return "opensearch" if self.settings.search.kind == "opensearch" else "sql"
 
     def search_client(self) -> Any:
-        """The OpenSearch client (made once), or None when not configured."""
+        """The OpenSearch client (made once), or None when not configured.
+
+        Raises ``SearchUnavailable`` when the node does not answer; after a failure,
+        for ``SEARCH_RETRY_S`` seconds without trying again (each try can take the
+        5 s connect timeout, which every autocomplete keystroke would wait for).
+        """
         if self.search_kind != "opensearch":
             return None
+        from stockbatch import search
+
         with self._lock:
             if self._search is None:
-                from stockbatch import search
-
-                self._search = search.connect_settings(self.settings, timeout=5.0)
+                failed_at, error = self._search_failure or (0.0, "")
+                if time.monotonic() - failed_at < SEARCH_RETRY_S:
+                    raise search.SearchUnavailable(error)
+                try:
+                    self._search = search.connect_settings(self.settings, timeout=5.0)
+                except search.SearchUnavailable as exc:
+                    self._search_failure = (time.monotonic(), str(exc))
+                    raise
             return self._search
 
     def close(self) -> None:

@@ -8,6 +8,7 @@ Handlers parse and check parameters, then call ``warehouse.queries`` / ``search.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 import threading
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from fastapi.responses import Response
 from stockbatch import export, schema
 from stockbatch.api import schemas
 from stockbatch.api.accounts import Principal
+from stockbatch.api.context import ApiContext
 from stockbatch.api.errors import ERROR_RESPONSES, ApiError
 from stockbatch.api.formats import (
     check_symbol,
@@ -35,6 +37,8 @@ from stockbatch.api.security import Access, ctx_of, require
 from stockbatch.lake.layout import layout
 from stockbatch.settings import Settings
 from stockbatch.warehouse import queries
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
 
@@ -132,6 +136,30 @@ def _bulk(who: Principal, symbols: list[str] | None, what: str) -> None:
         require(who, "analyst", why=f"{what} of several or all symbols")
 
 
+def _search_instruments(ctx: ApiContext, text: str, limit: int) -> tuple[pa.Table, str]:
+    """Instruments matching ``text`` and what answered: OpenSearch when configured and
+    reachable, else the warehouse's SQL search (same columns, same ranking rules)."""
+    if ctx.search_kind == "opensearch":
+        from stockbatch.search import SearchError
+        from stockbatch.search import queries as search_queries
+
+        try:
+            hits = search_queries.search_instruments(
+                ctx.search_client(), text, limit, prefix=ctx.settings.search.index_prefix
+            )
+        except SearchError as exc:
+            # A search node down (or not loaded yet) makes search plainer, not broken:
+            # /readyz and the overview say why.
+            log.warning("instrument search answered from SQL: %s", exc)
+        else:
+            table = pa.Table.from_pylist(
+                [{k: h.get(k) for k in schema.INSTRUMENTS.names} for h in hits],
+                schema=schema.INSTRUMENTS,
+            )
+            return table, "opensearch"
+    return queries.instruments(ctx.reader, search=text, limit=limit), "sql"
+
+
 @router.get("/instruments", response_model=schemas.InstrumentsPage, tags=["data"])
 def instruments(
     request: Request,
@@ -151,20 +179,9 @@ def instruments(
     ctx = ctx_of(request)
     text = _CONTROL.sub(" ", q or "").strip()
     if text:
-        if ctx.search_kind == "opensearch":
-            from stockbatch.search import queries as search_queries
-
-            hits = search_queries.search_instruments(
-                ctx.search_client(), text, limit, prefix=ctx.settings.search.index_prefix
-            )
-            table = pa.Table.from_pylist(
-                [{k: h.get(k) for k in schema.INSTRUMENTS.names} for h in hits],
-                schema=schema.INSTRUMENTS,
-            )
-        else:
-            table = queries.instruments(ctx.reader, search=text, limit=limit)
+        table, answered = _search_instruments(ctx, text, limit)
         _rows(request, table.num_rows)
-        return json_page(table.select(_INSTRUMENT_COLS), None, search=ctx.search_kind)
+        return json_page(table.select(_INSTRUMENT_COLS), None, search=answered)
     after = decode_cursor(cursor, 1)[0] if cursor else None
     table = queries.instruments(
         ctx.reader, limit=limit, after=None if after is None else str(after)

@@ -84,7 +84,10 @@ class InstrumentsPage(BaseModel):
 
     items: list[Instrument]
     next_cursor: str | None = NEXT
-    search: str = Field(description="What answered: `opensearch` or `sql` (the fallback).")
+    search: str = Field(
+        description="What answered: `opensearch`, or `sql` (the warehouse: no node configured, "
+        "or the node unreachable / not loaded)."
+    )
 
 
 class InstrumentDetail(Instrument):

@@ -12,7 +12,7 @@ from typing import Any
 from opensearchpy import OpenSearch
 from opensearchpy.exceptions import NotFoundError
 
-from stockbatch.search.client import unavailable_as_error
+from stockbatch.search.client import SearchError, unavailable_as_error
 from stockbatch.search.indices import DATASETS, INSTRUMENTS, QUARTERLY
 from stockbatch.search.load import alias_targets, doc_count, index_meta
 
@@ -57,8 +57,15 @@ def search_instruments(
         # Ties (same score) in a stable order.
         "sort": [{"_score": "desc"}, {"symbol": "asc"}],
     }
+    alias = INSTRUMENTS.alias(prefix)
     with unavailable_as_error(client):
-        result = client.search(index=INSTRUMENTS.alias(prefix), body=body)
+        try:
+            result = client.search(index=alias, body=body)
+        except NotFoundError as exc:
+            raise SearchError(
+                f"the search index {alias} does not exist yet: `stockbatch load --search-only` "
+                "(or the next `stockbatch run` with search configured) creates it"
+            ) from exc
     return [{**hit["_source"], "score": hit["_score"]} for hit in result["hits"]["hits"]]
 
 
