@@ -3,7 +3,8 @@
 - ``app``: ``create_app(settings)``, the FastAPI application;
 - ``data``: instruments, daily, quarterly endpoints; ``operations``: runs, quality,
   quarantine, audit, users, tokens, probes, metrics;
-- ``pages``: the dashboard (Jinja2 templates, plotly.js served from the package);
+- ``pages`` / ``page_data``: the dashboard's routes and what they show (templates and
+  assets in ``stockbatch.web``; plotly.js served from the plotly package);
 - ``security``: the ``Access`` dependency every route declares; ``accounts``: users,
   passwords (argon2id) and tokens; ``observe``: audit log and Prometheus middleware;
 - ``formats``: JSON pages with cursors, CSV/Parquet streams; ``schemas``: response models;

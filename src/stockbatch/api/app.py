@@ -4,7 +4,6 @@ the dashboard under ``/``, probes and metrics at the root."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import sqlalchemy as sa
 from fastapi import FastAPI
@@ -21,7 +20,6 @@ from stockbatch.api.security import access_of
 from stockbatch.errors import PipelineError
 from stockbatch.settings import Settings
 
-STATIC_DIR = Path(__file__).resolve().parent / "static"
 SESSION_COOKIE = "stockbatch_session"
 
 DESCRIPTION = """\

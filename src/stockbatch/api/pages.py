@@ -3,7 +3,7 @@ served from the installed ``plotly`` package (no CDN: works offline).
 
 Routing only: what a page shows comes from :mod:`stockbatch.api.page_data` (the same
 query functions as the API); charts fetch their data from the API with the session
-cookie, in ``static/*.js`` (no inline script, so a Content-Security-Policy can forbid
+cookie, in ``stockbatch/web/static/*.js`` (no inline script, so a Content-Security-Policy can forbid
 them). Every form carries the session's CSRF token; filters are GET forms.
 """
 
@@ -30,9 +30,9 @@ from stockbatch.api.formats import check_symbol
 from stockbatch.api.observe import audit_event
 from stockbatch.api.security import Access, check_csrf, csrf_token, ctx_of
 from stockbatch.schema import REASON_CODES
+from stockbatch.web import STATIC_DIR, TEMPLATES_DIR
 
-HERE = Path(__file__).resolve().parent
-templates = Jinja2Templates(directory=str(HERE / "templates"))
+templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
 templates.env.filters["ticks"] = page_data.ticks
 templates.env.filters["num"] = lambda v, digits=2: _num(v, digits)
 router = APIRouter(include_in_schema=False)
@@ -79,7 +79,7 @@ def plotly_js() -> Path:
 
 def mount_static(app: FastAPI) -> None:
     """The dashboard's own CSS/JS under /static."""
-    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
 
 
 @router.get("/vendor/plotly.min.js")
