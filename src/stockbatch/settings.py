@@ -229,6 +229,64 @@ class ApiSettings(BaseModel):
     )
 
 
+class AirflowSettings(BaseModel):
+    """The local Airflow (``stockbatch services up airflow``) and how the CLI reaches an
+    Airflow (``stockbatch orchestrate``): this machine's, or an existing deployment."""
+
+    url: str | None = Field(
+        None,
+        description="Base URL of the Airflow API server; default: the one `services up "
+        "airflow` recorded.",
+    )
+    username: str | None = Field(None, description="Airflow user (default: the recorded admin).")
+    password: SecretStr | None = Field(
+        None, description="Its password (default: the recorded, generated one)."
+    )
+    port: int | None = Field(
+        None, ge=1, le=65535, description="API server port for `services up` (default: free)."
+    )
+    dags_folder: Path | None = Field(
+        None, description="DAG files the local Airflow reads; default: the project's dags/."
+    )
+    metadata_db: Literal["auto", "postgresql", "sqlite"] = Field(
+        "auto",
+        description="Airflow's metadata database: its own database and role in the project's "
+        "PostgreSQL (auto: when it is up), or SQLite (for trying only).",
+    )
+
+
+class ScheduleSettings(BaseModel):
+    """What the scheduled DAGs run (``dags/``): the daily source and the quality gate."""
+
+    source: Literal["yahoo", "kaggle"] = Field(
+        "yahoo", description="What the daily DAG ingests (a DAG run's conf may override)."
+    )
+    path: Path | None = Field(
+        None, description="Kaggle landing folder of the daily DAG (source kaggle)."
+    )
+    symbols: list[str] = Field(
+        default_factory=lambda: ["AAPL", "MSFT", "SPY"],
+        description="Yahoo symbols of the daily DAG (source yahoo).",
+    )
+    max_quarantine_rate: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="The quality gate fails a run whose quarantined / rows in is above this.",
+    )
+    max_missing_sessions: int = Field(
+        5,
+        ge=0,
+        description="The quality gate fails a run with more missing (symbol, XNYS session) "
+        "bars in its data interval than this.",
+    )
+    retries: int = Field(3, ge=0, description="Retries of a failed task.")
+    retry_delay_s: float = Field(
+        30.0, gt=0, description="First retry delay; doubles per retry (exponential backoff)."
+    )
+    task_timeout_min: float = Field(60.0, gt=0, description="A task running longer fails.")
+
+
 class Settings(BaseSettings):
     """All of stockbatch's configuration."""
 
@@ -245,6 +303,8 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     yahoo: YahooSettings = Field(default_factory=YahooSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    airflow: AirflowSettings = Field(default_factory=AirflowSettings)
+    schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     progress: bool = Field(True, description="Show progress bars (off when not a terminal).")
 
     def safe_dump(self) -> dict[str, Any]:
