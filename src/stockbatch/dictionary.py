@@ -300,6 +300,40 @@ stockbatch.dictionary > docs/data.md`); a test fails when it is out of date.
   No value is ever NaN or infinite.
 """
 
+SNAPSHOTS = """\
+### Quarterly snapshots
+
+`stockbatch export snapshot --quarter 2017Q4` (the quarterly DAG calls the same
+`stockbatch.snapshots.write_snapshot`) keeps an immutable, versioned copy of a
+closed quarter's rows of the table above, for the ML application:
+
+```
+HOME/exports/quarterly/<quarter>/<version>.parquet   the rows (read-only)
+HOME/exports/quarterly/<quarter>/<version>.json      its manifest
+HOME/exports/quarterly/<quarter>/latest.json         names the current version
+```
+
+- `<version>` is the id of the run that wrote it; `stockbatch export snapshots`
+  lists quarter, version, rows and SHA-256.
+- A quarter is snapshotted once it has ended, the gold data reaches its last
+  XNYS session and the warehouse holds that gold; otherwise the command says
+  why (exit 1).
+- The rows are exactly `stockbatch export quarterly`'s rows of that quarter
+  (`--as-of`: its point-in-time table), ordered by symbol. The file holds no
+  time or run id (only quarter, `feature_set_version`, label columns and the
+  point in time as metadata) and is written with fixed Parquet options, so the
+  same rows give the same bytes.
+- The manifest holds the file's SHA-256 and size, rows, columns and types,
+  `feature_set_version`, the source run ids (the process run that made gold,
+  the load run, the caller's), the data's as-of and last date, `created_at`,
+  the code version and the previous version.
+- Same content as the latest version: nothing is written and that version is
+  returned. Other content: a new version beside the old ones, then
+  `latest.json` is replaced atomically. Files are written to a temporary name
+  and linked into place, which fails on an existing name: a version is never
+  replaced, and none is ever deleted.
+"""
+
 LOOK_AHEAD = """\
 ## No look-ahead
 
@@ -330,6 +364,7 @@ def render() -> str:
         " train on), `label` (the target).\n",
         *_quarterly(),
         "",
+        SNAPSHOTS,
         "## Quarantine\n",
         "Rows refused by validation, exactly as they arrived, with every reason"
         " (`stockbatch quarantine`, table `quarantine`, `lake/silver/quarantine`).\n",

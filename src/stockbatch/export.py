@@ -53,6 +53,27 @@ def lineage(settings: Settings, *, labels: bool = True) -> dict[str, str]:
     return out
 
 
+def quarterly_rows(
+    settings: Settings,
+    *,
+    quarters: list[str] | None = None,
+    complete_only: bool = False,
+    as_of: dt.date | None = None,
+) -> pa.Table:
+    """The rows of the quarterly export (by symbol and quarter), read from the warehouse.
+
+    ``quarters`` restricts them to those quarters; ``complete_only`` and ``as_of``
+    as in :func:`export_quarterly`. The quarterly snapshots read the same rows.
+    """
+    from stockbatch.warehouse import db, queries
+
+    engine = db.loaded_reader(settings)
+    table = queries.quarterly_table(engine, quarters, as_of=as_of)
+    if complete_only:
+        table = table.filter(pc.equal(table.column("q_complete"), True))
+    return table
+
+
 def export_quarterly(
     settings: Settings,
     path: Path,
@@ -66,12 +87,7 @@ def export_quarterly(
     ``as_of``: point-in-time (``queries.quarterly_table``): only rows available on
     that date, labels nulled where the next quarter was not available yet.
     """
-    from stockbatch.warehouse import db, queries
-
-    engine = db.loaded_reader(settings)
-    table = queries.quarterly_table(engine, as_of=as_of)
-    if complete_only:
-        table = table.filter(pc.equal(table.column("q_complete"), True))
+    table = quarterly_rows(settings, complete_only=complete_only, as_of=as_of)
     meta = lineage(settings)
     if as_of is not None:
         meta["stockbatch.point_in_time"] = as_of.isoformat()

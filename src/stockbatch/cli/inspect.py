@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from stockbatch import export, runs
+from stockbatch import export, runs, snapshots
 from stockbatch.cli.common import (
     HomeOpt,
     SymbolsOpt,
@@ -278,3 +278,100 @@ def export_daily(
     syms = [x.strip().upper() for x in symbols.split(",")] if symbols else None
     n = guard(lambda: export.export_daily(s, out_path, suffix, syms))
     out.print(f"exported {n:,} daily rows to {out_path}")
+
+
+@export_app.command("snapshot")
+def export_snapshot(
+    quarter: Annotated[str, typer.Option("--quarter", help="The closed quarter, e.g. 2017Q4.")],
+    run_id: Annotated[
+        str | None,
+        typer.Option("--run-id", help="The new version's id (default: a new run id)."),
+    ] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="Point in time (YYYY-MM-DD), as `export quarterly --as-of`."),
+    ] = None,
+    home: HomeOpt = None,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Write an immutable, versioned snapshot of a closed quarter's ML table.
+
+    HOME/exports/quarterly/QUARTER/VERSION.parquet with a manifest beside it;
+    latest.json names the current version. Unchanged data writes nothing (the
+    latest version is reported); changed data adds a version, never replaces one.
+    Layout and rules: docs/data.md.
+    """
+    from stockbatch.results import new_run_id
+
+    try:
+        name = snapshots.parse_quarter(quarter)[0]
+    except ValueError as exc:
+        fail(f"--quarter: {exc}", code=2)
+        raise AssertionError from exc  # unreachable
+    when = parse_date(as_of, "--as-of")
+    s = cli_settings(home, warehouse=warehouse, quiet=True)
+    version = run_id or new_run_id()
+    snap = guard(lambda: snapshots.write_snapshot(s, name, run_id=version, as_of=when))
+    head = f"snapshot {name} version {snap.version}"
+    what = f"{snap.rows:,} rows, sha256 {snap.sha256[:12]}"
+    if snap.new:
+        out.print(f"{head} written: {what} -> {snap.path} (now latest)")
+    else:
+        out.print(
+            f"{head} unchanged: the data gives the same file as this latest version "
+            f"({what}), nothing written -> {snap.path}"
+        )
+
+
+@export_app.command("snapshots")
+def export_snapshots(
+    quarter: Annotated[
+        str | None, typer.Option("--quarter", help="Only this quarter, e.g. 2017Q4.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    home: HomeOpt = None,
+) -> None:
+    """List the quarterly snapshots: quarter, version, rows, SHA-256, which is latest."""
+    name = None
+    if quarter is not None:
+        try:
+            name = snapshots.parse_quarter(quarter)[0]
+        except ValueError as exc:
+            fail(f"--quarter: {exc}", code=2)
+    s = cli_settings(home, quiet=True)
+    found = guard(lambda: snapshots.list_snapshots(s, name))
+    rows = [
+        {
+            "quarter": x.quarter,
+            "version": x.version,
+            "rows": x.rows,
+            "sha256": x.sha256,
+            "latest": x.latest,
+            "created_at": x.manifest.get("created_at"),
+            "path": str(x.path),
+        }
+        for x in found
+    ]
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    if not rows:
+        where = snapshots.quarterly_root(s)
+        out.print(
+            f"no snapshots{' of ' + name if name else ''} in {where}; write one with "
+            "`stockbatch export snapshot --quarter 2017Q4`"
+        )
+        return
+    from rich.table import Table
+
+    table = Table("quarter", "version", "rows", "sha256", "created at", "latest")
+    for r in rows:
+        table.add_row(
+            r["quarter"],
+            r["version"],
+            f"{r['rows']:,}",
+            r["sha256"][:12],
+            str(r["created_at"]),
+            "latest" if r["latest"] else "",
+        )
+    out.print(table)
