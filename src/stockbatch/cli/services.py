@@ -26,7 +26,7 @@ from stockbatch.services.system import ServiceError
 
 app = typer.Typer(
     name="services",
-    help="Provision and run real services (Kafka, PostgreSQL, OpenSearch) on 127.0.0.1, "
+    help="Provision and run real services (Kafka, PostgreSQL, OpenSearch, Airflow) on 127.0.0.1, "
     "data under STOCKBATCH_HOME.",
     no_args_is_help=True,
     add_completion=False,
@@ -80,8 +80,9 @@ def _describe(status: ServiceStatus) -> str:
     extra = []
     if ep.get("security_protocol"):
         extra.append(str(ep["security_protocol"]))
-    if ep.get("sasl_username"):
-        extra.append(f"user {ep['sasl_username']}, password in services.json")
+    if ep.get("sasl_username") or ep.get("username"):
+        user = ep.get("sasl_username") or ep.get("username")
+        extra.append(f"user {user}, password in services.json")
     if status.pid:
         extra.append(f"pid {status.pid}")
     suffix = f" ({', '.join(extra)})" if extra else ""
@@ -96,7 +97,8 @@ def up(
         int | None,
         typer.Option(
             "--port",
-            help="Port on 127.0.0.1 for kafka (client) or postgresql (default: last or free).",
+            help="Port on 127.0.0.1 for kafka (client), postgresql or airflow (API server) "
+            "(default: last or free).",
         ),
     ] = None,
     scram: Annotated[
@@ -121,11 +123,14 @@ def up(
                 )
                 ensure_kafka_jars()
             console.print(f"{name}: starting under {root.resolve() / 'services' / name} ...")
-            status = get_service(name, root, port=port, scram=scram).up()
+            service = get_service(name, root, port=port, scram=scram)
+            status = service.up()
         except ServiceError as exc:
             console.print(f"[bold red]error:[/] {name}: {exc}")
             failed = True
             continue
+        for warning in getattr(service, "warnings", ()):
+            console.print(f"[bold yellow]WARNING:[/] {name}: {warning}")
         out.print(f"{name}: {_describe(status)}, ready in {time.monotonic() - t0:.1f} s")
     if failed:
         raise typer.Exit(1)

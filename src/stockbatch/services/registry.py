@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stockbatch.services.airflow import AirflowService, airflow_version
 from stockbatch.services.base import Service
 from stockbatch.services.kafka import KAFKA_VERSION, KafkaService
 from stockbatch.services.opensearch import OPENSEARCH_VERSION, OpenSearchService
@@ -48,6 +49,13 @@ SERVICES: dict[str, ServiceSpec] = {
         name="postgresql",
         description="PostgreSQL (Debian package) throwaway cluster on 127.0.0.1, three roles",
         factory=PostgresService,
+        options=("port",),
+    ),
+    "airflow": ServiceSpec(
+        name="airflow",
+        description=f"Apache Airflow {airflow_version()}: API server (UI), scheduler, DAG "
+        "processor, triggerer on 127.0.0.1; metadata in the PostgreSQL above (else SQLite)",
+        factory=AirflowService,
         options=("port",),
     ),
 }
