@@ -7,7 +7,7 @@ come from :mod:`stockbatch.cli.services`.
 
 from __future__ import annotations
 
-from stockbatch.cli import inspect, main, serve  # noqa: F401  (registers the commands)
+from stockbatch.cli import inspect, main, orchestrate, serve  # noqa: F401  (registers the commands)
 from stockbatch.cli.common import app
 
 

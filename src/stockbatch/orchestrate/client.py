@@ -1,0 +1,369 @@
+"""One client of an Airflow 3's REST API (``/api/v2``), for ``stockbatch orchestrate``.
+
+Where and who: :func:`resolve_target` (``STOCKBATCH_AIRFLOW__URL`` / ``__USERNAME`` /
+``__PASSWORD`` win; else what ``stockbatch services up airflow`` recorded in
+``$STOCKBATCH_HOME/services.json``). Login: ``POST /auth/token`` gives a JWT sent as a
+bearer token (renewed once when a call gets 401). Every failure is an
+:class:`AirflowError` whose message says what to do; the CLI prints it as one line.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from stockbatch.services.endpoints import recorded_endpoints
+from stockbatch.settings import Settings
+
+START_HINT = "start it with `stockbatch services up airflow`"
+
+RUN_DONE = ("success", "failed")
+"""DAG run states after which nothing changes any more."""
+TASK_FAILED = ("failed", "upstream_failed")
+
+
+class AirflowError(RuntimeError):
+    """Airflow could not be reached, refused a call, or answered unexpectedly."""
+
+
+class AirflowUnavailable(AirflowError):
+    """No Airflow is configured or recorded, or it does not answer."""
+
+
+class DagNotFound(AirflowError):
+    """The DAG is not known to Airflow (the message lists the DAGs that are)."""
+
+    def __init__(self, dag_id: str, known: list[str]) -> None:
+        self.dag_id = dag_id
+        self.known = known
+        listed = ", ".join(known) if known else "none yet"
+        super().__init__(
+            f"Airflow has no DAG {dag_id!r}; DAGs it knows: {listed} (a new DAG file is "
+            "picked up by the DAG processor within seconds; a DAG with an import error is "
+            "listed under Import Errors in the UI)"
+        )
+
+
+@dataclass(frozen=True)
+class AirflowTarget:
+    """Which Airflow, and who logs in."""
+
+    url: str
+    username: str
+    password: str
+    source: str
+    """Where it came from: ``settings`` or the services.json path."""
+
+
+def resolve_target(settings: Settings) -> AirflowTarget:
+    """The Airflow of ``settings.airflow`` (explicit values win) or the recorded one."""
+    af = settings.airflow
+    record = recorded_endpoints(settings.home).get("airflow") or {}
+    url = af.url or record.get("url")
+    if not url:
+        raise AirflowUnavailable(
+            f"no Airflow is recorded under {settings.home} and STOCKBATCH_AIRFLOW__URL is not "
+            f"set: {START_HINT}"
+        )
+    explicit_url = bool(af.url)
+    username = af.username or (None if explicit_url else record.get("username"))
+    password = (
+        af.password.get_secret_value()
+        if af.password is not None
+        else (None if explicit_url else record.get("password"))
+    )
+    if not username or password is None:
+        raise AirflowError(
+            f"no credentials for the Airflow at {url}: set STOCKBATCH_AIRFLOW__USERNAME and "
+            "STOCKBATCH_AIRFLOW__PASSWORD"
+        )
+    return AirflowTarget(
+        url=str(url).rstrip("/"),
+        username=str(username),
+        password=str(password),
+        source="settings" if explicit_url else str(settings.home / "services.json"),
+    )
+
+
+def parse_logical_date(value: str) -> dt.datetime:
+    """``2024-03-28`` (midnight UTC) or an ISO date-time (naive means UTC)."""
+    try:
+        if len(value) == 10:
+            day = dt.date.fromisoformat(value)
+            return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(
+            f"--logical-date must be a date like 2024-03-28 or a date-time like "
+            f"2024-03-28T21:00:00+00:00, got {value[:40]!r}"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def format_log_entry(entry: Any) -> list[str]:
+    """One entry of Airflow 3's structured task log as text lines (its exception included)."""
+    if not isinstance(entry, dict):
+        return [str(entry)]
+    stamp = str(entry.get("timestamp") or "")[:19].replace("T", " ")
+    level = str(entry.get("level") or "").upper()
+    head = " ".join(p for p in (stamp, level, str(entry.get("event", ""))) if p)
+    lines = [head]
+    for error in entry.get("error_detail") or []:
+        if not isinstance(error, dict):
+            continue
+        frames = error.get("frames") or []
+        if frames and isinstance(frames[-1], dict):
+            last = frames[-1]
+            lines.append(f"  at {last.get('filename')}:{last.get('lineno')} in {last.get('name')}")
+        lines.append(f"  {error.get('exc_type', 'Error')}: {error.get('exc_value', '')}")
+    return lines
+
+
+class AirflowClient:
+    """The REST API of one Airflow (``url``), logged in as ``username``."""
+
+    def __init__(
+        self,
+        url: str,
+        username: str,
+        password: str,
+        *,
+        timeout: float = 30.0,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.username = username
+        self._password = password
+        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+        self._token: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AirflowClient:
+        """The client of :func:`resolve_target`."""
+        target = resolve_target(settings)
+        return cls(target.url, target.username, target.password)
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self._http.close()
+
+    def __enter__(self) -> AirflowClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transport ---------------------------------------------------------------
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise AirflowUnavailable(
+                f"Airflow at {self.url} does not answer ({type(exc).__name__}: {exc}): {START_HINT}"
+            ) from exc
+
+    def login(self) -> str:
+        """A fresh JWT for the user (``POST /auth/token``)."""
+        response = self._send(
+            "POST", "/auth/token", json={"username": self.username, "password": self._password}
+        )
+        if response.status_code in (401, 403):
+            raise AirflowError(
+                f"Airflow at {self.url} refused the login of {self.username!r} (HTTP "
+                f"{response.status_code}): check STOCKBATCH_AIRFLOW__USERNAME/__PASSWORD or "
+                "the password recorded in services.json"
+            )
+        if response.status_code not in (200, 201):
+            raise AirflowError(
+                f"Airflow at {self.url}: login answered HTTP {response.status_code}: "
+                f"{response.text[:300]}"
+            )
+        token = response.json().get("access_token")
+        if not token:
+            raise AirflowError(f"Airflow at {self.url}: login answered without a token")
+        self._token = str(token)
+        return self._token
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """An authenticated call; a 401 (expired token) logs in again once."""
+        extra = kwargs.pop("headers", {})
+        for attempt in (1, 2):
+            token = self._token or self.login()
+            headers = {"Authorization": f"Bearer {token}", **extra}
+            response = self._send(method, path, headers=headers, **kwargs)
+            if response.status_code != 401 or attempt == 2:
+                return response
+            self._token = None
+        raise AssertionError("unreachable")
+
+    def _json(self, method: str, path: str, what: str, **kwargs: Any) -> Any:
+        response = self.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            raise AirflowError(
+                f"Airflow at {self.url}: {what} answered HTTP {response.status_code}: "
+                f"{_detail(response)}"
+            )
+        return response.json()
+
+    # -- DAGs ----------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """``/api/v2/monitor/health`` (metadatabase, scheduler, DAG processor, triggerer)."""
+        body: dict[str, Any] = self._json("GET", "/api/v2/monitor/health", "health")
+        return body
+
+    def dag_ids(self) -> list[str]:
+        """Every DAG Airflow knows (paused or not), sorted."""
+        ids: list[str] = []
+        offset = 0
+        while True:
+            page = self._json(
+                "GET", "/api/v2/dags", "list DAGs", params={"limit": 100, "offset": offset}
+            )
+            dags = page.get("dags") or []
+            ids += [d["dag_id"] for d in dags]
+            offset += len(dags)
+            if not dags or offset >= int(page.get("total_entries") or 0):
+                return sorted(ids)
+
+    def dag(self, dag_id: str) -> dict[str, Any]:
+        """The DAG's details; :class:`DagNotFound` (listing the known DAGs) when missing."""
+        response = self.request("GET", f"/api/v2/dags/{dag_id}")
+        if response.status_code == 404:
+            raise DagNotFound(dag_id, self.dag_ids())
+        if response.status_code >= 400:
+            raise AirflowError(
+                f"Airflow at {self.url}: DAG {dag_id} answered HTTP {response.status_code}: "
+                f"{_detail(response)}"
+            )
+        body: dict[str, Any] = response.json()
+        return body
+
+    def unpause(self, dag_id: str) -> bool:
+        """Unpause the DAG; True if it was paused (new DAGs start paused)."""
+        if not self.dag(dag_id).get("is_paused"):
+            return False
+        self._json("PATCH", f"/api/v2/dags/{dag_id}", "unpause", json={"is_paused": False})
+        return True
+
+    # -- runs ------------------------------------------------------------------------
+
+    def trigger(
+        self,
+        dag_id: str,
+        conf: dict[str, Any] | None = None,
+        logical_date: dt.datetime | None = None,
+    ) -> dict[str, Any]:
+        """Create a DAG run (``POST /api/v2/dags/{dag_id}/dagRuns``); the new run."""
+        body = {
+            "logical_date": logical_date.isoformat() if logical_date else None,
+            "conf": conf or {},
+        }
+        response = self.request("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body)
+        if response.status_code == 404:
+            raise DagNotFound(dag_id, self.dag_ids())
+        if response.status_code == 409:
+            raise AirflowError(
+                f"DAG {dag_id} already has a run for that logical date: {_detail(response)}"
+            )
+        if response.status_code >= 400:
+            raise AirflowError(
+                f"Airflow refused to trigger {dag_id} (HTTP {response.status_code}): "
+                f"{_detail(response)}"
+            )
+        run: dict[str, Any] = response.json()
+        return run
+
+    def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        """One DAG run (state, start and end, duration)."""
+        run: dict[str, Any] = self._json(
+            "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}", f"run {run_id}"
+        )
+        return run
+
+    def dag_runs(self, dag_id: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        """The most recent runs of ``dag_id`` (of every DAG when None), newest first."""
+        page = self._json(
+            "GET",
+            f"/api/v2/dags/{dag_id or '~'}/dagRuns",
+            "list runs",
+            params={"limit": limit, "order_by": "-run_after"},
+        )
+        runs: list[dict[str, Any]] = list(page.get("dag_runs") or [])
+        return runs
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        """The task instances of a run (task_id, state, try_number, ...)."""
+        page = self._json(
+            "GET",
+            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances",
+            "list task instances",
+            params={"limit": 1000},
+        )
+        tis: list[dict[str, Any]] = list(page.get("task_instances") or [])
+        return tis
+
+    def task_log(
+        self, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1
+    ) -> list[str]:
+        """The whole log of one try of a task, as text lines."""
+        body = self._json(
+            "GET",
+            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+            f"log of {task_id}",
+            params={"full_content": "true", "map_index": map_index},
+            headers={"Accept": "application/json"},
+        )
+        lines: list[str] = []
+        for entry in body.get("content") or []:
+            lines += format_log_entry(entry)
+        return lines
+
+    def follow(
+        self,
+        dag_id: str,
+        run_id: str,
+        on_change: Callable[[dict[str, Any]], None],
+        *,
+        poll: float = 1.0,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Poll a run until it ends; ``on_change(task_instance)`` for every new task state.
+
+        Returns the finished run; raises :class:`AirflowError` after ``timeout`` s.
+        """
+        seen: dict[tuple[str, int], tuple[str | None, int]] = {}
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            run = self.dag_run(dag_id, run_id)
+            for ti in sorted(
+                self.task_instances(dag_id, run_id), key=lambda t: str(t.get("start_date") or "~")
+            ):
+                key = (str(ti["task_id"]), int(ti.get("map_index", -1)))
+                now = (ti.get("state"), int(ti.get("try_number") or 0))
+                if seen.get(key) != now:
+                    seen[key] = now
+                    on_change(ti)
+            if run.get("state") in RUN_DONE:
+                return run
+            if deadline is not None and time.monotonic() > deadline:
+                raise AirflowError(
+                    f"run {run_id} of {dag_id} still {run.get('state')} after {timeout:g} s "
+                    "(it goes on in Airflow: `stockbatch orchestrate status`)"
+                )
+            time.sleep(poll)
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300]
+    if isinstance(body, dict) and "detail" in body:
+        return str(body["detail"])[:300]
+    return str(body)[:300]
