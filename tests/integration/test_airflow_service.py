@@ -37,7 +37,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 DAGS = Path(__file__).resolve().parents[1] / "fixtures" / "dags"
 OK_DAG = "stockbatch_test_ok"
 FAIL_DAG = "stockbatch_test_fail"
-FAILURE = "stockbatch test failure: the quality gate says no"  # tests/fixtures/dags/test_fail.py
+FAILURE = "stockbatch test failure: the quality gate says no"  # tests/fixtures/dags/dag_fail.py
 MARKER = "airflow-sees-this"
 
 runner = CliRunner()
