@@ -34,6 +34,9 @@ RUNNING = "running"
 """Written when a run starts; a run still ``running`` when the next one starts was killed."""
 INTERRUPTED = "interrupted"
 """A run that was killed (its manifest said ``running`` when the next run started)."""
+PENDING = "pending"
+"""A run whose stages are separate processes (an Airflow DAG run, a task each), between
+two of them: no process holds it, and the next run must not call it interrupted."""
 
 EXIT_CODES = {SUCCEEDED: 0, FAILED: 1, PARTIAL: 3}
 """The process exit code of each status (the CLI's, and the DAG tasks')."""
@@ -45,17 +48,34 @@ class HomeBusy(PipelineError):
     """Another stockbatch run holds the home (and the caller asked not to wait)."""
 
 
-def status_of(run: RunResult) -> str:
-    """The status of a run from its stages' results (the one rule)."""
-    if run.error is not None:
+def _status(*, failed: bool, rejected: bool, dead_lettered: bool, search_stale: bool) -> str:
+    # The one rule, whether the stages ran in this process or in several (a DAG run).
+    if failed:
         return FAILED
-    if (
-        (run.ingest is not None and run.ingest.rejected)
-        or (run.collect is not None and run.collect.dead_lettered)
-        or (run.load is not None and run.load.search_stale)
-    ):
+    if rejected or dead_lettered or search_stale:
         return PARTIAL
     return SUCCEEDED
+
+
+def status_of(run: RunResult) -> str:
+    """The status of a run from its stages' results (the one rule)."""
+    return _status(
+        failed=run.error is not None,
+        rejected=bool(run.ingest is not None and run.ingest.rejected),
+        dead_lettered=bool(run.collect is not None and run.collect.dead_lettered),
+        search_stale=bool(run.load is not None and run.load.search_stale),
+    )
+
+
+def status_of_manifest(doc: dict[str, Any]) -> str:
+    """The status of a run from its manifest's stage sections (the same rule as
+    :func:`status_of`, for runs whose stages were recorded by separate processes)."""
+    return _status(
+        failed=bool(doc.get("error")),
+        rejected=bool(doc.get("ingest", {}).get("rejected")),
+        dead_lettered=bool(doc.get("collect", {}).get("dead_lettered")),
+        search_stale=bool((doc.get("load", {}).get("search") or {}).get("stale")),
+    )
 
 
 @contextlib.contextmanager
@@ -96,6 +116,67 @@ def recording(
             finish(settings, run, time.perf_counter() - t0)
             raise
         finish(settings, run, time.perf_counter() - t0)
+
+
+@contextlib.contextmanager
+def stage_recording(
+    settings: Settings,
+    run_id: str,
+    command: str,
+    *,
+    params: dict[str, Any] | None = None,
+    final: bool = False,
+) -> Iterator[RunResult]:
+    """Record one stage of a run whose stages run in separate processes (an Airflow DAG
+    run: a task each) into that run's one manifest, ``runs/<run_id>.json``.
+
+    Like :func:`recording`: takes the home lock (waiting), marks the run ``running``
+    and killed runs ``interrupted``, and yields a :class:`RunResult` for the caller to
+    fill in with its stage's result. On leaving, this stage's sections are merged
+    into what the earlier stages recorded: the run is then ``pending`` (the next stage
+    will go on), or ``failed`` with the error (a retry of the stage starts it again),
+    or, for the ``final`` stage, decided by the one status rule over every section
+    (:func:`status_of_manifest`), with the warehouse's run row when the run loaded it.
+    """
+    path = lake.layout(settings).manifest(run_id)
+    with home_lock(settings, command):
+        prior = read_manifest(settings, run_id) if path.exists() else {}
+        prior.pop("error", None)
+        run = RunResult(run_id=run_id, command=command)
+        if prior.get("started_at"):
+            run.started_at = dt.datetime.fromisoformat(prior["started_at"])
+        run.params = {**prior.get("params", {}), **(params or {})}
+        lake.write_json_atomic(path, {**prior, **_started(run)})
+        recovered = recover(settings, run_id)
+        if recovered:
+            run.params["recovered"] = sorted({*run.params.get("recovered", []), *recovered})
+        try:
+            yield run
+        except BaseException as exc:
+            run.error = str(exc) or type(exc).__name__
+            _merge_stage(settings, run, prior, final=True)
+            raise
+        _merge_stage(settings, run, prior, final=final)
+
+
+def _merge_stage(
+    settings: Settings, run: RunResult, prior: dict[str, Any], *, final: bool
+) -> dict[str, Any]:
+    new = manifest_of(settings, run)
+    if new.get("load", {}).get("warehouse_skipped") and "load" in prior:
+        # A search-only stage after the warehouse stage: keep what the warehouse load did.
+        new["load"] = {**prior["load"], "search": new["load"]["search"]}
+    doc = {**prior, **new}  # this stage's sections win, the earlier stages' stay
+    doc["status"] = status_of_manifest(doc) if final else PENDING
+    run.status = doc["status"]
+    run.duration_s = float(doc["duration_s"])
+    path = lake.layout(settings).manifest(run.run_id)
+    lake.write_json_atomic(path, doc)
+    run.manifest_path = path
+    loaded = "load" in doc and not doc["load"].get("warehouse_skipped")
+    if final and loaded and run.error is None:
+        _record_in_warehouse(settings, doc)
+    return doc
 
 
 def _started(run: RunResult) -> dict[str, Any]:

@@ -1,0 +1,228 @@
+"""What each task of the DAGs does: plain functions, no Airflow import (the DAG files
+in ``dags/`` wrap them, and tests call them directly).
+
+A DAG run is one stockbatch run: :func:`begin` gives it a run id and a ``pending``
+manifest, then every stage task calls the same stage function as ``stockbatch run``
+inside :func:`stockbatch.runs.stage_recording`, which merges its sections into that
+one manifest; the quality gate is the final stage and decides the status with the
+same rule as the CLI. Each task is idempotent for its data interval: the stages
+skip what they already did (unchanged inputs, gold, warehouse rows), so a retry or
+a rerun of the same interval changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from stockbatch import runs
+from stockbatch.errors import PipelineError
+from stockbatch.results import new_run_id
+from stockbatch.settings import Settings
+from stockbatch.sources.base import Source
+
+DAILY_DAG = "stockbatch_daily"
+QUARTERLY_DAG = "stockbatch_quarterly"
+DAILY_ASSET = "stockbatch://gold/daily"
+QUARTERLY_ASSET = "stockbatch://gold/quarterly"
+
+
+class GateFailed(PipelineError):
+    """The quality gate refused a run (the counts are in the message)."""
+
+
+@dataclass(frozen=True)
+class DailyConf:
+    """What one daily DAG run ingests: the schedule settings, overridden by the run's conf
+    (``source``, ``path``, ``symbols``)."""
+
+    source: str
+    path: str | None
+    symbols: tuple[str, ...]
+
+    @classmethod
+    def of(cls, settings: Settings, conf: dict[str, Any] | None) -> DailyConf:
+        """The settings' schedule with ``conf``'s keys on top (unknown keys refused)."""
+        conf = dict(conf or {})
+        unknown = sorted(set(conf) - {"source", "path", "symbols"})
+        if unknown:
+            raise PipelineError(
+                f"unknown conf keys {unknown}: a daily run takes source, path, symbols"
+            )
+        sched = settings.schedule
+        symbols = conf.get("symbols", sched.symbols)
+        if isinstance(symbols, str):
+            symbols = [s for s in symbols.split(",") if s.strip()]
+        path = conf.get("path", sched.path)
+        return cls(
+            source=str(conf.get("source", sched.source)),
+            path=None if path is None else str(path),
+            symbols=tuple(str(s).strip().upper() for s in symbols),
+        )
+
+    def open(self, settings: Settings, session: dt.date) -> Source:
+        """The source, bounded by the run's session (no bar after it is requested)."""
+        if self.source == "kaggle":
+            from pathlib import Path
+
+            from stockbatch.sources.kaggle import KaggleSource
+
+            if not self.path or not Path(self.path).is_dir():
+                raise PipelineError(
+                    f"the daily DAG's kaggle source needs a folder: path={self.path!r} "
+                    '(STOCKBATCH_SCHEDULE__PATH, or conf {"path": ...})'
+                )
+            return KaggleSource(Path(self.path))
+        if self.source == "yahoo":
+            from stockbatch.lake import bronze
+            from stockbatch.sources.yahoo import YahooSource
+
+            if not self.symbols:
+                raise PipelineError("the daily DAG's yahoo source needs symbols")
+            return YahooSource(
+                list(self.symbols),
+                start=None,
+                end=session,
+                last_dates=bronze.last_dates(settings),
+                settings=settings.yahoo,
+            )
+        raise PipelineError(f"unknown source {self.source!r}: kaggle or yahoo")
+
+
+def is_session(day: dt.date) -> bool:
+    """True when ``day`` is an XNYS trading session (holidays and weekends are not)."""
+    from stockbatch.calendar import SessionCalendar
+
+    return bool(SessionCalendar.covering(day, day).is_session(day))
+
+
+def begin(settings: Settings, dag_id: str, airflow_run_id: str, params: dict[str, Any]) -> str:
+    """Open the DAG run's stockbatch run: a new run id and a ``pending`` manifest that
+    names the Airflow run. Returns the run id (the next tasks get it by XCom)."""
+    run_id = new_run_id()
+    linked = {"dag_id": dag_id, "airflow_run_id": airflow_run_id, **params}
+    with runs.stage_recording(settings, run_id, f"dag:{dag_id}", params=linked):
+        pass
+    return run_id
+
+
+def ingest(
+    settings: Settings, run_id: str, dag_id: str, conf: DailyConf, session: dt.date
+) -> dict[str, Any]:
+    """The ingest stage (to bronze, or to Kafka with ``transport=kafka``)."""
+    from stockbatch.pipeline import ingest as ingest_stage
+
+    source = conf.open(settings, session)
+    with runs.stage_recording(settings, run_id, f"dag:{dag_id}") as rec:
+        rec.ingest = ingest_stage(settings, source, run_id=run_id)
+    return {"summary": rec.ingest.summary(), "rows": rec.ingest.rows}
+
+
+def collect(settings: Settings, run_id: str, dag_id: str) -> dict[str, Any]:
+    """The collect stage (Kafka to bronze); nothing to do with ``transport=direct``."""
+    if settings.transport != "kafka":
+        return {"summary": "transport is direct: nothing to collect"}
+    from stockbatch.pipeline import collect as collect_stage
+
+    with runs.stage_recording(settings, run_id, f"dag:{dag_id}") as rec:
+        rec.collect = collect_stage(settings, run_id=run_id)
+    return {"summary": rec.collect.summary()}
+
+
+def process(settings: Settings, run_id: str, dag_id: str, as_of: dt.date) -> dict[str, Any]:
+    """The process stage (incremental; the engine from the settings)."""
+    from stockbatch.pipeline import process as process_stage
+
+    with runs.stage_recording(settings, run_id, f"dag:{dag_id}") as rec:
+        rec.process = process_stage(settings, run_id=run_id, as_of=as_of)
+    return {"summary": rec.process.summary(), "counts": rec.process.counts}
+
+
+def load_warehouse(settings: Settings, run_id: str, dag_id: str) -> dict[str, Any]:
+    """The warehouse load (one transaction); the search index is the next task's."""
+    from stockbatch.pipeline import load as load_stage
+
+    no_search = settings.model_copy(
+        update={"search": settings.search.model_copy(update={"kind": "none"})}
+    )
+    with runs.stage_recording(settings, run_id, f"dag:{dag_id}") as rec:
+        rec.load = load_stage(no_search, run_id=run_id)
+    return {"summary": rec.load.summary(), "rows_changed": rec.load.rows_changed}
+
+
+def sync_search(settings: Settings, run_id: str, dag_id: str) -> dict[str, Any]:
+    """The search index sync; an unreachable node leaves the index stale and the run
+    partial (as the CLI would call it), caught up by the next run."""
+    if settings.search.kind == "none":
+        return {"summary": "no search index configured"}
+    from stockbatch.pipeline import load as load_stage
+
+    with runs.stage_recording(settings, run_id, f"dag:{dag_id}") as rec:
+        rec.load = load_stage(settings, run_id=run_id, search_only=True)
+    return {"summary": rec.load.summary(), "stale": rec.load.search_stale}
+
+
+def missing_bars(settings: Settings, session: dt.date, lookback: int = 5) -> list[str]:
+    """Symbols that traded in the ``lookback`` sessions before ``session`` but have no
+    bar on it (a feed that stopped, a file that was cut): ``SYMBOL@date`` each."""
+    import polars as pl
+
+    from stockbatch.calendar import SessionCalendar
+    from stockbatch.lake import gold
+
+    files = gold.daily_files(settings)
+    if not files:
+        return []
+    cal = SessionCalendar.covering(session - dt.timedelta(days=lookback * 3 + 10), session)
+    earlier = [d for d in cal.sessions.to_list() if d < session][-lookback:]
+    if not earlier:
+        return []
+    window = (
+        pl.scan_parquet([str(f) for f in files])
+        .filter(pl.col("trade_date").is_between(earlier[0], session))
+        .select("symbol", "trade_date")
+        .collect()
+    )
+    active = set(window.filter(pl.col("trade_date") < session)["symbol"].to_list())
+    present = set(window.filter(pl.col("trade_date") == session)["symbol"].to_list())
+    return [f"{s}@{session.isoformat()}" for s in sorted(active - present)]
+
+
+def quality_gate(settings: Settings, run_id: str, dag_id: str, session: dt.date) -> dict[str, Any]:
+    """The last stage: fail the run when its quarantine rate or its missing bars pass
+    the schedule's thresholds (the counts in the message); otherwise decide its status
+    by the one rule (:func:`stockbatch.runs.status_of_manifest`)."""
+    doc = runs.read_manifest(settings, run_id)
+    counts = doc.get("counts", {})
+    rows_in = int(counts.get("rows_in", 0))
+    quarantined = int(counts.get("rows_quarantined", 0))
+    rate = quarantined / rows_in if rows_in else 0.0
+    missing = missing_bars(settings, session)
+    sched = settings.schedule
+    facts = {
+        "rows_in": rows_in,
+        "rows_quarantined": quarantined,
+        "quarantine_rate": round(rate, 6),
+        "missing_bars": len(missing),
+        "missing_examples": missing[:10],
+        "max_quarantine_rate": sched.max_quarantine_rate,
+        "max_missing_sessions": sched.max_missing_sessions,
+    }
+    with runs.stage_recording(
+        settings, run_id, f"dag:{dag_id}", params={"gate": facts}, final=True
+    ) as rec:
+        problems = []
+        if rate > sched.max_quarantine_rate:
+            problems.append(
+                f"quarantine rate {rate:.2%} ({quarantined:,} of {rows_in:,} rows) is above "
+                f"{sched.max_quarantine_rate:.2%}"
+            )
+        if len(missing) > sched.max_missing_sessions:
+            problems.append(
+                f"{len(missing)} bars missing on {session} (above {sched.max_missing_sessions}): "
+                + ", ".join(missing[:10])
+            )
+        if problems:
+            raise GateFailed("quality gate: " + "; ".join(problems))
+    return {**facts, "status": rec.status}
