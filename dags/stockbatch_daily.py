@@ -31,10 +31,12 @@ def _settings() -> Settings:
 
 
 def _session() -> dt.date:
-    """The run's session: the date its data interval ends (UTC)."""
-    end = get_current_context()["data_interval_end"]
-    assert end is not None
-    return dt.date(end.year, end.month, end.day)
+    """The run's session: the date its data interval ends (UTC); without an interval (a
+    manual run with no logical date), the newest session closed when it was triggered."""
+    from stockbatch.orchestrate import tasks
+
+    ctx = get_current_context()
+    return tasks.session_of(ctx.get("data_interval_end"), ctx["dag_run"].run_after)
 
 
 def _run_ids() -> tuple[str, str]:

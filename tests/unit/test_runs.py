@@ -82,3 +82,64 @@ def test_a_recorded_run_carries_its_stages(tmp_path: Path) -> None:
     assert doc["status"] == "succeeded" and doc["counts"] == counts
     summary = runs.run_summary(doc)
     assert (summary["rows_in"], summary["rows_clean"], summary["rows_quarantined"]) == (3, 2, 1)
+
+
+@pytest.mark.parametrize(
+    "stages",
+    [
+        {},
+        {"ingest": IngestResult("r", "kaggle", rejected=[{"ref": "x", "error": "bad"}])},
+        {"collect": CollectResult("r", _Stats(dead=2))},
+        {"load": LoadResult("r", search={"stale": True, "reason": "down"})},
+        {"load": LoadResult("r", search={"stale": False})},
+    ],
+)
+def test_the_manifest_rule_is_the_same_rule(tmp_path: Path, stages: dict[str, object]) -> None:
+    # A run recorded by several processes is judged from its manifest: same answer.
+    settings = Settings(home=tmp_path)
+    run = _run(**stages)
+    doc = runs.manifest_of(settings, run)
+    assert runs.status_of_manifest(doc) == runs.status_of(run)
+    run.error = "boom"
+    assert runs.status_of_manifest(runs.manifest_of(settings, run)) == runs.FAILED
+
+
+def test_stages_of_separate_processes_make_one_manifest(tmp_path: Path) -> None:
+    from stockbatch.warehouse import db, queries
+
+    settings = Settings(home=tmp_path)
+    db.migrate(db.resolve_urls(settings).owner)
+    rid = "20260101T000000000Z-abcdef"
+    with runs.stage_recording(settings, rid, "dag:x", params={"airflow_run_id": "a"}) as rec:
+        rec.ingest = IngestResult(rid, "kaggle", rows=5)
+    assert runs.read_manifest(settings, rid)["status"] == runs.PENDING
+    # Another run in between does not call a pending run interrupted.
+    with runs.recording(settings, "process"):
+        pass
+    assert runs.read_manifest(settings, rid)["status"] == runs.PENDING
+    with runs.stage_recording(settings, rid, "dag:x") as rec:
+        rec.load = LoadResult(rid, tables={"daily_bars": {"inserted": 5}})
+    with runs.stage_recording(settings, rid, "dag:x") as rec:
+        rec.load = LoadResult(rid, warehouse_skipped=True, search={"stale": True})
+    with (
+        pytest.raises(RuntimeError, match="gate says no"),
+        runs.stage_recording(settings, rid, "dag:x", final=True),
+    ):
+        raise RuntimeError("gate says no")
+    doc = runs.read_manifest(settings, rid)
+    assert (doc["status"], doc["error"]) == (runs.FAILED, "gate says no")
+    # A retry of the last stage starts it again, and the one rule decides.
+    with runs.stage_recording(settings, rid, "dag:x", final=True) as rec:
+        pass
+    doc = runs.read_manifest(settings, rid)
+    assert "error" not in doc and doc["status"] == runs.PARTIAL == rec.status  # stale index
+    assert doc["ingest"]["rows"] == 5 and doc["params"] == {"airflow_run_id": "a"}
+    # The search-only stage kept what the warehouse stage loaded.
+    assert doc["load"]["tables"] == {"daily_bars": {"inserted": 5}}
+    assert doc["load"]["search"] == {"stale": True}
+    # And the warehouse's run row, as for a CLI run that loaded.
+    engine = db.engine_for(db.resolve_urls(settings).reader)
+    try:
+        assert queries.run(engine, rid)["status"] == runs.PARTIAL  # type: ignore[index]
+    finally:
+        engine.dispose()

@@ -97,6 +97,28 @@ def is_session(day: dt.date) -> bool:
     return bool(SessionCalendar.covering(day, day).is_session(day))
 
 
+CLOSE_UTC_HOUR = 22
+"""The daily runs start at 22:00 UTC: after the US close in summer (20:00) and winter (21:00)."""
+
+
+def session_of(interval_end: dt.datetime | None, run_after: dt.datetime) -> dt.date:
+    """The session a daily run covers: the date its data interval ends (UTC). A run
+    triggered without a logical date has no interval: it covers the newest session
+    closed when it was triggered."""
+    if interval_end is not None:
+        end = interval_end.astimezone(dt.UTC)
+        return dt.date(end.year, end.month, end.day)
+    at = run_after.astimezone(dt.UTC)
+    day = dt.date(at.year, at.month, at.day)
+    if at.hour < CLOSE_UTC_HOUR:
+        day -= dt.timedelta(days=1)
+    for _ in range(15):  # the longest XNYS closure is far shorter
+        if is_session(day):
+            return day
+        day -= dt.timedelta(days=1)
+    raise PipelineError(f"no XNYS session in the 15 days before {at:%Y-%m-%d}")
+
+
 def begin(settings: Settings, dag_id: str, airflow_run_id: str, params: dict[str, Any]) -> str:
     """Open the DAG run's stockbatch run: a new run id and a ``pending`` manifest that
     names the Airflow run. Returns the run id (the next tasks get it by XCom)."""
@@ -226,3 +248,55 @@ def quality_gate(settings: Settings, run_id: str, dag_id: str, session: dt.date)
         if problems:
             raise GateFailed("quality gate: " + "; ".join(problems))
     return {**facts, "status": rec.status}
+
+
+def pick_quarter(settings: Settings, asked: str | None = None) -> str | None:
+    """The quarter the quarterly DAG snapshots: ``asked`` (a run's conf), else the newest
+    quarter whose last XNYS session the daily gold covers. None (the run is skipped)
+    when that quarter is not ready; the reason is logged by the caller."""
+    from stockbatch import snapshots
+    from stockbatch.lake import gold
+
+    if asked:
+        quarter = snapshots.parse_quarter(asked)[0]
+    else:
+        last = gold.process_state(settings).get("dataset_last_date")
+        if not last:
+            return None
+        day = dt.date.fromisoformat(str(last))
+        quarter = f"{day.year}Q{(day.month - 1) // 3 + 1}"
+        if day < snapshots.last_session(quarter):  # not covered yet: the one before
+            year, q = (day.year, (day.month - 1) // 3) if day.month > 3 else (day.year - 1, 4)
+            quarter = f"{year}Q{q}"
+    ready = snapshots.quarter_closed(settings, quarter)
+    return quarter if ready.ready else None
+
+
+def quarter_not_ready_reason(settings: Settings, asked: str | None = None) -> str:
+    """Why :func:`pick_quarter` found nothing to do (for the task log)."""
+    from stockbatch import snapshots
+    from stockbatch.lake import gold
+
+    if asked:
+        return snapshots.quarter_closed(settings, snapshots.parse_quarter(asked)[0]).reason
+    last = gold.process_state(settings).get("dataset_last_date")
+    return f"the daily gold reaches {last or 'no date yet'}: no closed quarter is covered"
+
+
+def snapshot(settings: Settings, dag_id: str, airflow_run_id: str, quarter: str) -> dict[str, Any]:
+    """Write the closed quarter's snapshot for the ML application (a new version only
+    when the data changed), recorded as one run of the quarterly DAG."""
+    from stockbatch import snapshots
+
+    run_id = new_run_id()
+    params = {"dag_id": dag_id, "airflow_run_id": airflow_run_id, "quarter": quarter}
+    with runs.stage_recording(settings, run_id, f"dag:{dag_id}", params=params, final=True) as rec:
+        snap = snapshots.write_snapshot(settings, quarter, run_id=run_id)
+        rec.params["snapshot"] = {
+            "version": snap.version,
+            "new": snap.new,
+            "rows": snap.rows,
+            "sha256": snap.sha256,
+            "path": str(snap.path),
+        }
+    return {"run_id": run_id, **rec.params["snapshot"], "quarter": quarter}
