@@ -308,6 +308,34 @@ class AirflowClient:
         tis: list[dict[str, Any]] = list(page.get("task_instances") or [])
         return tis
 
+    def clear(
+        self,
+        dag_id: str,
+        run_id: str,
+        task_ids: list[str],
+        *,
+        include_downstream: bool = True,
+        only_failed: bool = True,
+    ) -> list[dict[str, Any]]:
+        """Clear task instances of one run so the scheduler runs them again (and the run
+        goes back to queued): ``task_ids`` and, by default, their downstream tasks, only
+        those that failed (``failed``/``upstream_failed``). Returns what was cleared."""
+        body = self._json(
+            "POST",
+            f"/api/v2/dags/{dag_id}/clearTaskInstances",
+            f"clear {', '.join(task_ids)} of {run_id}",
+            json={
+                "dry_run": False,
+                "dag_run_id": run_id,
+                "task_ids": task_ids,
+                "only_failed": only_failed,
+                "include_downstream": include_downstream,
+                "reset_dag_runs": True,
+            },
+        )
+        cleared: list[dict[str, Any]] = list(body.get("task_instances") or [])
+        return cleared
+
     def task_log(
         self, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1
     ) -> list[str]:
