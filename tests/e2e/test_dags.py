@@ -22,25 +22,12 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 import pytest
 
+from support.airflow_dags import DAGS, airflow_env, dag_manifests, run_dag
 from support.lake_compare import PROVENANCE_ONLY, assert_lakes_equal
-
-REPO = Path(__file__).resolve().parents[2]
-DAGS = REPO / "dags"
-
-_RUN_DAG = """
-import datetime as dt, json, sys
-from airflow.dag_processing.dagbag import DagBag
-dag_id, logical, conf = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-dag = DagBag(dag_folder=sys.argv[4]).dags[dag_id]
-run = dag.test(logical_date=dt.datetime.fromisoformat(logical), run_conf=conf)
-tis = {ti.task_id: [str(ti.state), ti.try_number] for ti in run.get_task_instances()}
-print("RESULT " + json.dumps({"state": str(run.state), "tasks": tis}))
-"""
 
 _PARSE = """
 import json, sys
@@ -59,49 +46,9 @@ print("RESULT " + json.dumps({
 
 
 @pytest.fixture(scope="module")
-def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def airflow(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """An Airflow home with a migrated (SQLite) metadata database, the project's DAGs."""
-    home = tmp_path_factory.mktemp("airflow-home")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "STOCKBATCH_"))}
-    env |= {
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
-        "STOCKBATCH_SHARED_DATA": os.environ.get("STOCKBATCH_SHARED_DATA", ""),
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "airflow", "db", "migrate"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    return env
-
-
-def run_dag(
-    env: dict[str, str],
-    dag_id: str,
-    logical: str,
-    conf: dict[str, Any] | None = None,
-    **settings: str,
-) -> dict[str, Any]:
-    """``dag.test()`` of one DAG run; returns its state and each task's (state, tries)."""
-    done = subprocess.run(
-        [sys.executable, "-c", _RUN_DAG, dag_id, logical, json.dumps(conf or {}), str(DAGS)],
-        env={**env, **settings},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert lines, f"dag.test did not finish:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    result: dict[str, Any] = json.loads(lines[-1].removeprefix("RESULT "))
-    result["log"] = done.stdout + done.stderr
-    return result
+    return airflow_env(tmp_path_factory.mktemp("airflow-home"))
 
 
 def stockbatch(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -113,11 +60,6 @@ def stockbatch(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=600,
         check=False,
     )
-
-
-def dag_manifests(home: Path) -> list[dict[str, Any]]:
-    docs = [json.loads(p.read_text()) for p in sorted((home / "lake" / "runs").glob("*.json"))]
-    return [d for d in docs if str(d.get("command", "")).startswith("dag:")]
 
 
 def gold_bytes(home: Path) -> dict[str, bytes]:
@@ -151,11 +93,11 @@ def _settings(home: Path, **extra: str) -> dict[str, str]:
 
 
 def test_the_dags_folder_parses_fast_with_nothing_heavy_at_import(
-    airflow_env: dict[str, str],
+    airflow: dict[str, str],
 ) -> None:
     done = subprocess.run(
         [sys.executable, "-c", _PARSE, str(DAGS)],
-        env=airflow_env,
+        env=airflow,
         capture_output=True,
         text=True,
         timeout=120,
@@ -185,12 +127,12 @@ def test_the_dags_folder_parses_fast_with_nothing_heavy_at_import(
 
 
 def test_two_sessions_equal_one_run_and_a_rerun_changes_nothing(
-    airflow_env: dict[str, str], landing: Path, tmp_path: Path
+    airflow: dict[str, str], landing: Path, tmp_path: Path
 ) -> None:
     home = tmp_path / "home"
     conf = {"source": "kaggle", "path": str(landing)}
     first = run_dag(
-        airflow_env, "stockbatch_daily", f"{SESSION_1}T22:00:00+00:00", conf, **_settings(home)
+        airflow, "stockbatch_daily", f"{SESSION_1}T22:00:00+00:00", conf, **_settings(home)
     )
     assert first["state"] == "success", first["log"][-4000:]
     assert all(state == "success" for state, _ in first["tasks"].values()), first["tasks"]
@@ -199,7 +141,7 @@ def test_two_sessions_equal_one_run_and_a_rerun_changes_nothing(
     a_csv = landing / "nasdaq" / "stocks" / "A.csv"
     a_csv.write_text(a_csv.read_text() + (landing.parent / "A-2023-04-14.line").read_text())
     second = run_dag(
-        airflow_env, "stockbatch_daily", f"{SESSION_2}T22:00:00+00:00", conf, **_settings(home)
+        airflow, "stockbatch_daily", f"{SESSION_2}T22:00:00+00:00", conf, **_settings(home)
     )
     assert second["state"] == "success", second["log"][-4000:]
 
@@ -225,7 +167,7 @@ def test_two_sessions_equal_one_run_and_a_rerun_changes_nothing(
     # The same interval again: nothing changes.
     before = gold_bytes(home)
     again = run_dag(
-        airflow_env, "stockbatch_daily", f"{SESSION_2}T22:00:00+00:00", conf, **_settings(home)
+        airflow, "stockbatch_daily", f"{SESSION_2}T22:00:00+00:00", conf, **_settings(home)
     )
     assert again["state"] == "success", again["log"][-4000:]
     assert gold_bytes(home) == before
@@ -235,13 +177,11 @@ def test_two_sessions_equal_one_run_and_a_rerun_changes_nothing(
     assert last["load"]["rows_changed"] == 0
 
 
-def test_a_holiday_is_skipped(airflow_env: dict[str, str], landing: Path, tmp_path: Path) -> None:
+def test_a_holiday_is_skipped(airflow: dict[str, str], landing: Path, tmp_path: Path) -> None:
     home = tmp_path / "home"
     conf = {"source": "kaggle", "path": str(landing)}
     # 2023-04-07 was Good Friday: a weekday, not an XNYS session.
-    run = run_dag(
-        airflow_env, "stockbatch_daily", "2023-04-07T22:00:00+00:00", conf, **_settings(home)
-    )
+    run = run_dag(airflow, "stockbatch_daily", "2023-04-07T22:00:00+00:00", conf, **_settings(home))
     assert run["state"] == "success", run["log"][-4000:]
     assert run["tasks"]["is_session"][0] == "success"
     assert {s for t, (s, _) in run["tasks"].items() if t != "is_session"} == {"skipped"}
@@ -249,14 +189,14 @@ def test_a_holiday_is_skipped(airflow_env: dict[str, str], landing: Path, tmp_pa
 
 
 def test_the_quality_gate_fails_a_bad_run_without_retrying(
-    airflow_env: dict[str, str], landing: Path, tmp_path: Path
+    airflow: dict[str, str], landing: Path, tmp_path: Path
 ) -> None:
     home = tmp_path / "home"
     conf = {"source": "kaggle", "path": str(landing)}
     strict = _settings(
         home, STOCKBATCH_SCHEDULE__MAX_QUARANTINE_RATE="0", STOCKBATCH_SCHEDULE__RETRIES="2"
     )
-    run = run_dag(airflow_env, "stockbatch_daily", f"{SESSION_1}T22:00:00+00:00", conf, **strict)
+    run = run_dag(airflow, "stockbatch_daily", f"{SESSION_1}T22:00:00+00:00", conf, **strict)
     assert run["state"] == "failed"
     assert run["tasks"]["quality_gate"] == ["failed", 1]  # failed at once: no retry
     assert run["tasks"]["publish"][0] == "upstream_failed"
@@ -271,16 +211,16 @@ def test_the_quality_gate_fails_a_bad_run_without_retrying(
 
 
 def test_the_quarterly_dag_snapshots_the_covered_quarter(
-    airflow_env: dict[str, str], demo_data: Path, tmp_path: Path
+    airflow: dict[str, str], demo_data: Path, tmp_path: Path
 ) -> None:
     home = tmp_path / "home"
     conf = {"source": "kaggle", "path": str(demo_data)}
     daily = run_dag(
-        airflow_env, "stockbatch_daily", f"{SESSION_2}T22:00:00+00:00", conf, **_settings(home)
+        airflow, "stockbatch_daily", f"{SESSION_2}T22:00:00+00:00", conf, **_settings(home)
     )
     assert daily["state"] == "success", daily["log"][-4000:]
     run = run_dag(
-        airflow_env, "stockbatch_quarterly", f"{SESSION_2}T23:00:00+00:00", {}, **_settings(home)
+        airflow, "stockbatch_quarterly", f"{SESSION_2}T23:00:00+00:00", {}, **_settings(home)
     )
     assert run["state"] == "success", run["log"][-4000:]
     assert run["tasks"]["snapshot"][0] == "success"
@@ -300,7 +240,7 @@ def test_the_quarterly_dag_snapshots_the_covered_quarter(
     # Again with the same data: the same version, no new file.
     files = sorted(p.name for p in folder.iterdir())
     again = run_dag(
-        airflow_env, "stockbatch_quarterly", f"{SESSION_2}T23:30:00+00:00", {}, **_settings(home)
+        airflow, "stockbatch_quarterly", f"{SESSION_2}T23:30:00+00:00", {}, **_settings(home)
     )
     assert again["state"] == "success", again["log"][-4000:]
     assert sorted(p.name for p in folder.iterdir()) == files
