@@ -1,4 +1,4 @@
-"""``stockbatch orchestrate trigger|status``: DAG runs on Airflow through its REST API.
+"""``stockbatch orchestrate trigger|status|backfill``: DAG runs on Airflow through its REST API.
 
 The Airflow is the one ``stockbatch services up airflow`` recorded in this home, or
 ``STOCKBATCH_AIRFLOW__URL`` (+ ``__USERNAME``, ``__PASSWORD``) for another deployment.
@@ -183,4 +183,182 @@ def status(
             f"{_duration(run)}",
             highlight=False,
             markup=False,
+        )
+
+
+REPROCESS = ("none", "failed", "completed")
+
+
+def _day_end(value: str) -> dt.datetime:
+    """``--to``: a plain date means its whole day (the last instant of it, UTC)."""
+    moment = parse_logical_date(value)
+    if len(value) == 10:
+        moment += dt.timedelta(days=1) - dt.timedelta(microseconds=1)
+    return moment
+
+
+def _interval(run: dict[str, Any]) -> str:
+    start, end = run.get("data_interval_start"), run.get("data_interval_end")
+    if not end:
+        return ""
+    return f" (data {_clock(start)[:16]} -> {_clock(end)[:16]})"
+
+
+def _print_failed_logs(client: AirflowClient, dag_id: str, run_id: str) -> list[str]:
+    """The last log lines of every failed task of a run; returns their task ids."""
+    failed = [ti for ti in client.task_instances(dag_id, run_id) if ti.get("state") == "failed"]
+    for ti in failed:
+        tries = int(ti.get("try_number") or 1)
+        lines = client.task_log(dag_id, run_id, ti["task_id"], tries, int(ti.get("map_index", -1)))
+        out.print(f"--- last {LOG_LINES} log lines of {run_id} {ti['task_id']} (try {tries}):")
+        for line in lines[-LOG_LINES:]:
+            out.print(escape(line), highlight=False)
+    return [str(ti["task_id"]) for ti in failed]
+
+
+@orchestrate_app.command("backfill")
+def backfill(
+    dag_id: Annotated[str, typer.Argument(help="The DAG to backfill, e.g. stockbatch_daily.")],
+    from_date: Annotated[
+        str,
+        typer.Option(
+            "--from",
+            help="First logical date: YYYY-MM-DD (from 00:00 UTC) or an ISO date-time.",
+        ),
+    ],
+    to_date: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            help="Last logical date: YYYY-MM-DD (that whole day, UTC) or an ISO date-time.",
+        ),
+    ],
+    conf: Annotated[
+        str | None,
+        typer.Option(
+            "--conf", help='Every run\'s conf as a JSON object, e.g. \'{"source": "kaggle"}\'.'
+        ),
+    ] = None,
+    reprocess: Annotated[
+        str,
+        typer.Option(
+            "--reprocess",
+            help="Runs that already exist in the range: none (keep them), failed (run "
+            "the failed ones again), completed (run them all again).",
+        ),
+    ] = "none",
+    max_active_runs: Annotated[
+        int,
+        typer.Option(
+            "--max-active-runs",
+            min=1,
+            help="Runs at a time (default 1: the stockbatch DAGs go session by session).",
+        ),
+    ] = 1,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait",
+            help="Follow the runs: print run and task states as they change; exit 1 if "
+            "any run fails.",
+        ),
+    ] = False,
+    timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", help="With --wait: give up waiting after this many seconds."),
+    ] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Backfill a range: one DAG run per interval whose logical date is in FROM..TO.
+
+    The scheduler runs them oldest first (Airflow's backfill, POST /api/v2/backfills).
+    For stockbatch_daily a run's logical date is 22:00 UTC of the weekday before its
+    session: --from 2023-04-05 --to 2023-04-07 runs the sessions 2023-04-06, 2023-04-07
+    (Good Friday: skipped) and 2023-04-10.
+    """
+    run_conf = _parse_conf(conf)
+    if reprocess not in REPROCESS:
+        fail(f"--reprocess must be one of {', '.join(REPROCESS)}, got {reprocess!r}", code=2)
+    try:
+        start = parse_logical_date(from_date)
+        end = _day_end(to_date)
+    except ValueError as exc:
+        fail(str(exc).replace("--logical-date", "--from/--to"), code=2)
+        raise AssertionError from exc  # unreachable
+    if start > end:
+        fail(f"--from ({from_date}) is after --to ({to_date})", code=2)
+    with _client(home) as client:
+        client.dag(dag_id)  # DagNotFound lists the DAGs that exist
+        planned = client.backfill_plan(dag_id, start, end, run_conf, reprocess)
+        if not planned:
+            out.print(
+                f"{dag_id}: nothing to backfill from {_clock(start.isoformat())} to "
+                f"{_clock(end.isoformat())}: no interval in the range, or every run in it "
+                "exists (--reprocess failed|completed runs them again)"
+            )
+            return
+        if client.unpause(dag_id):
+            out.print(
+                f"{dag_id}: unpaused (new DAGs start paused; a paused DAG runs no backfill; "
+                "the scheduler now also runs its schedule)"
+            )
+        created = client.backfill(
+            dag_id,
+            start,
+            end,
+            run_conf,
+            reprocess=reprocess,
+            max_active_runs=max_active_runs,
+        )
+        backfill_id = int(created["id"])
+        dates = ", ".join(_clock(d.isoformat())[:16] for d in planned)
+        out.print(
+            f"{dag_id}: backfill {backfill_id}: {len(planned)} run(s), logical dates {dates}; "
+            f"{client.url}/dags/{dag_id}/backfills",
+            highlight=False,
+        )
+        if not wait:
+            return
+
+        def now() -> str:
+            return _clock(dt.datetime.now(dt.UTC).isoformat())
+
+        def on_run(run: dict[str, Any]) -> None:
+            out.print(
+                f"  {now()}  {run['dag_run_id']}{_interval(run)}: {run.get('state')}",
+                highlight=False,
+                markup=False,
+            )
+
+        def on_task(run: dict[str, Any], ti: dict[str, Any]) -> None:
+            if ti.get("state") is None:
+                return
+            tries = int(ti.get("try_number") or 0)
+            again = f" (try {tries})" if tries > 1 else ""
+            out.print(
+                f"  {now()}    {ti['task_id']}: {ti['state']}{again}", highlight=False, markup=False
+            )
+
+        t0 = dt.datetime.now(dt.UTC)
+        runs = client.follow_runs(
+            dag_id, planned, on_run, on_task, backfill_id=backfill_id, timeout=timeout
+        )
+        took = f"{(dt.datetime.now(dt.UTC) - t0).total_seconds():.1f} s"
+        bad = [r for r in runs if r.get("state") != "success"]
+        missing = len(planned) - len(runs)
+        if not bad and not missing:
+            out.print(f"{dag_id}: backfill {backfill_id}: {len(runs)} run(s) succeeded in {took}")
+            return
+        failed_tasks: list[str] = []
+        for run in bad:
+            failed_tasks += [
+                f"{run['dag_run_id']} {t}"
+                for t in _print_failed_logs(client, dag_id, str(run["dag_run_id"]))
+            ]
+        states = ", ".join(f"{r['dag_run_id']} {r.get('state')}" for r in bad)
+        extra = f"; {missing} run(s) never created" if missing else ""
+        fail(
+            f"{dag_id}: backfill {backfill_id}: {len(bad)} of {len(planned)} run(s) did not "
+            f"succeed after {took} ({states}{extra}); failed: "
+            f"{', '.join(failed_tasks) or 'no task (see the UI)'}"
         )

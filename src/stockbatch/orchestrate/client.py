@@ -386,6 +386,172 @@ class AirflowClient:
                 )
             time.sleep(poll)
 
+    # -- backfills --------------------------------------------------------------------
+
+    def _backfill_body(
+        self,
+        dag_id: str,
+        from_date: dt.datetime,
+        to_date: dt.datetime,
+        conf: dict[str, Any] | None,
+        reprocess: str,
+        max_active_runs: int,
+    ) -> dict[str, Any]:
+        # The body of Airflow 3.3's BackfillPostBody (api_fastapi/core_api/datamodels/
+        # backfills.py); the runs are those whose logical date is in [from_date, to_date].
+        return {
+            "dag_id": dag_id,
+            "from_date": from_date.isoformat(),
+            "to_date": to_date.isoformat(),
+            "run_backwards": False,
+            "dag_run_conf": conf or {},
+            "reprocess_behavior": reprocess,
+            "max_active_runs": max_active_runs,
+        }
+
+    def _backfill_call(self, path: str, dag_id: str, body: dict[str, Any]) -> Any:
+        response = self.request("POST", path, json=body)
+        if response.status_code == 404:
+            raise DagNotFound(dag_id, self.dag_ids())
+        if response.status_code == 409:
+            raise AirflowError(
+                f"{dag_id} already has a backfill running ({_detail(response)}): wait for it, "
+                "or cancel it in the UI (Browse > Backfills)"
+            )
+        if response.status_code >= 400:
+            raise AirflowError(
+                f"Airflow refused the backfill of {dag_id} (HTTP {response.status_code}): "
+                f"{_detail(response)}"
+            )
+        return response.json()
+
+    def backfill_plan(
+        self,
+        dag_id: str,
+        from_date: dt.datetime,
+        to_date: dt.datetime,
+        conf: dict[str, Any] | None = None,
+        reprocess: str = "none",
+    ) -> list[dt.datetime]:
+        """The logical dates a backfill would run (``POST /api/v2/backfills/dry_run``):
+        the DAG's intervals in the range, less the runs that exist and ``reprocess``
+        (``none``, ``failed``, ``completed``) does not take again."""
+        body = self._backfill_body(dag_id, from_date, to_date, conf, reprocess, 1)
+        page = self._backfill_call("/api/v2/backfills/dry_run", dag_id, body)
+        return sorted(
+            _parse_time(item["logical_date"])
+            for item in page.get("backfills") or []
+            if item.get("logical_date")
+        )
+
+    def backfill(
+        self,
+        dag_id: str,
+        from_date: dt.datetime,
+        to_date: dt.datetime,
+        conf: dict[str, Any] | None = None,
+        *,
+        reprocess: str = "none",
+        max_active_runs: int = 1,
+    ) -> dict[str, Any]:
+        """Create a backfill (``POST /api/v2/backfills``); the scheduler creates and runs
+        its DAG runs, oldest first, at most ``max_active_runs`` at a time."""
+        body = self._backfill_body(dag_id, from_date, to_date, conf, reprocess, max_active_runs)
+        created: dict[str, Any] = self._backfill_call("/api/v2/backfills", dag_id, body)
+        return created
+
+    def backfill_info(self, backfill_id: int) -> dict[str, Any]:
+        """One backfill (``completed_at`` is set once all its runs ended)."""
+        info: dict[str, Any] = self._json(
+            "GET", f"/api/v2/backfills/{backfill_id}", f"backfill {backfill_id}"
+        )
+        return info
+
+    def runs_at(self, dag_id: str, logical_dates: list[dt.datetime]) -> list[dict[str, Any]]:
+        """The runs of ``dag_id`` whose logical date is one of ``logical_dates``, oldest
+        first (the runs of a backfill: the REST API has no backfill filter on runs)."""
+        if not logical_dates:
+            return []
+        wanted = set(logical_dates)
+        page = self._json(
+            "GET",
+            f"/api/v2/dags/{dag_id}/dagRuns",
+            "list runs",
+            params={
+                "logical_date_gte": min(wanted).isoformat(),
+                "logical_date_lte": max(wanted).isoformat(),
+                "order_by": "logical_date",
+                "limit": 1000,
+            },
+        )
+        runs = [
+            r
+            for r in page.get("dag_runs") or []
+            if r.get("logical_date") and _parse_time(r["logical_date"]) in wanted
+        ]
+        return runs
+
+    def follow_runs(
+        self,
+        dag_id: str,
+        logical_dates: list[dt.datetime],
+        on_run: Callable[[dict[str, Any]], None],
+        on_task: Callable[[dict[str, Any], dict[str, Any]], None],
+        *,
+        backfill_id: int | None = None,
+        poll: float = 1.0,
+        timeout: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """Poll the runs at ``logical_dates`` until every one has ended; ``on_run(run)``
+        for every new run state, ``on_task(run, task_instance)`` for every new task state
+        of a run that is not finished. Returns the finished runs, oldest first.
+
+        A backfill that completes (cancelled) while some run never started ends the wait
+        too; those runs come back in their last state. :class:`AirflowError` after
+        ``timeout`` s."""
+        seen_runs: dict[str, str | None] = {}
+        seen_tasks: dict[tuple[str, str, int], tuple[str | None, int]] = {}
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            runs = self.runs_at(dag_id, logical_dates)
+            for run in runs:
+                run_id = str(run["dag_run_id"])
+                if seen_runs.get(run_id, "?") == run.get("state"):
+                    if run.get("state") in RUN_DONE:
+                        continue
+                else:
+                    seen_runs[run_id] = run.get("state")
+                    on_run(run)
+                if run.get("state") not in ("running", *RUN_DONE):
+                    continue  # queued: no task has a state yet
+                for ti in sorted(
+                    self.task_instances(dag_id, run_id),
+                    key=lambda t: str(t.get("start_date") or "~"),
+                ):
+                    key = (run_id, str(ti["task_id"]), int(ti.get("map_index", -1)))
+                    now = (ti.get("state"), int(ti.get("try_number") or 0))
+                    if seen_tasks.get(key) != now:
+                        seen_tasks[key] = now
+                        on_task(run, ti)
+            done = len(runs) >= len(logical_dates) and all(r.get("state") in RUN_DONE for r in runs)
+            if done:
+                return runs
+            if backfill_id is not None and self.backfill_info(backfill_id).get("completed_at"):
+                # Cancelled: the runs it never started stay queued (or failed) for good.
+                return self.runs_at(dag_id, logical_dates)
+            if deadline is not None and time.monotonic() > deadline:
+                pending = [r["dag_run_id"] for r in runs if r.get("state") not in RUN_DONE]
+                raise AirflowError(
+                    f"{dag_id}: {len(pending)} run(s) still going after {timeout:g} s "
+                    "(they go on in Airflow: `stockbatch orchestrate status`)"
+                )
+            time.sleep(poll)
+
+
+def _parse_time(value: str) -> dt.datetime:
+    moment = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
 
 def _detail(response: httpx.Response) -> str:
     try:
