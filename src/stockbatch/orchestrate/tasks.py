@@ -137,8 +137,22 @@ def ingest(
 
     source = conf.open(settings, session)
     with runs.stage_recording(settings, run_id, f"dag:{dag_id}") as rec:
+        _drop_unfinished_landing(settings, run_id)
         rec.ingest = ingest_stage(settings, source, run_id=run_id)
     return {"summary": rec.ingest.summary(), "rows": rec.ingest.rows}
+
+
+def _drop_unfinished_landing(settings: Settings, run_id: str) -> None:
+    """A retried ingest lands under the same run id: what a killed attempt wrote (its
+    catalog entries were never written) goes first, so no orphan part survives."""
+    import shutil
+
+    from stockbatch.lake import bronze
+    from stockbatch.lake.layout import layout
+
+    batch = layout(settings).bronze_batch(run_id)
+    if batch.exists() and run_id not in set(bronze.read_catalog(settings)["batch"].to_list()):
+        shutil.rmtree(batch)
 
 
 def collect(settings: Settings, run_id: str, dag_id: str) -> dict[str, Any]:

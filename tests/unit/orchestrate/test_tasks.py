@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 
@@ -47,3 +48,24 @@ def test_daily_conf_overrides_the_schedule_and_refuses_unknown_keys() -> None:
     assert tasks.DailyConf.of(settings, None).symbols == tuple(settings.schedule.symbols)
     with pytest.raises(PipelineError, match="unknown conf keys"):
         tasks.DailyConf.of(settings, {"sources": "kaggle"})
+
+
+def test_a_retried_ingest_drops_what_a_killed_attempt_left(tmp_path: Path, demo_data: Path) -> None:
+    from stockbatch import runs
+    from stockbatch.lake import bronze
+    from stockbatch.lake.layout import layout
+
+    settings = Settings(home=tmp_path)
+    run_id = tasks.begin(settings, "d", "manual__x", {})
+    orphan = layout(settings).bronze_batch(run_id) / "bucket=0000" / "part-0099.parquet"
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(b"half a file")  # what a SIGKILL mid-write could leave
+    conf = tasks.DailyConf.of(settings, {"source": "kaggle", "path": str(demo_data)})
+    done = tasks.ingest(settings, run_id, "d", conf, dt.date(2023, 4, 14))
+    assert done["rows"] > 0 and not orphan.exists()
+    assert run_id in set(bronze.read_catalog(settings)["batch"].to_list())
+    assert runs.read_manifest(settings, run_id)["status"] == runs.PENDING
+    # Once catalogued, a landing is never dropped: a rerun skips every unit instead.
+    again = tasks.ingest(settings, run_id, "d", conf, dt.date(2023, 4, 14))
+    assert again["rows"] == 0
+    assert layout(settings).bronze_batch(run_id).exists()
