@@ -194,9 +194,6 @@ def run_dag_side(land: Path, work: Path, session: str) -> dict[str, Any]:
         "STOCKBATCH_SCHEDULE__SOURCE": "kaggle",
         "STOCKBATCH_SCHEDULE__PATH": str(work / "no-such-folder"),
         "STOCKBATCH_SCHEDULE__RETRIES": "0",
-        # The gate's default (5) fails this sample: 30 thinly traded symbols of the
-        # Huge sample have no bar on 2017-11-10. The benchmark times a passing run.
-        "STOCKBATCH_SCHEDULE__MAX_MISSING_SESSIONS": "1000",
     }
     started: list[str] = []
     out: dict[str, Any] = {}

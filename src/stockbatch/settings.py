@@ -274,11 +274,19 @@ class ScheduleSettings(BaseModel):
         le=1,
         description="The quality gate fails a run whose quarantined / rows in is above this.",
     )
-    max_missing_sessions: int = Field(
+    max_missing_rate: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="The quality gate fails a run when more than this share of the symbols "
+        "that traded in the 5 sessions before its session have no bar on it (a count would "
+        "not scale: thinly traded names skip days).",
+    )
+    missing_allowed: int = Field(
         5,
         ge=0,
-        description="The quality gate fails a run with more missing (symbol, XNYS session) "
-        "bars in its data interval than this.",
+        description="Missing bars the gate always allows, whatever the rate (a few quiet "
+        "names are normal in a small universe).",
     )
     retries: int = Field(3, ge=0, description="Retries of a failed task.")
     retry_delay_s: float = Field(

@@ -199,9 +199,10 @@ def sync_search(settings: Settings, run_id: str, dag_id: str) -> dict[str, Any]:
     return {"summary": rec.load.summary(), "stale": rec.load.search_stale}
 
 
-def missing_bars(settings: Settings, session: dt.date, lookback: int = 5) -> list[str]:
+def missing_bars(settings: Settings, session: dt.date, lookback: int = 5) -> tuple[list[str], int]:
     """Symbols that traded in the ``lookback`` sessions before ``session`` but have no
-    bar on it (a feed that stopped, a file that was cut): ``SYMBOL@date`` each."""
+    bar on it (a feed that stopped, a file that was cut), as ``SYMBOL@date``, and how
+    many symbols traded in those sessions."""
     import polars as pl
 
     from stockbatch.calendar import SessionCalendar
@@ -209,11 +210,11 @@ def missing_bars(settings: Settings, session: dt.date, lookback: int = 5) -> lis
 
     files = gold.daily_files(settings)
     if not files:
-        return []
+        return [], 0
     cal = SessionCalendar.covering(session - dt.timedelta(days=lookback * 3 + 10), session)
     earlier = [d for d in cal.sessions.to_list() if d < session][-lookback:]
     if not earlier:
-        return []
+        return [], 0
     window = (
         pl.scan_parquet([str(f) for f in files])
         .filter(pl.col("trade_date").is_between(earlier[0], session))
@@ -222,28 +223,33 @@ def missing_bars(settings: Settings, session: dt.date, lookback: int = 5) -> lis
     )
     active = set(window.filter(pl.col("trade_date") < session)["symbol"].to_list())
     present = set(window.filter(pl.col("trade_date") == session)["symbol"].to_list())
-    return [f"{s}@{session.isoformat()}" for s in sorted(active - present)]
+    return [f"{s}@{session.isoformat()}" for s in sorted(active - present)], len(active)
 
 
 def quality_gate(settings: Settings, run_id: str, dag_id: str, session: dt.date) -> dict[str, Any]:
     """The last stage: fail the run when its quarantine rate or its missing bars pass
-    the schedule's thresholds (the counts in the message); otherwise decide its status
-    by the one rule (:func:`stockbatch.runs.status_of_manifest`)."""
+    the schedule's thresholds (missing bars: above ``max_missing_rate`` of the active
+    symbols and more than ``missing_allowed``), with the counts in the message;
+    otherwise decide its status by the one rule (:func:`stockbatch.runs.status_of_manifest`)."""
     doc = runs.read_manifest(settings, run_id)
     counts = doc.get("counts", {})
     rows_in = int(counts.get("rows_in", 0))
     quarantined = int(counts.get("rows_quarantined", 0))
     rate = quarantined / rows_in if rows_in else 0.0
-    missing = missing_bars(settings, session)
+    missing, active = missing_bars(settings, session)
+    missing_rate = len(missing) / active if active else 0.0
     sched = settings.schedule
     facts = {
         "rows_in": rows_in,
         "rows_quarantined": quarantined,
         "quarantine_rate": round(rate, 6),
         "missing_bars": len(missing),
+        "active_symbols": active,
+        "missing_rate": round(missing_rate, 6),
         "missing_examples": missing[:10],
         "max_quarantine_rate": sched.max_quarantine_rate,
-        "max_missing_sessions": sched.max_missing_sessions,
+        "max_missing_rate": sched.max_missing_rate,
+        "missing_allowed": sched.missing_allowed,
     }
     with runs.stage_recording(
         settings, run_id, f"dag:{dag_id}", params={"gate": facts}, final=True
@@ -254,9 +260,10 @@ def quality_gate(settings: Settings, run_id: str, dag_id: str, session: dt.date)
                 f"quarantine rate {rate:.2%} ({quarantined:,} of {rows_in:,} rows) is above "
                 f"{sched.max_quarantine_rate:.2%}"
             )
-        if len(missing) > sched.max_missing_sessions:
+        if missing_rate > sched.max_missing_rate and len(missing) > sched.missing_allowed:
             problems.append(
-                f"{len(missing)} bars missing on {session} (above {sched.max_missing_sessions}): "
+                f"{len(missing)} of {active} active symbols have no bar on {session} "
+                f"({missing_rate:.2%}, above {sched.max_missing_rate:.2%}): "
                 + ", ".join(missing[:10])
             )
         if problems:
