@@ -126,6 +126,7 @@ def stage_recording(
     *,
     params: dict[str, Any] | None = None,
     final: bool = False,
+    record: bool = False,
 ) -> Iterator[RunResult]:
     """Record one stage of a run whose stages run in separate processes (an Airflow DAG
     run: a task each) into that run's one manifest, ``runs/<run_id>.json``.
@@ -136,7 +137,9 @@ def stage_recording(
     into what the earlier stages recorded: the run is then ``pending`` (the next stage
     will go on), or ``failed`` with the error (a retry of the stage starts it again),
     or, for the ``final`` stage, decided by the one status rule over every section
-    (:func:`status_of_manifest`), with the warehouse's run row when the run loaded it.
+    (:func:`status_of_manifest`), with the warehouse's run row when the run loaded it
+    (or, with ``record``, in any case: a run that only reads the warehouse, such as a
+    quarterly snapshot).
     """
     path = lake.layout(settings).manifest(run_id)
     with home_lock(settings, command):
@@ -156,11 +159,11 @@ def stage_recording(
             run.error = str(exc) or type(exc).__name__
             _merge_stage(settings, run, prior, final=True)
             raise
-        _merge_stage(settings, run, prior, final=final)
+        _merge_stage(settings, run, prior, final=final, record=record)
 
 
 def _merge_stage(
-    settings: Settings, run: RunResult, prior: dict[str, Any], *, final: bool
+    settings: Settings, run: RunResult, prior: dict[str, Any], *, final: bool, record: bool = False
 ) -> dict[str, Any]:
     new = manifest_of(settings, run)
     if new.get("load", {}).get("warehouse_skipped") and "load" in prior:
@@ -174,7 +177,7 @@ def _merge_stage(
     lake.write_json_atomic(path, doc)
     run.manifest_path = path
     loaded = "load" in doc and not doc["load"].get("warehouse_skipped")
-    if final and loaded and run.error is None:
+    if final and (loaded or record) and run.error is None:
         _record_in_warehouse(settings, doc)
     return doc
 

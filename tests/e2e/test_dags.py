@@ -236,6 +236,16 @@ def test_the_quarterly_dag_snapshots_the_covered_quarter(
     doc = dag_manifests(home)[-1]
     assert doc["command"] == "dag:stockbatch_quarterly" and doc["status"] == "succeeded"
     assert doc["params"]["snapshot"]["version"] == latest["version"]
+    # Recorded in the warehouse's pipeline_runs too, like every DAG run.
+    from stockbatch.settings import Settings
+    from stockbatch.warehouse import db, queries
+
+    engine = db.engine_for(db.resolve_urls(Settings(home=home)).reader)
+    try:
+        row = queries.run(engine, doc["run_id"])
+    finally:
+        engine.dispose()
+    assert row is not None and row["status"] == "succeeded"
 
     # Again with the same data: the same version, no new file.
     files = sorted(p.name for p in folder.iterdir())

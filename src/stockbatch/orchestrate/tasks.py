@@ -311,7 +311,8 @@ def snapshot(settings: Settings, dag_id: str, airflow_run_id: str, quarter: str)
 
     run_id = new_run_id()
     params = {"dag_id": dag_id, "airflow_run_id": airflow_run_id, "quarter": quarter}
-    with runs.stage_recording(settings, run_id, f"dag:{dag_id}", params=params, final=True) as rec:
+    dag = f"dag:{dag_id}"
+    with runs.stage_recording(settings, run_id, dag, params=params, final=True, record=True) as rec:
         snap = snapshots.write_snapshot(settings, quarter, run_id=run_id)
         rec.params["snapshot"] = {
             "version": snap.version,
