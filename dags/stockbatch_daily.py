@@ -19,11 +19,13 @@ from typing import Any
 from airflow.sdk import Asset, dag, get_current_context, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
+from stockbatch.orchestrate.dag_args import dag_kwargs
 from stockbatch.settings import Settings
 
 DAG_ID = "stockbatch_daily"
 DAILY_ASSET = Asset("stockbatch://gold/daily")
-_schedule = Settings().schedule
+AFTER_THE_CLOSE = CronDataIntervalTimetable("0 22 * * 1-5", timezone="UTC")
+"""One interval per weekday, ending at 22:00 UTC: after the US close, summer and winter."""
 
 
 def _settings() -> Settings:
@@ -47,20 +49,8 @@ def _run_ids() -> tuple[str, str]:
 
 
 @dag(
-    dag_id=DAG_ID,
     schedule=CronDataIntervalTimetable("0 22 * * 1-5", timezone="UTC"),
-    # Early, so a backfill may reach any past session; catchup=False: no flood of runs.
-    start_date=dt.datetime(2000, 1, 3, tzinfo=dt.UTC),
-    catchup=False,
-    max_active_runs=1,
-    tags=["stockbatch"],
-    default_args={
-        "retries": _schedule.retries,
-        "retry_delay": dt.timedelta(seconds=_schedule.retry_delay_s),
-        "retry_exponential_backoff": True,
-        "execution_timeout": dt.timedelta(minutes=_schedule.task_timeout_min),
-    },
-    doc_md=__doc__,
+    **dag_kwargs(DAG_ID, __doc__),
 )
 def stockbatch_daily() -> None:
     @task.short_circuit

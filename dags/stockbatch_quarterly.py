@@ -11,18 +11,17 @@ it; ``latest.json`` moves atomically. Publishes ``stockbatch://gold/quarterly``.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from typing import Any
 
 from airflow.sdk import Asset, dag, get_current_context, task
 
+from stockbatch.orchestrate.dag_args import dag_kwargs
 from stockbatch.settings import Settings
 
 DAG_ID = "stockbatch_quarterly"
 DAILY_ASSET = Asset("stockbatch://gold/daily")
 QUARTERLY_ASSET = Asset("stockbatch://gold/quarterly")
-_schedule = Settings().schedule
 log = logging.getLogger(__name__)
 
 
@@ -32,21 +31,7 @@ def _asked() -> str | None:
     return None if quarter is None else str(quarter)
 
 
-@dag(
-    dag_id=DAG_ID,
-    schedule=[DAILY_ASSET],
-    start_date=dt.datetime(2000, 1, 3, tzinfo=dt.UTC),
-    catchup=False,
-    max_active_runs=1,
-    tags=["stockbatch"],
-    default_args={
-        "retries": _schedule.retries,
-        "retry_delay": dt.timedelta(seconds=_schedule.retry_delay_s),
-        "retry_exponential_backoff": True,
-        "execution_timeout": dt.timedelta(minutes=_schedule.task_timeout_min),
-    },
-    doc_md=__doc__,
-)
+@dag(schedule=[DAILY_ASSET], **dag_kwargs(DAG_ID, __doc__))
 def stockbatch_quarterly() -> None:
     @task.short_circuit
     def closed_quarter() -> str | None:
