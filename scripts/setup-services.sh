@@ -62,6 +62,12 @@ fi
 .venv/bin/python -c "from stockbatch.services.opensearch import ensure_opensearch_jars; print('opensearch:', ensure_opensearch_jars())"
 # ---- OpenSearch (end) ----------------------------------------------------------------
 
+# ---- Elasticsearch (begin) -----------------------------------------------------------
+# src/stockbatch/services/elasticsearch.py: Elastic's minimal distribution zip from Maven
+# Central, unpacked into the cache (Java 17 and Maven above are enough).
+.venv/bin/python -c "from stockbatch.services.elasticsearch import ensure_elasticsearch; print('elasticsearch:', ensure_elasticsearch())"
+# ---- Elasticsearch (end) -------------------------------------------------------------
+
 # ---- Chromium (begin) ----------------------------------------------------------------
 # Debian's chromium for the dashboard's browser test (tests/e2e/test_dashboard_browser.py):
 # Playwright drives it through executable_path (Playwright's own browser download is not

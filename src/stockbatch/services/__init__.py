@@ -1,5 +1,5 @@
-"""Real services (Kafka, PostgreSQL, OpenSearch) provisioned and run on loopback by
-the project itself, with their data under ``$STOCKBATCH_HOME/services``.
+"""Real services (Kafka, PostgreSQL, OpenSearch, Elasticsearch, Airflow) provisioned
+and run on loopback by the project itself, with their data under ``$STOCKBATCH_HOME/services``.
 
 Entry points: ``stockbatch services up|down|status`` (:mod:`stockbatch.cli.services`);
 the service classes (one :class:`~stockbatch.services.base.LocalService` each) for
@@ -8,6 +8,7 @@ up`` started. See ``deploy/services/README.md``.
 """
 
 from stockbatch.services.base import LocalService, Service, ServiceStatus
+from stockbatch.services.elasticsearch import ELASTICSEARCH_VERSION, ElasticsearchService
 from stockbatch.services.endpoints import (
     effective_kafka_settings,
     effective_search_url,
@@ -28,9 +29,11 @@ from stockbatch.services.registry import SERVICES, get_service, service_names
 from stockbatch.services.system import ServiceError
 
 __all__ = [
+    "ELASTICSEARCH_VERSION",
     "KAFKA_VERSION",
     "OPENSEARCH_VERSION",
     "SERVICES",
+    "ElasticsearchService",
     "KafkaService",
     "LocalService",
     "OpenSearchService",

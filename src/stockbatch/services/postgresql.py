@@ -7,21 +7,27 @@ Binaries, files, roles and running as root: ``deploy/services/README.md``.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
 import re
 import secrets
 import shutil
 import signal
-import stat
 import subprocess
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import quote
 
 from stockbatch.services.base import Launch, LocalService
-from stockbatch.services.system import HOST, ServiceError, write_private
+from stockbatch.services.system import (
+    HOST,
+    ServiceError,
+    make_reachable,
+    own_dir,
+    popen_as,
+    server_user,
+    write_as,
+)
 
 DATABASE = "stockbatch"
 SUPERUSER = "stockbatch_admin"
@@ -214,7 +220,7 @@ class PostgresService(LocalService[tuple[Path, pwd.struct_passwd]]):
     # -- what differs from the other services ------------------------------------
 
     def _provision(self) -> tuple[Path, pwd.struct_passwd]:
-        return find_pg_bindir(), self._server_user()
+        return find_pg_bindir(), server_user("PostgreSQL", INSTALL_HINT)
 
     def _prepare(self, state: dict[str, Any], tools: tuple[Path, pwd.struct_passwd]) -> Launch:
         bindir, user = tools
@@ -228,19 +234,19 @@ class PostgresService(LocalService[tuple[Path, pwd.struct_passwd]]):
         }
         state.update(passwords=passwords, version=server_version(bindir))
         state.setdefault("bootstrapped", False)
-        self._make_reachable(user)
+        make_reachable(self.dir, user)
         # Passwords are saved before initdb: they must outlive a crash between the two.
         self._save_state(state)
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb(bindir, user, passwords[SUPERUSER])
             state["bootstrapped"] = False
             self._save_state(state)
-        self._own_dir(self.socket_dir, user)
+        own_dir(self.socket_dir, user)
         conf = _CONF.format(host=HOST, port=state["port"], socket_dir=self.socket_dir)
-        self._write_as(self.data_dir / "stockbatch.conf", conf, user)
-        self._write_as(self.data_dir / "pg_hba.conf", _HBA, user)
+        write_as(self.data_dir / "stockbatch.conf", conf, user)
+        write_as(self.data_dir / "pg_hba.conf", _HBA, user)
         command = [str(bindir / "postgres"), "-D", str(self.data_dir)]
-        return Launch(command, cwd=self.data_dir, popen=self._as_user(user))
+        return Launch(command, cwd=self.data_dir, popen=popen_as(user, self.dir))
 
     def _when_ready(self, state: dict[str, Any]) -> None:
         if not state.get("bootstrapped"):
@@ -259,60 +265,6 @@ class PostgresService(LocalService[tuple[Path, pwd.struct_passwd]]):
         return f"PostgreSQL {version}, roles {OWNER}/{LOADER}/{READER}"
 
     # -- OS user -------------------------------------------------------------
-
-    @staticmethod
-    def _server_user() -> pwd.struct_passwd:
-        """Who runs initdb and the server: the current user, or an unprivileged one as root."""
-        if os.geteuid() != 0:
-            return pwd.getpwuid(os.geteuid())
-        for name in ("postgres", "nobody"):
-            with contextlib.suppress(KeyError):
-                return pwd.getpwnam(name)
-        raise ServiceError(
-            "running as root, and neither a `postgres` nor a `nobody` user exists to run "
-            f"PostgreSQL as (it refuses root): {INSTALL_HINT}"
-        )
-
-    def _as_user(self, user: pwd.struct_passwd) -> dict[str, Any]:
-        """Popen keyword arguments that run a command as ``user`` (nothing when it is us)."""
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "LANG": "C.UTF-8",
-            "LC_ALL": "C.UTF-8",
-            "HOME": user.pw_dir if os.path.isdir(user.pw_dir) else str(self.dir),
-        }
-        if user.pw_uid == os.geteuid():
-            return {"env": env}
-        return {"env": env, "user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
-
-    def _make_reachable(self, user: pwd.struct_passwd) -> None:
-        """Give ``user`` search (x) permission on every folder above ``data_dir`` it lacks.
-
-        Only needed as root (the server then runs as another user); ``o+x`` lets
-        others traverse, not list or read.
-        """
-        if user.pw_uid == os.geteuid():
-            return
-        for folder in [self.dir, *self.dir.parents]:
-            st = folder.stat()
-            if st.st_uid == user.pw_uid:
-                continue
-            if st.st_gid == user.pw_gid and st.st_mode & stat.S_IXGRP:
-                continue
-            if not st.st_mode & stat.S_IXOTH:
-                os.chmod(folder, stat.S_IMODE(st.st_mode) | stat.S_IXOTH)
-
-    def _own_dir(self, path: Path, user: pwd.struct_passwd) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        os.chmod(path, 0o700)
-        if user.pw_uid != os.geteuid():
-            os.chown(path, user.pw_uid, user.pw_gid)
-
-    def _write_as(self, path: Path, text: str, user: pwd.struct_passwd) -> None:
-        """Write a file the server reads (owned by its user, 0600)."""
-        write_private(path, text)
-        if user.pw_uid != os.geteuid():
-            os.chown(path, user.pw_uid, user.pw_gid)
 
     def _query_ok(self, timeout: float = 2.0) -> bool:
         """True if the server answers ``SELECT 1`` as the superuser over TCP."""
@@ -338,11 +290,11 @@ class PostgresService(LocalService[tuple[Path, pwd.struct_passwd]]):
     # -- cluster, roles, databases -----------------------------------------------
 
     def _initdb(self, bindir: Path, user: pwd.struct_passwd, superpass: str) -> None:
-        self._own_dir(self.data_dir, user)
-        self._own_dir(self.socket_dir, user)
+        own_dir(self.data_dir, user)
+        own_dir(self.socket_dir, user)
         # initdb reads the superuser's password from a file; it must be readable by `user`.
         pwfile = self.socket_dir / ".pwfile"
-        self._write_as(pwfile, superpass + "\n", user)
+        write_as(pwfile, superpass + "\n", user)
         cmd = [
             str(bindir / "initdb"),
             "-D",
@@ -365,7 +317,7 @@ class PostgresService(LocalService[tuple[Path, pwd.struct_passwd]]):
                 text=True,
                 timeout=300,
                 check=False,
-                **self._as_user(user),
+                **popen_as(user, self.dir),
             )
         except subprocess.TimeoutExpired as exc:
             raise ServiceError("initdb took over 300 s") from exc

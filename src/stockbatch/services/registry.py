@@ -15,6 +15,7 @@ from typing import Any
 
 from stockbatch.services.airflow import AirflowService, airflow_version
 from stockbatch.services.base import Service
+from stockbatch.services.elasticsearch import ELASTICSEARCH_VERSION, ElasticsearchService
 from stockbatch.services.kafka import KAFKA_VERSION, KafkaService
 from stockbatch.services.opensearch import OPENSEARCH_VERSION, OpenSearchService
 from stockbatch.services.postgresql import PostgresService
@@ -44,6 +45,13 @@ SERVICES: dict[str, ServiceSpec] = {
         description=f"OpenSearch {OPENSEARCH_VERSION} single node, plain HTTP on 127.0.0.1",
         factory=OpenSearchService,
         # No "port": the CLI's --port is Kafka's, and one port cannot serve both.
+    ),
+    "elasticsearch": ServiceSpec(
+        name="elasticsearch",
+        description=f"Elasticsearch {ELASTICSEARCH_VERSION} single node, plain HTTP on 127.0.0.1 "
+        "(security off; run as an unprivileged user when root)",
+        factory=ElasticsearchService,
+        # No "port", as for OpenSearch.
     ),
     "postgresql": ServiceSpec(
         name="postgresql",

@@ -7,8 +7,10 @@ import errno
 import fcntl
 import json
 import os
+import pwd
 import signal
 import socket
+import stat
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -205,3 +207,66 @@ def kill_process(
             os.kill(pid, signal.SIGKILL)
     if not wait_exit(pid, 10.0, proc):
         raise ServiceError(f"process {pid} survived SIGKILL for 10 s")
+
+
+# ----------------------------------------------------------------------------- OS users
+# PostgreSQL and Elasticsearch refuse to run as root: as root, they run as an
+# unprivileged user, and these helpers give that user what it needs.
+
+
+def server_user(what: str, hint: str) -> pwd.struct_passwd:
+    """Who runs a server that refuses root: the current user, or (as root) ``postgres``,
+    else ``nobody``. ``what`` and ``hint`` go into the error when neither exists."""
+    if os.geteuid() != 0:
+        return pwd.getpwuid(os.geteuid())
+    for name in ("postgres", "nobody"):
+        with contextlib.suppress(KeyError):
+            return pwd.getpwnam(name)
+    raise ServiceError(
+        f"running as root, and neither a `postgres` nor a `nobody` user exists to run "
+        f"{what} as (it refuses root): {hint}"
+    )
+
+
+def popen_as(user: pwd.struct_passwd, home: Path) -> dict[str, Any]:
+    """Popen keyword arguments that run a command as ``user`` (nothing when it is us);
+    ``home`` is its HOME when the user has none."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "HOME": user.pw_dir if os.path.isdir(user.pw_dir) else str(home),
+    }
+    if user.pw_uid == os.geteuid():
+        return {"env": env}
+    return {"env": env, "user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+
+
+def make_reachable(folder: Path, user: pwd.struct_passwd) -> None:
+    """Give ``user`` search (x) permission on ``folder`` and every folder above it that
+    it lacks. Only needed as root; ``o+x`` lets others traverse, not list or read."""
+    if user.pw_uid == os.geteuid():
+        return
+    for f in [folder, *folder.parents]:
+        st = f.stat()
+        if st.st_uid == user.pw_uid:
+            continue
+        if st.st_gid == user.pw_gid and st.st_mode & stat.S_IXGRP:
+            continue
+        if not st.st_mode & stat.S_IXOTH:
+            os.chmod(f, stat.S_IMODE(st.st_mode) | stat.S_IXOTH)
+
+
+def own_dir(path: Path, user: pwd.struct_passwd) -> None:
+    """A private folder (0700) owned by ``user``."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+    if user.pw_uid != os.geteuid():
+        os.chown(path, user.pw_uid, user.pw_gid)
+
+
+def write_as(path: Path, text: str, user: pwd.struct_passwd) -> None:
+    """Write a file a server reads (owned by its user, 0600)."""
+    write_private(path, text)
+    if user.pw_uid != os.geteuid():
+        os.chown(path, user.pw_uid, user.pw_gid)
