@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from stockbatch.services.jvm import (
     cache_root,
     find_mvn,
     log4j2_rolling_file,
+    maven_resolve,
 )
 from stockbatch.services.opensearch import cluster_health, probe_opensearch
 from stockbatch.services.system import (
@@ -85,29 +85,9 @@ def ensure_elasticsearch(*, version: str = ELASTICSEARCH_VERSION, root: Path | N
             return home
         mvn = find_mvn(f"Elasticsearch {version}", home)
         tmp = base / f"download.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        cmd = [
-            mvn,
-            "-B",
-            "-q",
-            "-Dstyle.color=never",
-            "-f",
-            str(POM),
-            f"-Delasticsearch.version={version}",
-            "dependency:copy-dependencies",
-            f"-DoutputDirectory={tmp}",
-        ]
-        try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, check=False)
-        except subprocess.TimeoutExpired as exc:
-            raise ServiceError(f"Maven did not resolve {ARTIFACT}:{version} within 20 min") from exc
         archive = tmp / f"elasticsearch-{version}.zip"
-        if done.returncode != 0 or not archive.exists():
-            output = "\n".join((done.stdout + done.stderr).splitlines()[-30:])
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise ServiceError(
-                f"Maven could not resolve {ARTIFACT}:{version} (exit {done.returncode}):\n{output}"
-            )
+        coordinates = f"{ARTIFACT}:{version}"
+        maven_resolve(mvn, POM, "elasticsearch.version", version, coordinates, tmp, archive.name)
         unpacked = tmp / "unpacked"
         try:
             _unzip(archive, unpacked)

@@ -111,6 +111,42 @@ def find_mvn(what: str, libs: Path) -> str:
     return mvn
 
 
+def maven_resolve(
+    mvn: str,
+    pom: Path,
+    version_property: str,
+    version: str,
+    coordinates: str,
+    out: Path,
+    expected: str,
+) -> None:
+    """``mvn dependency:copy-dependencies`` of ``pom`` into a fresh ``out``; a
+    ServiceError with Maven's last lines unless ``out/expected`` came out (``out`` is
+    then removed)."""
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [
+        mvn,
+        "-B",
+        "-q",
+        "-Dstyle.color=never",
+        "-f",
+        str(pom),
+        f"-D{version_property}={version}",
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={out}",
+    ]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise ServiceError(f"Maven did not resolve {coordinates} within 20 min") from exc
+    if done.returncode != 0 or not (out / expected).exists():
+        output = "\n".join((done.stdout + done.stderr).splitlines()[-30:])
+        shutil.rmtree(out, ignore_errors=True)
+        raise ServiceError(
+            f"Maven could not resolve {coordinates} (exit {done.returncode}):\n{output}"
+        )
+
+
 def copy_dependencies(
     mvn: str, pom: Path, version_property: str, version: str, artifact: str, libs: Path
 ) -> None:
@@ -121,31 +157,9 @@ def copy_dependencies(
     place, so a failed or interrupted run never leaves a half ``libs``. Call it under a
     file lock of the cache folder (one process downloads).
     """
-    coordinates = f"{artifact}:{version}"
     tmp = libs.parent / f"libs.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    cmd = [
-        mvn,
-        "-B",
-        "-q",
-        "-Dstyle.color=never",
-        "-f",
-        str(pom),
-        f"-D{version_property}={version}",
-        "dependency:copy-dependencies",
-        f"-DoutputDirectory={tmp}",
-    ]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise ServiceError(f"Maven did not resolve {coordinates} within 20 min") from exc
-    main_jar = tmp / f"{artifact.rsplit(':', 1)[1]}-{version}.jar"
-    if done.returncode != 0 or not main_jar.exists():
-        output = "\n".join((done.stdout + done.stderr).splitlines()[-30:])
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise ServiceError(
-            f"Maven could not resolve {coordinates} (exit {done.returncode}):\n{output}"
-        )
+    main_jar = f"{artifact.rsplit(':', 1)[1]}-{version}.jar"
+    maven_resolve(mvn, pom, version_property, version, f"{artifact}:{version}", tmp, main_jar)
     shutil.rmtree(libs, ignore_errors=True)
     tmp.rename(libs)
     jars = sorted(p.name for p in libs.glob("*.jar"))
