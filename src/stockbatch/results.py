@@ -204,7 +204,7 @@ class LoadResult:
             return line
         if self.search_stale:
             return (
-                f"{line}\nsearch: index is STALE, OpenSearch was not reachable "
+                f"{line}\nsearch: index is STALE, the search node was not reachable "
                 f"({self.search.get('reason')}); the warehouse is up to date. Run "
                 "`stockbatch load --search-only` once it is back."
             )

@@ -19,7 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 Engine = Literal["polars", "spark"]
 Transport = Literal["direct", "kafka"]
 WarehouseKind = Literal["sqlite", "postgresql"]
-SearchKind = Literal["none", "opensearch"]
+SearchKind = Literal["none", "opensearch", "elasticsearch"]
 
 DEFAULT_SOURCE_PRIORITY = ["yahoo", "kaggle-nasdaq", "kaggle-huge", "kaggle-sp500"]
 
@@ -117,16 +117,30 @@ class WarehouseSettings(BaseModel):
 
 
 class SearchSettings(BaseModel):
-    """The search index (OpenSearch): where it is and how the pipeline loads it.
+    """The search index (OpenSearch or Elasticsearch): where it is and how the pipeline
+    loads it.
 
-    ``url`` unset means: use the node that ``stockbatch services up opensearch``
+    ``url`` unset means: use the node that ``stockbatch services up <kind>``
     recorded under ``$STOCKBATCH_HOME`` (explicit settings win).
     """
 
-    kind: SearchKind = "none"
-    url: str | None = Field(None, description="http(s)://host:port of the OpenSearch node.")
+    kind: SearchKind = Field(
+        "none",
+        description="none (SQL search in the warehouse), opensearch or elasticsearch.",
+    )
+    url: str | None = Field(
+        None, description="http(s)://host:port of the search node (or the cluster's endpoint)."
+    )
     username: str | None = Field(None, description="HTTP basic user (a secured cluster).")
     password: SecretStr | None = Field(None, description="HTTP basic password.")
+    api_key: SecretStr | None = Field(
+        None,
+        description="Elasticsearch API key (the encoded id:key, as Kibana shows it); "
+        "instead of username/password.",
+    )
+    ca_file: Path | None = Field(
+        None, description="PEM file of the CA that signed the cluster's certificate (https)."
+    )
     verify_certs: bool = Field(True, description="Verify TLS certificates (https URLs).")
     index_prefix: str = Field(
         "stockbatch",

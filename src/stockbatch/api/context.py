@@ -47,17 +47,19 @@ class ApiContext:
 
     @property
     def search_kind(self) -> str:
-        """``opensearch`` when configured, else ``sql`` (the warehouse fallback)."""
-        return "opensearch" if self.settings.search.kind == "opensearch" else "sql"
+        """``opensearch`` or ``elasticsearch`` when configured, else ``sql`` (the
+        warehouse fallback)."""
+        kind = self.settings.search.kind
+        return "sql" if kind == "none" else kind
 
     def search_client(self) -> Any:
-        """The OpenSearch client (made once), or None when not configured.
+        """The search backend (made once), or None when not configured.
 
         Raises ``SearchUnavailable`` when the node does not answer; after a failure,
         for ``SEARCH_RETRY_S`` seconds without trying again (each try can take the
         5 s connect timeout, which every autocomplete keystroke would wait for).
         """
-        if self.search_kind != "opensearch":
+        if self.search_kind == "sql":
             return None
         from stockbatch import search
 

@@ -137,9 +137,10 @@ def _bulk(who: Principal, symbols: list[str] | None, what: str) -> None:
 
 
 def _search_instruments(ctx: ApiContext, text: str, limit: int) -> tuple[pa.Table, str]:
-    """Instruments matching ``text`` and what answered: OpenSearch when configured and
-    reachable, else the warehouse's SQL search (same columns, same ranking rules)."""
-    if ctx.search_kind == "opensearch":
+    """Instruments matching ``text`` and what answered: the search engine when
+    configured and reachable, else the warehouse's SQL search (same columns, same
+    ranking rules)."""
+    if ctx.search_kind != "sql":
         from stockbatch.search import SearchError
         from stockbatch.search import queries as search_queries
 
@@ -156,7 +157,7 @@ def _search_instruments(ctx: ApiContext, text: str, limit: int) -> tuple[pa.Tabl
                 [{k: h.get(k) for k in schema.INSTRUMENTS.names} for h in hits],
                 schema=schema.INSTRUMENTS,
             )
-            return table, "opensearch"
+            return table, ctx.search_kind
     return queries.instruments(ctx.reader, search=text, limit=limit), "sql"
 
 

@@ -85,7 +85,8 @@ class InstrumentsPage(BaseModel):
     items: list[Instrument]
     next_cursor: str | None = NEXT
     search: str = Field(
-        description="What answered: `opensearch`, or `sql` (the warehouse: no node configured, "
+        description="What answered: `opensearch`, `elasticsearch`, or `sql` (the warehouse: "
+        "no node configured, "
         "or the node unreachable / not loaded)."
     )
 
@@ -260,7 +261,8 @@ class Ready(BaseModel):
     ready: bool = Field(description="The warehouse answers and holds loaded data.")
     warehouse: dict[str, Any] = Field(description="`ok`, `error`, row counts.")
     search: dict[str, Any] = Field(
-        description="`kind` (opensearch or sql), `state` (ok, stale, unavailable), reason."
+        description="`kind` (opensearch, elasticsearch or sql), `state` (ok, stale, "
+        "unavailable), reason."
     )
     last_success: dict[str, Any] | None = Field(
         None, description="The newest succeeded run: `run_id`, `finished_at`, `age_hours`."

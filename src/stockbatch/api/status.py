@@ -44,12 +44,13 @@ def readiness(ctx: ApiContext) -> dict[str, Any]:
 
 
 def search_status(ctx: ApiContext) -> dict[str, Any]:
-    """``kind`` (opensearch or sql), ``state`` (ok, stale, unavailable, off) and why."""
-    if ctx.search_kind != "opensearch":
+    """``kind`` (opensearch, elasticsearch or sql), ``state`` (ok, stale, unavailable,
+    off) and why."""
+    if ctx.search_kind == "sql":
         return {"kind": "sql", "state": "off", "reason": "no search node configured: SQL search"}
     from stockbatch.search.sync import search_state
 
-    out: dict[str, Any] = {"kind": "opensearch"}
+    out: dict[str, Any] = {"kind": ctx.search_kind}
     try:
         from stockbatch.search import queries as search_queries
 

@@ -73,7 +73,10 @@ WarehouseOpt = Annotated[
     typer.Option("--warehouse", help="sqlite | postgresql (env STOCKBATCH_WAREHOUSE__KIND)."),
 ]
 SearchOpt = Annotated[
-    str | None, typer.Option("--search", help="none | opensearch (env STOCKBATCH_SEARCH__KIND).")
+    str | None,
+    typer.Option(
+        "--search", help="none | opensearch | elasticsearch (env STOCKBATCH_SEARCH__KIND)."
+    ),
 ]
 AsOfOpt = Annotated[
     str | None,

@@ -259,7 +259,7 @@ def load(
         bool,
         typer.Option(
             "--search-only",
-            help="Only bring the search index up to date (after OpenSearch was down).",
+            help="Only bring the search index up to date (after the search node was down).",
         ),
     ] = False,
     home: HomeOpt = None,

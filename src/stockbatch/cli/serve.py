@@ -30,7 +30,9 @@ def serve(
     warehouse: WarehouseOpt = None,
     search: Annotated[
         str | None,
-        typer.Option("--search", help="none | opensearch (env STOCKBATCH_SEARCH__KIND)."),
+        typer.Option(
+            "--search", help="none | opensearch | elasticsearch (env STOCKBATCH_SEARCH__KIND)."
+        ),
     ] = None,
 ) -> None:
     """Serve the REST API (/api/v1) and the dashboard (/) until Ctrl-C.

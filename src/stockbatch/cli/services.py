@@ -26,8 +26,8 @@ from stockbatch.services.system import ServiceError
 
 app = typer.Typer(
     name="services",
-    help="Provision and run real services (Kafka, PostgreSQL, OpenSearch, Airflow) on 127.0.0.1, "
-    "data under STOCKBATCH_HOME.",
+    help="Provision and run real services (Kafka, PostgreSQL, OpenSearch, Elasticsearch, "
+    "Airflow) on 127.0.0.1, data under STOCKBATCH_HOME.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

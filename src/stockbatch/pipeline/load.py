@@ -44,8 +44,8 @@ def load(
     if search_only:
         if settings.search.kind == "none":
             raise PipelineError(
-                "--search-only needs a search backend: --search opensearch "
-                "(or STOCKBATCH_SEARCH__KIND=opensearch)."
+                "--search-only needs a search backend: --search opensearch|elasticsearch "
+                "(or STOCKBATCH_SEARCH__KIND)."
             )
         result.warehouse_skipped = True
     else:

@@ -38,13 +38,17 @@ def check_backends(settings: Settings) -> None:
                 "openjdk-17-jre-headless) or set JAVA_HOME."
             )
     resolve_urls(settings)  # PostgreSQL: explicit or recorded by `services up`
-    if settings.search.kind == "opensearch":
+    if settings.search.kind != "none":
         import importlib.util
 
-        if importlib.util.find_spec("opensearchpy") is None:
+        module, extra = {
+            "opensearch": ("opensearchpy", "opensearch"),
+            "elasticsearch": ("elasticsearch", "elasticsearch"),
+        }[settings.search.kind]
+        if importlib.util.find_spec(module) is None:
             raise PipelineError(
-                "search=opensearch needs opensearch-py: install the opensearch extra "
-                "(scripts/setup.sh does)."
+                f"search={settings.search.kind} needs its client: install the {extra} "
+                "extra (scripts/setup.sh does)."
             )
     if missing:
         raise PipelineError(

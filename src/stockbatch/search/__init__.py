@@ -1,6 +1,9 @@
-"""The search side of stockbatch: one interface to OpenSearch (``opensearch-py``).
+"""The search side of stockbatch: one interface, two engines — OpenSearch
+(``opensearch-py``) and Elasticsearch (``elasticsearch`` 8.x), chosen by
+``search.kind``.
 
-- :func:`connect` / :func:`connect_settings`: a checked client, or
+- :func:`connect` / :func:`connect_settings`: a checked
+  :class:`~stockbatch.search.backend.SearchBackend`, or
   :class:`SearchUnavailable` (one line) when no node answers in bounded time.
 - :func:`sync_search`: load gold into fresh indices and swap the aliases
   atomically; skipped when the live index already holds this content
@@ -9,10 +12,12 @@
   the queries of the API and the dashboard.
 
 Index templates and mappings: :mod:`stockbatch.search.indices`. The local node:
-``stockbatch services up opensearch`` (:mod:`stockbatch.services.opensearch`).
+``stockbatch services up opensearch|elasticsearch`` (:mod:`stockbatch.services`).
 """
 
 from stockbatch.search.client import (
+    IndexMissing,
+    SearchBackend,
     SearchError,
     SearchUnavailable,
     connect,
@@ -35,6 +40,8 @@ __all__ = [
     "TEMPLATE_VERSION",
     "Dataset",
     "IndexLoadStats",
+    "IndexMissing",
+    "SearchBackend",
     "SearchError",
     "SearchLoadStats",
     "SearchUnavailable",

@@ -1,4 +1,5 @@
-"""Connecting to OpenSearch, and the errors every search function raises.
+"""Connecting to the search node (OpenSearch or Elasticsearch), and the errors every
+search function raises.
 
 Every public function of :mod:`stockbatch.search` turns "the node cannot be
 reached" (refused, reset, timed out) into :class:`SearchUnavailable`, so a caller
@@ -7,117 +8,112 @@ reached" (refused, reset, timed out) into :class:`SearchUnavailable`, so a calle
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from opensearchpy import OpenSearch
-from opensearchpy.exceptions import ConnectionError as OSConnectionError
-from opensearchpy.exceptions import TransportError
+from stockbatch.search.backend import (
+    BACKENDS,
+    LABELS,
+    IndexMissing,
+    SearchBackend,
+    SearchError,
+    SearchUnavailable,
+    hint,
+)
 
 if TYPE_CHECKING:
     from stockbatch.settings import Settings
 
-_HINT = "start one with `stockbatch services up opensearch` or set STOCKBATCH_SEARCH__URL"
-
-
-class SearchError(RuntimeError):
-    """A search operation failed (the message says which and why)."""
-
-
-class SearchUnavailable(SearchError):
-    """The OpenSearch node cannot be reached within a bounded time (one-line message)."""
-
-
-def _url_of(client: OpenSearch) -> str:
-    with contextlib.suppress(Exception):
-        conn = client.transport.connection_pool.connections[0]
-        return str(conn.host)
-    return "OpenSearch"
-
-
-@contextlib.contextmanager
-def unavailable_as_error(client: OpenSearch) -> Iterator[None]:
-    """Re-raise connection failures (refused, reset, timeout) as :class:`SearchUnavailable`."""
-    try:
-        yield
-    except OSConnectionError as exc:  # ConnectionTimeout is a subclass
-        reason = type(exc.info).__name__ if exc.info is not None else type(exc).__name__
-        raise SearchUnavailable(
-            f"OpenSearch at {_url_of(client)} is unreachable ({reason}): {_HINT}"
-        ) from exc
+__all__ = [
+    "IndexMissing",
+    "SearchBackend",
+    "SearchError",
+    "SearchUnavailable",
+    "connect",
+    "connect_settings",
+    "health",
+]
 
 
 def connect(
     url: str,
     timeout: float = 10.0,
     *,
+    kind: str = "opensearch",
     username: str | None = None,
     password: str | None = None,
+    api_key: str | None = None,
+    ca_file: str | None = None,
     verify_certs: bool = True,
     pool_size: int = 4,
-) -> OpenSearch:
-    """A client for the node at ``url``, checked to answer ``GET /_cluster/health``.
+) -> SearchBackend:
+    """A backend of ``kind`` for the node at ``url``, checked to answer
+    ``GET /_cluster/health``.
 
     ``timeout`` bounds both each later request and this check: a node that does not
     answer within ``timeout`` s (retried every 0.25 s meanwhile, so a node still
     starting gets its chance) raises :class:`SearchUnavailable`. ``pool_size`` is the
     number of HTTP connections kept (at least the bulk load's thread count).
+    ``api_key`` is Elasticsearch's (``username``/``password`` work on both).
     """
-    auth = (username, password) if username is not None and password is not None else None
-    client = OpenSearch(
-        hosts=[url],
-        http_auth=auth,
-        verify_certs=verify_certs,
+    if kind not in BACKENDS:
+        raise SearchError(f"unknown search kind {kind!r}: opensearch or elasticsearch")
+    backend = BACKENDS[kind].connect(
+        url,
         timeout=timeout,
-        # Failures surface at once: the deadline below and the caller's retries own retrying.
-        max_retries=0,
-        retry_on_timeout=False,
-        pool_maxsize=max(1, pool_size),
+        username=username,
+        password=password,
+        api_key=api_key,
+        ca_file=ca_file,
+        verify_certs=verify_certs,
+        pool_size=pool_size,
     )
     deadline = time.monotonic() + timeout
-    last: Exception | None = None
+    last: SearchError | None = None
     while True:
         remaining = deadline - time.monotonic()
         try:
-            client.cluster.health(request_timeout=max(0.2, min(remaining, 5.0)))
-            return client
-        except OSConnectionError as exc:
-            last = exc
-        except TransportError as exc:  # answered, but not healthily (e.g. 503 while starting)
+            backend.health(timeout=max(0.2, min(remaining, 5.0)))
+            return backend
+        except SearchError as exc:  # unreachable, or not healthy yet (503 while starting)
             last = exc
         if time.monotonic() + 0.25 >= deadline:
             break
         time.sleep(0.25)
-    reason = type(getattr(last, "info", None) or last).__name__
+    backend.close()
+    cause = last.__cause__ if last is not None and last.__cause__ is not None else last
+    if isinstance(last, SearchUnavailable):
+        reason = str(last).split(" is unreachable (", 1)[-1].split(")", 1)[0]
+    else:
+        reason = str(cause).splitlines()[0][:200] if cause else "no answer"
     raise SearchUnavailable(
-        f"OpenSearch at {url} did not answer within {timeout:g} s ({reason}): {_HINT}"
+        f"{LABELS[kind]} at {url} did not answer within {timeout:g} s ({reason}): {hint(kind)}"
     )
 
 
-def connect_settings(settings: Settings, timeout: float | None = None) -> OpenSearch:
+def connect_settings(settings: Settings, timeout: float | None = None) -> SearchBackend:
     """:func:`connect` to the node of ``settings`` (explicit URL, else the one recorded
-    by ``stockbatch services up opensearch``); :class:`SearchUnavailable` if there is none."""
+    by ``stockbatch services up <kind>``); :class:`SearchUnavailable` if there is none."""
     from stockbatch.services.endpoints import effective_search_url
 
     search = settings.search
+    kind = search.kind if search.kind != "none" else "opensearch"
     url = effective_search_url(settings)
     if not url:
-        raise SearchUnavailable(f"no OpenSearch URL is configured or recorded: {_HINT}")
-    password = search.password.get_secret_value() if search.password else None
+        raise SearchUnavailable(f"no {LABELS[kind]} URL is configured or recorded: {hint(kind)}")
     return connect(
         url,
         timeout=timeout if timeout is not None else search.timeout_s,
+        kind=kind,
         username=search.username,
-        password=password,
+        password=search.password.get_secret_value() if search.password else None,
+        api_key=search.api_key.get_secret_value() if search.api_key else None,
+        ca_file=str(search.ca_file) if search.ca_file else None,
         verify_certs=search.verify_certs,
         pool_size=search.bulk_threads + 1,
     )
 
 
-def health(client: OpenSearch) -> dict[str, Any]:
+def health(backend: SearchBackend) -> dict[str, Any]:
     """``GET /_cluster/health`` (:class:`SearchUnavailable` when unreachable)."""
-    with unavailable_as_error(client):
-        result: dict[str, Any] = client.cluster.health()
-        return result
+    return backend.health()

@@ -16,12 +16,13 @@ silently guessed type.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
 from stockbatch import schema
 
-TEMPLATE_VERSION = 1
+TEMPLATE_VERSION = 2
 """Bump when a mapping or analysis setting changes: part of every index's content hash,
 so the next load rebuilds the indices instead of calling them unchanged."""
 
@@ -76,73 +77,44 @@ def _double(names: tuple[str, ...] | list[str]) -> dict[str, Any]:
     return {n: {"type": "double"} for n in names}
 
 
-# Symbols and names: `symbol.prefix` holds every prefix of the lower-cased ticker (one
-# token: "brk-b" -> b, br, brk, brk-, brk-b); `name.prefix` every prefix of every word
-# ("Apple Inc." -> a, ap, ... inc). Queries use the plain analyzers, so a query is
-# never n-grammed itself. asciifolding: "Nestle" finds "Nestlé".
-_INSTRUMENT_ANALYSIS = {
-    "analysis": {
-        "filter": {
-            "prefix_edge": {"type": "edge_ngram", "min_gram": 1, "max_gram": 20},
-        },
-        "normalizer": {
-            "folded": {"type": "custom", "filter": ["lowercase", "asciifolding"]},
-        },
-        "analyzer": {
-            "symbol_prefix": {
-                "type": "custom",
-                "tokenizer": "keyword",
-                "filter": ["lowercase", "asciifolding", "prefix_edge"],
-            },
-            "symbol_search": {
-                "type": "custom",
-                "tokenizer": "keyword",
-                "filter": ["lowercase", "asciifolding"],
-            },
-            "name_text": {
-                "type": "custom",
-                "tokenizer": "standard",
-                "filter": ["lowercase", "asciifolding"],
-            },
-            "name_prefix": {
-                "type": "custom",
-                "tokenizer": "standard",
-                "filter": ["lowercase", "asciifolding", "prefix_edge"],
-            },
-        },
-    }
-}
+def fold(text: str) -> str:
+    """Lower case without accents (``"Société"`` -> ``"societe"``): what the instrument
+    index stores in ``name_folded`` and what a query is folded to before matching it.
 
+    Done here rather than by an ``asciifolding`` filter because Elastic's minimal
+    distribution has no ``analysis-common`` module (docs/design/search-backends.md).
+    """
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).lower()
+
+
+# Symbols and names, with mappings both engines accept without analysis plugins:
+# `symbol` is a plain keyword, matched by case-insensitive term and prefix queries (no
+# normalizer: Elasticsearch 8.19 indexes a normalized keyword sub-field still
+# JSON-escaped). `name_folded` is the folded name (see fold()) with index_prefixes, so
+# "gen" finds "Générale" fast without edge n-grams; it is never returned (_source
+# excludes it), so a hit is the instrument row as it was loaded.
 INSTRUMENTS = Dataset(
     name="instruments",
-    settings=_INSTRUMENT_ANALYSIS,
+    settings={},
     mappings={
         "dynamic": "strict",
+        "_source": {"excludes": ["name_folded"]},
         "properties": {
-            "symbol": {
-                "type": "keyword",
-                "fields": {
-                    "folded": {"type": "keyword", "normalizer": "folded"},
-                    "prefix": {
-                        "type": "text",
-                        "analyzer": "symbol_prefix",
-                        "search_analyzer": "symbol_search",
-                    },
-                },
-            },
+            "symbol": {"type": "keyword"},
             "name": {
                 "type": "text",
-                "analyzer": "name_text",
+                "analyzer": "standard",
                 "fields": {
-                    "prefix": {
-                        "type": "text",
-                        "analyzer": "name_prefix",
-                        "search_analyzer": "name_text",
-                    },
                     # Exact name for sorting and terms aggregations; a name past 1,024
                     # characters is still stored and full-text searchable, just not here.
                     "raw": {"type": "keyword", "ignore_above": 1024},
                 },
+            },
+            "name_folded": {
+                "type": "text",
+                "analyzer": "standard",
+                "index_prefixes": {"min_chars": 1, "max_chars": 19},
             },
             "exchange": {"type": "keyword"},
             "is_etf": {"type": "boolean"},

@@ -1,4 +1,4 @@
-"""Loading gold into OpenSearch: fresh index, bulk load, atomic alias swap.
+"""Loading gold into the search engine: fresh index, bulk load, atomic alias swap.
 
 For each dataset (:data:`stockbatch.search.indices.DATASETS`) :func:`sync_search`
 
@@ -16,8 +16,11 @@ For each dataset (:data:`stockbatch.search.indices.DATASETS`) :func:`sync_search
    one just replaced when ``keep_previous`` (one step of rollback).
 
 Documents are encoded to JSON by Polars (vectorised, in Rust) and handed to
-``opensearchpy.helpers.streaming_bulk`` already serialised; 429 rejections are
-retried with exponential back-off. Several ``_bulk`` requests are in flight at
+the backend's bulk helper (``streaming_bulk`` of ``opensearch-py`` or
+``elasticsearch``) already serialised; 429 rejections are retried with
+exponential back-off. Every call goes through a
+:class:`~stockbatch.search.backend.SearchBackend`, so the same code loads
+OpenSearch and Elasticsearch. Several ``_bulk`` requests are in flight at
 once (``threads``): measured on 2 cores, 2 threads load ~1.5x faster than one
 (the client encodes the next request while the node indexes the last one).
 """
@@ -38,13 +41,9 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 import pyarrow.ipc as ipc
-from opensearchpy import OpenSearch
-from opensearchpy.exceptions import ConnectionError as OSConnectionError
-from opensearchpy.exceptions import NotFoundError, TransportError
-from opensearchpy.helpers import streaming_bulk
 
 from stockbatch import schema
-from stockbatch.search.client import SearchError, unavailable_as_error
+from stockbatch.search.backend import Action, SearchBackend, SearchError
 from stockbatch.search.indices import (
     DAILY_BARS,
     DAILY_FEATURE_FIELDS,
@@ -53,6 +52,7 @@ from stockbatch.search.indices import (
     QUARTERLY,
     TEMPLATE_VERSION,
     Dataset,
+    fold,
 )
 from stockbatch.settings import SearchSettings
 
@@ -60,7 +60,7 @@ META_KEY = "stockbatch"
 """Key of stockbatch's record in each index's mapping ``_meta``."""
 
 MAX_ID_BYTES = 512
-"""OpenSearch's limit on a document ``_id``."""
+"""The engines' limit on a document ``_id`` (OpenSearch and Elasticsearch alike)."""
 
 LOAD_SETTINGS: dict[str, Any] = {
     "refresh_interval": "-1",
@@ -75,10 +75,7 @@ SERVE_SETTINGS: dict[str, Any] = {
     "translog.durability": "request",
     "translog.sync_interval": "5s",
 }
-"""What :data:`LOAD_SETTINGS` are set back to (OpenSearch's defaults) before the swap."""
-
-Action = tuple[str, str]
-"""One bulk item, serialised: the action line and the document line."""
+"""What :data:`LOAD_SETTINGS` are set back to (the engines' defaults) before the swap."""
 
 
 @dataclass
@@ -141,7 +138,7 @@ def _actions(frame: pl.DataFrame, id_expr: pl.Expr, columns: list[str]) -> list[
     ids = frame.select(id_expr.alias("_id"))["_id"]
     long_ids = ids.str.len_bytes() > MAX_ID_BYTES
     if long_ids.any():
-        # OpenSearch refuses ids over 512 bytes (the whole request, not one item):
+        # The engines refuse ids over 512 bytes (the whole request, not one item):
         # such a key gets its SHA-256 instead, still deterministic.
         ids = pl.Series(
             "_id",
@@ -159,10 +156,14 @@ def _actions(frame: pl.DataFrame, id_expr: pl.Expr, columns: list[str]) -> list[
 
 
 def instrument_actions(instruments: pa.Table) -> list[Action]:
-    """Bulk items of the instruments (``_id`` = symbol)."""
+    """Bulk items of the instruments (``_id`` = symbol), with ``name_folded`` (the name
+    through :func:`~stockbatch.search.indices.fold`) for accent-blind matching."""
     frame = pl.from_arrow(instruments.select(schema.INSTRUMENTS.names))
     assert isinstance(frame, pl.DataFrame)
-    return _actions(frame, pl.col("symbol"), list(schema.INSTRUMENTS.names))
+    # A small table (one row per symbol): a Python pass is cheap and exactly fold().
+    folded = [None if n is None else fold(n) for n in frame["name"].to_list()]
+    frame = frame.with_columns(pl.Series("name_folded", folded, dtype=pl.String))
+    return _actions(frame, pl.col("symbol"), [*schema.INSTRUMENTS.names, "name_folded"])
 
 
 def quarterly_actions(quarterly: pa.Table, instruments: pa.Table) -> list[Action]:
@@ -189,13 +190,8 @@ def daily_actions(path: Path) -> list[Action]:
 # ----------------------------------------------------------------------------- bulk
 
 
-def _as_is(item: Action) -> Action:
-    # The items are already JSON: the client's serializer passes strings through.
-    return item
-
-
 def bulk_index(
-    client: OpenSearch,
+    backend: SearchBackend,
     index: str,
     batches: Iterable[list[Action]],
     *,
@@ -208,41 +204,16 @@ def bulk_index(
     """Index every item of ``batches`` into ``index``; returns the number indexed.
 
     Each batch is cut into ``_bulk`` requests of ``chunk_docs`` documents; up to
-    ``threads`` requests run at once, each through ``streaming_bulk`` (429
+    ``threads`` requests run at once, each through the backend's bulk helper (429
     rejections retried ``max_retries`` times, back-off doubling from
     ``initial_backoff`` s). Raises :class:`SearchError` on any document that still
     failed, with the first reasons.
     """
 
     def send(chunk: list[Action]) -> tuple[int, list[dict[str, Any]]]:
-        try:
-            return _send(chunk)
-        except OSConnectionError:
-            raise  # SearchUnavailable, via the caller's unavailable_as_error
-        except TransportError as exc:  # the whole request refused (e.g. 400, 429 past retries)
-            raise SearchError(
-                f"OpenSearch refused a _bulk request to {index}: {str(exc)[:500]}"
-            ) from exc
-
-    def _send(chunk: list[Action]) -> tuple[int, list[dict[str, Any]]]:
-        failures = [
-            info
-            for ok, info in streaming_bulk(
-                client,
-                chunk,
-                chunk_size=len(chunk),
-                expand_action_callback=_as_is,
-                raise_on_error=False,
-                max_retries=max_retries,
-                initial_backoff=initial_backoff,  # type: ignore[arg-type]
-                max_backoff=30,
-                yield_ok=False,
-                index=index,
-                request_timeout=timeout,
-            )
-            if not ok
-        ]
-        return len(chunk) - len(failures), failures
+        return backend.bulk(
+            index, chunk, max_retries=max_retries, initial_backoff=initial_backoff, timeout=timeout
+        )
 
     def chunks() -> Iterator[list[Action]]:
         for batch in batches:
@@ -327,50 +298,32 @@ def fingerprints(
 # ----------------------------------------------------------------------------- indices
 
 
-def ensure_templates(client: OpenSearch, prefix: str = "stockbatch", replicas: int = 0) -> None:
+def ensure_templates(backend: SearchBackend, prefix: str = "stockbatch", replicas: int = 0) -> None:
     """Create or update the index template of every dataset (idempotent)."""
-    with unavailable_as_error(client):
-        for ds in DATASETS:
-            client.indices.put_index_template(
-                name=ds.alias(prefix), body=ds.template(prefix, replicas)
-            )
+    for ds in DATASETS:
+        backend.put_index_template(ds.alias(prefix), ds.template(prefix, replicas))
 
 
-def alias_targets(client: OpenSearch, alias: str) -> list[str]:
-    """The indices ``alias`` points at ([] when the alias does not exist)."""
-    try:
-        found: dict[str, Any] = client.indices.get_alias(name=alias)
-    except NotFoundError:
-        return []
-    return sorted(found)
-
-
-def index_meta(client: OpenSearch, index: str) -> dict[str, Any]:
+def index_meta(backend: SearchBackend, index: str) -> dict[str, Any]:
     """stockbatch's record in the mapping ``_meta`` of ``index`` ({} if none)."""
-    mapping = client.indices.get_mapping(index=index)
-    meta: dict[str, Any] = mapping.get(index, {}).get("mappings", {}).get("_meta", {})
-    record = meta.get(META_KEY, {})
+    meta = backend.mapping(index).get("_meta", {})
+    record = meta.get(META_KEY, {}) if isinstance(meta, dict) else {}
     return record if isinstance(record, dict) else {}
 
 
-def doc_count(client: OpenSearch, index: str) -> int:
-    """Searchable documents in ``index`` (after its last refresh)."""
-    return int(client.count(index=index)["count"])
-
-
-def _unchanged(client: OpenSearch, live: list[str], fingerprint: str) -> tuple[str, int] | None:
+def _unchanged(backend: SearchBackend, live: list[str], fingerprint: str) -> tuple[str, int] | None:
     if len(live) != 1:
         return None
-    meta = index_meta(client, live[0])
+    meta = index_meta(backend, live[0])
     if meta.get("fingerprint") != fingerprint:
         return None
-    count = doc_count(client, live[0])
+    count = backend.count(live[0])
     # A hash match on an index that lost documents (manual deletes) is not "unchanged".
     return (live[0], count) if count == meta.get("docs") else None
 
 
 def _load_dataset(
-    client: OpenSearch,
+    backend: SearchBackend,
     ds: Dataset,
     batches: Iterable[list[Action]],
     *,
@@ -388,8 +341,8 @@ def _load_dataset(
     """Unchanged: skip. Otherwise a fresh index, filled and checked, then the alias swap."""
     started = time.perf_counter()
     alias = ds.alias(prefix)
-    live = alias_targets(client, alias)
-    same = _unchanged(client, live, fingerprint)
+    live = backend.alias_targets(alias)
+    same = _unchanged(backend, live, fingerprint)
     if same is not None:
         return IndexLoadStats(
             alias=alias,
@@ -398,10 +351,10 @@ def _load_dataset(
             skipped_unchanged=True,
             seconds=time.perf_counter() - started,
         )
-    index, meta = _fresh_index(client, ds, prefix, run_id, fingerprint, live)
+    index, meta = _fresh_index(backend, ds, prefix, run_id, fingerprint, live)
     try:
         indexed = bulk_index(
-            client,
+            backend,
             index,
             batches,
             chunk_docs=chunk_docs,
@@ -409,13 +362,13 @@ def _load_dataset(
             max_retries=max_retries,
             timeout=max(timeout, 60.0),
         )
-        count = _ready_to_serve(client, index, meta, indexed, expected, replicas, timeout)
+        count = _ready_to_serve(backend, index, meta, indexed, expected, replicas, timeout)
     except BaseException:
         # Never leave a half-loaded index behind (the alias still points at the old one).
-        with contextlib.suppress(TransportError):  # the original error matters more
-            client.indices.delete(index=index)
+        with contextlib.suppress(SearchError):  # the original error matters more
+            backend.delete_indices([index])
         raise
-    previous, deleted = _swap_alias(client, ds.pattern(prefix), alias, index, live, keep_previous)
+    previous, deleted = _swap_alias(backend, ds.pattern(prefix), alias, index, live, keep_previous)
     return IndexLoadStats(
         alias=alias,
         index=index,
@@ -428,35 +381,38 @@ def _load_dataset(
 
 
 def _fresh_index(
-    client: OpenSearch, ds: Dataset, prefix: str, run_id: str, fingerprint: str, live: list[str]
+    backend: SearchBackend,
+    ds: Dataset,
+    prefix: str,
+    run_id: str,
+    fingerprint: str,
+    live: list[str],
 ) -> tuple[str, dict[str, Any]]:
     """Create the index this load fills, with bulk-load settings; returns it and its meta."""
     index = ds.index_name(prefix, run_id, fingerprint)
-    if client.indices.exists(index=index):
+    if backend.index_exists(index):
         if index in live:
             # Same run, same content, but the recorded count disagreed: rebuild under a
             # new name so the alias never points at an index being reloaded.
             index = f"{index}-{int(time.time())}"
         else:
-            client.indices.delete(index=index)  # leftover of an interrupted load
+            backend.delete_indices([index])  # leftover of an interrupted load
     meta = {"fingerprint": fingerprint, "run_id": run_id, "template_version": TEMPLATE_VERSION}
-    client.indices.create(
-        index=index,
-        body={
-            # Bulk-load settings, all restored below: no refresh (segments are flushed once
-            # at the end, not every second), no replicas (nothing to copy twice), and an
-            # asynchronous translog (no fsync per request: a crash mid-load loses nothing
-            # that matters, since the alias still points at the old index and the load is
-            # rerun from gold).
-            "settings": {"index": LOAD_SETTINGS},
-            "mappings": {"_meta": {META_KEY: meta}},
-        },
+    backend.create_index(
+        index,
+        # Bulk-load settings, all restored below: no refresh (segments are flushed once
+        # at the end, not every second), no replicas (nothing to copy twice), and an
+        # asynchronous translog (no fsync per request: a crash mid-load loses nothing
+        # that matters, since the alias still points at the old index and the load is
+        # rerun from gold).
+        settings={"index": LOAD_SETTINGS},
+        mappings={"_meta": {META_KEY: meta}},
     )
     return index, meta
 
 
 def _ready_to_serve(
-    client: OpenSearch,
+    backend: SearchBackend,
     index: str,
     meta: dict[str, Any],
     indexed: int,
@@ -465,30 +421,21 @@ def _ready_to_serve(
     timeout: float,
 ) -> int:
     """Serving settings, refresh, count check, meta with the count, health; the count."""
-    client.indices.put_settings(
-        index=index, body={"index": {**SERVE_SETTINGS, "number_of_replicas": replicas}}
-    )
-    client.indices.refresh(index=index, request_timeout=max(timeout, 60.0))
-    count = doc_count(client, index)
+    backend.put_settings(index, {**SERVE_SETTINGS, "number_of_replicas": replicas})
+    backend.refresh(index, timeout=max(timeout, 60.0))
+    count = backend.count(index)
     if count != indexed or (expected is not None and count != expected):
         raise SearchError(
             f"{index} holds {count:,} documents after the load; expected "
             f"{expected if expected is not None else indexed:,}"
         )
-    client.indices.put_mapping(
-        index=index,
-        body={"_meta": {META_KEY: {**meta, "docs": count, "loaded_at": _now()}}},
-    )
-    wait_s = int(max(timeout, 30))
-    # request_timeout must be given: without it the client takes `timeout` for its own.
-    client.cluster.health(
-        index=index, wait_for_status="yellow", timeout=f"{wait_s}s", request_timeout=wait_s + 5
-    )
+    backend.put_mapping_meta(index, {META_KEY: {**meta, "docs": count, "loaded_at": _now()}})
+    backend.wait_yellow(index, int(max(timeout, 30)))
     return count
 
 
 def _swap_alias(
-    client: OpenSearch,
+    backend: SearchBackend,
     pattern: str,
     alias: str,
     index: str,
@@ -498,13 +445,11 @@ def _swap_alias(
     """Point the alias at ``index`` atomically; delete all but it and the previous one."""
     actions: list[dict[str, Any]] = [{"remove": {"index": old, "alias": alias}} for old in live]
     actions.append({"add": {"index": index, "alias": alias}})
-    client.indices.update_aliases(body={"actions": actions})
+    backend.update_aliases(actions)
     previous = live[0] if len(live) == 1 else None
     keep = {index, *([previous] if keep_previous and previous else [])}
-    existing = sorted(client.indices.get(index=pattern, expand_wildcards="all"))
-    deleted = [name for name in existing if name not in keep]
-    if deleted:
-        client.indices.delete(index=",".join(deleted))
+    deleted = [name for name in backend.list_indices(pattern) if name not in keep]
+    backend.delete_indices(deleted)
     return previous, deleted
 
 
@@ -526,7 +471,7 @@ def load_options(search: SearchSettings) -> dict[str, Any]:
 
 
 def sync_search(
-    client: OpenSearch,
+    backend: SearchBackend,
     *,
     instruments: pa.Table,
     quarterly: pa.Table,
@@ -561,23 +506,22 @@ def sync_search(
         (QUARTERLY, [quarterly_actions(quarterly, instruments)], quarterly.num_rows),
         (DAILY_BARS, (daily_actions(p) for p in daily_files), daily_rows),
     ]
-    with unavailable_as_error(client):
-        ensure_templates(client, prefix, replicas)
-        for ds, batches, expected in plan:
-            stats.indices[ds.name] = _load_dataset(
-                client,
-                ds,
-                batches,
-                prefix=prefix,
-                run_id=run_id,
-                fingerprint=prints[ds.name],
-                expected=expected,
-                replicas=replicas,
-                keep_previous=keep_previous,
-                chunk_docs=chunk_docs,
-                threads=threads,
-                max_retries=max_retries,
-                timeout=timeout,
-            )
+    ensure_templates(backend, prefix, replicas)
+    for ds, batches, expected in plan:
+        stats.indices[ds.name] = _load_dataset(
+            backend,
+            ds,
+            batches,
+            prefix=prefix,
+            run_id=run_id,
+            fingerprint=prints[ds.name],
+            expected=expected,
+            replicas=replicas,
+            keep_previous=keep_previous,
+            chunk_docs=chunk_docs,
+            threads=threads,
+            max_retries=max_retries,
+            timeout=timeout,
+        )
     stats.seconds = time.perf_counter() - started
     return stats

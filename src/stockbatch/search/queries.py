@@ -1,6 +1,6 @@
 """Read side of the search indices: what the API and the dashboard call.
 
-User text only ever goes into ``term`` and ``match`` queries as a value, never
+User text only ever goes into ``term``, ``prefix`` and ``match`` queries as a value, never
 into a query string: ``*``, quotes, ``AND``/``OR`` or a JSON document typed into
 the search box are matched as the characters they are.
 """
@@ -9,12 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from opensearchpy import OpenSearch
-from opensearchpy.exceptions import NotFoundError
-
-from stockbatch.search.client import SearchError, unavailable_as_error
-from stockbatch.search.indices import DATASETS, INSTRUMENTS, QUARTERLY
-from stockbatch.search.load import alias_targets, doc_count, index_meta
+from stockbatch.search.backend import IndexMissing, SearchBackend, SearchError
+from stockbatch.search.indices import DATASETS, INSTRUMENTS, QUARTERLY, fold
+from stockbatch.search.load import index_meta
 
 MAX_QUERY_CHARS = 256
 """Longer queries are cut: no ticker or company name is longer, and every word of a query
@@ -26,46 +23,65 @@ MAX_FUZZY_WORDS = 6
 PERCENTS = (5.0, 25.0, 50.0, 75.0, 95.0)
 
 
+def instrument_query(text: str) -> dict[str, Any]:
+    """The query of :func:`search_instruments` for (already cut, non-blank) ``text``.
+
+    Scores, highest first: the exact symbol, any letter case (x100); a symbol starting
+    with ``text`` (x10); names whose words start with the words of ``text``, accents
+    and case ignored (x3); names matching every word with a typo or two (x1, short
+    queries only). Every clause is a term, prefix or match query with ``text`` as a
+    value: works the same on OpenSearch and Elasticsearch, no analysis plugin needed.
+    """
+    folded = fold(text)
+    words = folded.split()
+    short = len(words) <= MAX_FUZZY_WORDS
+    # "app pap" -> Appleton Papers: every word a prefix of some word of the name. The
+    # match_bool_prefix beside it covers what the standard tokenizer splits further
+    # than whitespace does (CJK names, "brk-b").
+    prefixes: list[dict[str, Any]] = [
+        {"match_bool_prefix": {"name_folded": {"query": folded, "operator": "and"}}}
+    ]
+    if short and words:
+        prefixes.append(
+            {"bool": {"must": [{"prefix": {"name_folded": {"value": w}}} for w in words]}}
+        )
+    should: list[dict[str, Any]] = [
+        {"term": {"symbol": {"value": text, "case_insensitive": True, "boost": 100.0}}},
+        {"prefix": {"symbol": {"value": text, "case_insensitive": True, "boost": 10.0}}},
+        {"dis_max": {"queries": prefixes, "boost": 3.0}},
+    ]
+    # One or two typos per word ("AUTO"), but the first letter must be right: far fewer
+    # candidate terms, and nobody mistypes the first letter of a company they look for.
+    fuzzy = {"fuzziness": "AUTO", "prefix_length": 1} if short else {}
+    should.append(
+        {"match": {"name_folded": {"query": folded, "operator": "and", **fuzzy, "boost": 1.0}}}
+    )
+    return {"bool": {"should": should, "minimum_should_match": 1}}
+
+
 def search_instruments(
-    client: OpenSearch, q: str, limit: int = 10, *, prefix: str = "stockbatch"
+    backend: SearchBackend, q: str, limit: int = 10, *, prefix: str = "stockbatch"
 ) -> list[dict[str, Any]]:
-    """Instruments matching ``q``, best first: the exact symbol, then symbols starting
-    with ``q``, then names with words starting with ``q``, then fuzzy name matches
-    (one or two typos per word, queries of up to 6 words). ``q`` is cut to 256
-    characters. Each hit is the stored document plus ``score``. Blank ``q`` returns []."""
+    """Instruments matching ``q``, best first (see :func:`instrument_query`). ``q`` is
+    cut to 256 characters. Each hit is the stored document plus ``score``. Blank ``q``
+    returns []."""
     text = q.strip()[:MAX_QUERY_CHARS]
     if not text or limit <= 0:
         return []
-    # One or two typos per word ("AUTO"), but the first letter must be right: far fewer
-    # candidate terms, and nobody mistypes the first letter of a company they look for.
-    short = len(text.split()) <= MAX_FUZZY_WORDS
-    fuzzy = {"fuzziness": "AUTO", "prefix_length": 1} if short else {}
-    query = {
-        "bool": {
-            "should": [
-                {"term": {"symbol.folded": {"value": text.lower(), "boost": 100.0}}},
-                {"match": {"symbol.prefix": {"query": text, "boost": 10.0}}},
-                {"match": {"name.prefix": {"query": text, "operator": "and", "boost": 3.0}}},
-                {"match": {"name": {"query": text, "operator": "and", **fuzzy, "boost": 1.0}}},
-            ],
-            "minimum_should_match": 1,
-        }
-    }
     body = {
-        "query": query,
+        "query": instrument_query(text),
         "size": limit,
         # Ties (same score) in a stable order.
         "sort": [{"_score": "desc"}, {"symbol": "asc"}],
     }
     alias = INSTRUMENTS.alias(prefix)
-    with unavailable_as_error(client):
-        try:
-            result = client.search(index=alias, body=body)
-        except NotFoundError as exc:
-            raise SearchError(
-                f"the search index {alias} does not exist yet: `stockbatch load --search-only` "
-                "(or the next `stockbatch run` with search configured) creates it"
-            ) from exc
+    try:
+        result = backend.search(alias, body)
+    except IndexMissing as exc:
+        raise SearchError(
+            f"the search index {alias} does not exist yet: `stockbatch load --search-only` "
+            "(or the next `stockbatch run` with search configured) creates it"
+        ) from exc
     return [{**hit["_source"], "score": hit["_score"]} for hit in result["hits"]["hits"]]
 
 
@@ -85,15 +101,16 @@ def _ranked(agg: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def quarterly_stats(
-    client: OpenSearch, quarter: str, *, top: int = 5, prefix: str = "stockbatch"
+    backend: SearchBackend, quarter: str, *, top: int = 5, prefix: str = "stockbatch"
 ) -> dict[str, Any]:
     """Aggregates over one quarter (e.g. ``"2017Q3"``) of the quarterly features.
 
-    Returns ``count`` (rows of the quarter), ``complete`` (rows with
-    ``q_complete``), ``q_return`` and ``q_volatility`` (count/min/max/avg/sum of the
-    non-null values, and percentiles p5..p95 — OpenSearch's t-digest estimates),
-    ``top``/``bottom`` (the ``top`` symbols with the highest/lowest ``q_return``,
-    ties by symbol) and ``by_exchange`` (rows per exchange, where known).
+        Returns ``count`` (rows of the quarter), ``complete`` (rows with
+        ``q_complete``), ``q_return`` and ``q_volatility`` (count/min/max/avg/sum of the
+        non-null values, and percentiles p5..p95 — the engine's t-digest estimates, which
+    differ slightly between OpenSearch and Elasticsearch),
+        ``top``/``bottom`` (the ``top`` symbols with the highest/lowest ``q_return``,
+        ties by symbol) and ``by_exchange`` (rows per exchange, where known).
     """
     ranked_fields = ["symbol", "q_return"]
     body = {
@@ -130,8 +147,7 @@ def quarterly_stats(
             },
         },
     }
-    with unavailable_as_error(client):
-        result = client.search(index=QUARTERLY.alias(prefix), body=body)
+    result = backend.search(QUARTERLY.alias(prefix), body)
     aggs = result["aggregations"]
     return {
         "quarter": quarter,
@@ -145,31 +161,24 @@ def quarterly_stats(
     }
 
 
-def index_status(client: OpenSearch, *, prefix: str = "stockbatch") -> dict[str, Any]:
+def index_status(backend: SearchBackend, *, prefix: str = "stockbatch") -> dict[str, Any]:
     """Per dataset alias: the index it points at, its document count, stockbatch's
     ``_meta`` record (content hash, run id, load time) and the other indices kept.
     An alias that does not exist yet has ``index: None``."""
     out: dict[str, Any] = {}
-    with unavailable_as_error(client):
-        for ds in DATASETS:
-            alias = ds.alias(prefix)
-            targets = alias_targets(client, alias)
-            try:
-                others = sorted(
-                    set(client.indices.get(index=ds.pattern(prefix), expand_wildcards="all"))
-                    - set(targets)
-                )
-            except NotFoundError:
-                others = []
-            entry: dict[str, Any] = {"index": None, "docs": 0, "meta": {}, "others": others}
-            if targets:
-                index = targets[0]
-                entry |= {
-                    "index": index,
-                    "docs": doc_count(client, index),
-                    "meta": index_meta(client, index),
-                }
-                if len(targets) > 1:  # never made by stockbatch: someone edited the alias
-                    entry["also"] = targets[1:]
-            out[alias] = entry
+    for ds in DATASETS:
+        alias = ds.alias(prefix)
+        targets = backend.alias_targets(alias)
+        others = sorted(set(backend.list_indices(ds.pattern(prefix))) - set(targets))
+        entry: dict[str, Any] = {"index": None, "docs": 0, "meta": {}, "others": others}
+        if targets:
+            index = targets[0]
+            entry |= {
+                "index": index,
+                "docs": backend.count(index),
+                "meta": index_meta(backend, index),
+            }
+            if len(targets) > 1:  # never made by stockbatch: someone edited the alias
+                entry["also"] = targets[1:]
+        out[alias] = entry
     return out

@@ -114,11 +114,12 @@ def effective_kafka_settings(settings: Settings) -> KafkaSettings:
 
 
 def effective_search_url(settings: Settings) -> str | None:
-    """The OpenSearch URL to use: ``settings.search.url`` if set (explicit wins), else
-    the one ``stockbatch services up opensearch`` recorded under ``settings.home``,
+    """The search node's URL: ``settings.search.url`` if set (explicit wins), else the
+    one ``stockbatch services up <search.kind>`` recorded under ``settings.home``,
     else None (the caller says how to start a node)."""
     if settings.search.url:
         return settings.search.url
-    record = recorded_endpoints(settings.home).get("opensearch") or {}
+    kind = settings.search.kind if settings.search.kind != "none" else "opensearch"
+    record = recorded_endpoints(settings.home).get(kind) or {}
     url = record.get("url")
     return str(url) if url else None
