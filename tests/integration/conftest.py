@@ -1,8 +1,9 @@
 """Real services for integration tests, started once per test session.
 
-``pg`` is a PostgreSQL server and ``opensearch_node`` an OpenSearch node, both
-provisioned by the project (deploy/services/README.md) under their own temporary
-home, shared by the storage tests of every folder below.
+``pg`` is a PostgreSQL server, ``opensearch_node`` an OpenSearch node and
+``elasticsearch_node`` an Elasticsearch node, each provisioned by the project
+(deploy/services/README.md) under its own temporary home, shared by the storage
+tests of every folder below (tests/integration/search runs on both search nodes).
 
 ``kafka_broker`` is a real Apache Kafka 4 broker (KRaft) on 127.0.0.1, provisioned
 from Maven Central on first use (see deploy/services/README.md); ``kafka_broker_scram``
@@ -11,8 +12,8 @@ the end of the session, whatever happened. A machine without Java or Maven fails
 these fixtures with what to install: integration tests never skip silently.
 
 Fault tests may stop, kill or restart ``kafka_broker.service`` (or ``pg.service``,
-``opensearch_node.service``); they must leave it running (``ensure_running()``) for
-the tests after them. The start-once/stop-at-end pattern is
+``opensearch_node.service``, ``elasticsearch_node.service``); they must leave it
+running (``ensure_running()``) for the tests after them. The start-once/stop-at-end pattern is
 :func:`support.services.session_service`.
 """
 
@@ -25,8 +26,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from integration.opensearch.os_support import OpenSearchNode
+from integration.search.search_support import ElasticsearchNode, OpenSearchNode
 from stockbatch.services import KafkaService, ScramCredentials
+from stockbatch.services.elasticsearch import ElasticsearchService
 from stockbatch.services.opensearch import OpenSearchService
 from stockbatch.services.postgresql import PostgresService
 from support.services import RunningService, session_service
@@ -112,4 +114,13 @@ def opensearch_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenSe
     home = tmp_path_factory.mktemp("opensearch-home")
     node = OpenSearchNode(OpenSearchService(home), home)
     with session_service(node, "OpenSearch node") as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def elasticsearch_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ElasticsearchNode]:
+    """An Elasticsearch node for the whole session (its home is a fresh temp folder)."""
+    home = tmp_path_factory.mktemp("elasticsearch-home")
+    node = ElasticsearchNode(ElasticsearchService(home), home)
+    with session_service(node, "Elasticsearch node") as running:
         yield running

@@ -143,7 +143,7 @@ def test_the_daily_and_quarterly_dags_on_kafka_postgresql_and_opensearch(
     finally:
         engine.dispose()
     assert bars == gold_daily.height and str(last) == SESSION_2
-    indexed = connect(opensearch_node.url).count(index=INSTRUMENTS.alias(prefix))["count"]
+    indexed = connect(opensearch_node.url).count(INSTRUMENTS.alias(prefix))
     assert indexed == gold.instruments_table(Settings(home=home)).num_rows
 
     # The quarterly DAG snapshots the newest quarter the gold covers: 2017Q3.

@@ -1,11 +1,13 @@
-"""The whole pipeline on PostgreSQL + OpenSearch (issue 5), through the CLI, against
-the real services of tests/integration/conftest.py.
+"""The whole pipeline on PostgreSQL + a search engine (OpenSearch, Elasticsearch),
+through the CLI, against the real services of tests/integration/conftest.py.
 
-- ``stockbatch run --warehouse postgresql --search opensearch`` loads both; a second
-  run changes nothing in either;
+- ``stockbatch run --warehouse postgresql --search <engine>`` loads both; a second
+  run changes nothing in either (OpenSearch on the demo data, Elasticsearch on the
+  shared Huge sample);
 - the quarterly export from PostgreSQL equals the one from SQLite, row for row;
-- OpenSearch down: the PostgreSQL load still completes, the run is ``partial``
-  (exit 3) with the index recorded stale; ``load --search-only`` catches up;
+- the search node down (each engine): the PostgreSQL load still completes, the run
+  is ``partial`` (exit 3) with the index recorded stale; ``load --search-only``
+  catches up;
 - PostgreSQL down: a clear one-line error within a bounded time, exit 1.
 """
 
@@ -26,10 +28,10 @@ import polars as pl
 import pytest
 import sqlalchemy as sa
 
-from integration.conftest import OpenSearchNode, Postgres
-from stockbatch.search import connect
+from integration.conftest import Postgres
+from integration.search.search_support import SearchNode
 
-pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.opensearch]
+pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.search]
 
 AS_OF = "2023-06-30"
 
@@ -42,6 +44,7 @@ class Stack:
     env: dict[str, str]
     urls: dict[str, str]
     prefix: str
+    node: SearchNode | None = None
 
     def cli(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -59,10 +62,17 @@ class Stack:
         return doc
 
 
+@pytest.fixture(params=["opensearch", "elasticsearch"])
+def search_node(request: pytest.FixtureRequest) -> SearchNode:
+    """The session's node of each search engine in turn."""
+    node: SearchNode = request.getfixturevalue(f"{request.param}_node")
+    return node
+
+
 @pytest.fixture
-def stack(pg: Postgres, opensearch_node: OpenSearchNode, tmp_path: Path) -> Iterator[Stack]:
+def stack(pg: Postgres, search_node: SearchNode, tmp_path: Path) -> Iterator[Stack]:
     pg.ensure_running()
-    opensearch_node.ensure_running()
+    search_node.ensure_running()
     name = f"p_{uuid.uuid4().hex[:10]}"
     urls = pg.service.create_database(name)
     prefix = f"t{uuid.uuid4().hex[:8]}"
@@ -73,15 +83,13 @@ def stack(pg: Postgres, opensearch_node: OpenSearchNode, tmp_path: Path) -> Iter
         "STOCKBATCH_WAREHOUSE__URL": urls["loader"],
         "STOCKBATCH_WAREHOUSE__OWNER_URL": urls["owner"],
         "STOCKBATCH_WAREHOUSE__READER_URL": urls["reader"],
-        "STOCKBATCH_SEARCH__KIND": "opensearch",
-        "STOCKBATCH_SEARCH__URL": opensearch_node.url,
-        "STOCKBATCH_SEARCH__INDEX_PREFIX": prefix,
+        **search_node.env(prefix),
         "STOCKBATCH_SEARCH__TIMEOUT_S": "5",
         "STOCKBATCH_PROGRESS": "false",
     }
-    yield Stack(home=tmp_path / "home", env=env, urls=urls, prefix=prefix)
+    yield Stack(home=tmp_path / "home", env=env, urls=urls, prefix=prefix, node=search_node)
     pg.ensure_running()
-    opensearch_node.ensure_running()
+    search_node.ensure_running()
     pg.service.drop_database(name)
 
 
@@ -94,17 +102,21 @@ def _count(url: str, table: str) -> int:
         engine.dispose()
 
 
-def _docs(node: OpenSearchNode, alias: str) -> int:
-    client = connect(node.url, 10)
-    client.indices.refresh(index=alias)
-    return int(client.count(index=alias)["count"])
+def _docs(node: SearchNode, alias: str) -> int:
+    backend = node.backend(10)
+    backend.refresh(alias, timeout=60)
+    return backend.count(alias)
 
 
 def test_run_loads_both_and_rerun_changes_nothing(
-    stack: Stack, opensearch_node: OpenSearchNode, demo_data: Path, tmp_path: Path
+    stack: Stack, search_node: SearchNode, demo_data: Path, huge_sample: Path, tmp_path: Path
 ) -> None:
-    args = ("run", "--source", "kaggle", "--path", str(demo_data), "--as-of", AS_OF)
-    first = stack.cli(*args)
+    # Elasticsearch on the whole shared Huge sample (1.9 M rows, 900 files); OpenSearch on
+    # the demo data (its full-size load is measured by benchmarks/bench_search.py).
+    data, as_of = (huge_sample, "2017-11-30") if search_node.kind == "elasticsearch" else (
+        demo_data, AS_OF)  # fmt: skip
+    args = ("run", "--source", "kaggle", "--path", str(data), "--as-of", as_of)
+    first = stack.cli(*args, timeout=1_200)
     assert first.returncode == 0, first.stdout + first.stderr
     gold = stack.home / "lake" / "gold"
     daily_rows = pl.scan_parquet(gold / "daily_features" / "**" / "*.parquet").select(pl.len())
@@ -112,10 +124,12 @@ def test_run_loads_both_and_rerun_changes_nothing(
     n_quarterly = pl.read_parquet(gold / "quarterly_features" / "part-00000.parquet").height
     assert _count(stack.urls["reader"], "daily_features") == n_daily
     assert _count(stack.urls["reader"], "quarterly_features") == n_quarterly
-    assert _docs(opensearch_node, f"{stack.prefix}-daily-bars") == n_daily
-    assert _docs(opensearch_node, f"{stack.prefix}-quarterly-features") == n_quarterly
+    assert _docs(search_node, f"{stack.prefix}-daily-bars") == n_daily
+    assert _docs(search_node, f"{stack.prefix}-quarterly-features") == n_quarterly
+    n_instruments = _count(stack.urls["reader"], "instruments")
+    assert _docs(search_node, f"{stack.prefix}-instruments") == n_instruments
 
-    second = stack.cli(*args)
+    second = stack.cli(*args, timeout=1_200)
     assert second.returncode == 0, second.stdout + second.stderr
     assert "nothing changed" in second.stdout
     load = stack.last_manifest()["load"]
@@ -134,17 +148,17 @@ def test_run_loads_both_and_rerun_changes_nothing(
               "STOCKBATCH_WAREHOUSE__READER_URL"):  # fmt: skip
         lite_env.pop(k)
     lite = Stack(home=tmp_path / "lite", env=lite_env, urls={}, prefix="")
-    assert lite.cli(*args).returncode == 0
+    assert lite.cli(*args, timeout=1_200).returncode == 0
     lite_out = tmp_path / "lite.parquet"
     assert lite.cli("export", "quarterly", "--out", str(lite_out)).returncode == 0
     assert pl.read_parquet(pg_out).equals(pl.read_parquet(lite_out))
 
 
-def test_opensearch_down_leaves_index_stale_then_search_only_catches_up(
-    stack: Stack, opensearch_node: OpenSearchNode, demo_data: Path
+def test_search_node_down_leaves_index_stale_then_search_only_catches_up(
+    stack: Stack, search_node: SearchNode, demo_data: Path
 ) -> None:
     args = ("run", "--source", "kaggle", "--path", str(demo_data), "--as-of", AS_OF)
-    opensearch_node.service.down()
+    search_node.service.down()
     started = time.monotonic()
     run = stack.cli(*args)
     assert run.returncode == 3, run.stdout + run.stderr  # completed, degraded
@@ -157,13 +171,16 @@ def test_opensearch_down_leaves_index_stale_then_search_only_catches_up(
     assert isinstance(load, dict) and load["search"]["stale"] is True
     assert _count(stack.urls["reader"], "daily_features") > 0  # the warehouse was loaded
 
-    opensearch_node.ensure_running()
+    search_node.ensure_running()
     again = stack.cli("load", "--search-only")
     assert again.returncode == 0, again.stdout + again.stderr
     n_daily = _count(stack.urls["reader"], "daily_features")
-    assert _docs(opensearch_node, f"{stack.prefix}-daily-bars") == n_daily
+    assert _docs(search_node, f"{stack.prefix}-daily-bars") == n_daily
+    state = json.loads((stack.home / "lake" / "gold" / "_search.json").read_text())
+    assert state["kind"] == search_node.kind and state["stale"] is False, state
 
 
+@pytest.mark.parametrize("search_node", ["opensearch"], indirect=True)  # PostgreSQL's test
 def test_postgres_down_is_a_clear_bounded_error(
     stack: Stack, pg: Postgres, demo_data: Path
 ) -> None:

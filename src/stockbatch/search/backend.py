@@ -19,6 +19,7 @@ docs/design/search-backends.md).
 from __future__ import annotations
 
 import contextlib
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any, ClassVar, Literal
@@ -418,6 +419,9 @@ class ElasticsearchBackend(SearchBackend):
             opts["verify_certs"] = verify_certs
             if ca_file:
                 opts["ca_certs"] = ca_file
+        # The transport logs a warning per failed request to a node ("putting on 1 second
+        # timeout"); the SearchUnavailable raised instead already says it, in one line.
+        logging.getLogger("elastic_transport.node_pool").setLevel(logging.ERROR)
         client = Elasticsearch(
             url,
             request_timeout=timeout,
@@ -432,8 +436,8 @@ class ElasticsearchBackend(SearchBackend):
         from elastic_transport import ConnectionError as ESConnectionError
 
         if isinstance(exc, ESConnectionError):  # ConnectionTimeout is a subclass
-            cause = exc.errors[0] if getattr(exc, "errors", None) else exc
-            return type(cause).__name__
+            # The urllib3 error underneath (NewConnectionError...), as opensearch-py reports.
+            return type(exc.__cause__ or exc).__name__
         return None
 
     def _not_found(self, exc: BaseException) -> bool:

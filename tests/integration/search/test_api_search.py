@@ -1,6 +1,7 @@
-"""The API's instrument search on a real OpenSearch node: the node answers when it is
-configured and loaded (fuzzy names included), the warehouse's SQL search answers in the
-same shape when the node is unreachable or its index is missing, and /readyz says so."""
+"""The API's instrument search on each real search node (OpenSearch, Elasticsearch): the
+node answers when it is configured and loaded (fuzzy names included), the warehouse's SQL
+search answers in the same shape when the node is unreachable or its index is missing,
+and /readyz says so."""
 
 from __future__ import annotations
 
@@ -12,27 +13,26 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from opensearchpy import OpenSearch
 
-from integration.opensearch.os_support import Gold, OpenSearchNode
+from integration.search.search_support import Gold, SearchNode
 from stockbatch.api import accounts
 from stockbatch.api.app import create_app
 from stockbatch.api.context import auth_engine
-from stockbatch.search import sync_search
+from stockbatch.search import SearchBackend, sync_search
 from stockbatch.settings import Settings
 
-pytestmark = [pytest.mark.integration, pytest.mark.opensearch]
+pytestmark = [pytest.mark.integration, pytest.mark.search]
 
 PREFIX = "sbapi"
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory, demo_gold: Gold, os_client: OpenSearch) -> Path:
+def home(tmp_path_factory: pytest.TempPathFactory, demo_gold: Gold, backend: SearchBackend) -> Path:
     """A copy of the demo home (its warehouse gets a user), its gold in the node."""
     copy = tmp_path_factory.mktemp("api-search") / "home"
     shutil.copytree(demo_gold.settings.home, copy)
     sync_search(
-        os_client,
+        backend,
         instruments=demo_gold.instruments,
         quarterly=demo_gold.quarterly,
         daily_files=demo_gold.daily_files,
@@ -61,8 +61,8 @@ def _client(home: Path, **search: Any) -> Iterator[TestClient]:
 
 
 @pytest.fixture
-def on_node(home: Path, opensearch_node: OpenSearchNode) -> Iterator[TestClient]:
-    yield from _client(home, kind="opensearch", url=opensearch_node.url, index_prefix=PREFIX)
+def on_node(home: Path, search_node: SearchNode) -> Iterator[TestClient]:
+    yield from _client(home, kind=search_node.kind, url=search_node.url, index_prefix=PREFIX)
 
 
 @pytest.fixture
@@ -82,11 +82,11 @@ def _search(client: TestClient, token: str, q: str) -> dict[str, Any]:
 
 
 def test_the_node_answers_with_the_sql_answers_shape(
-    on_node: TestClient, sql_only: TestClient, token: str
+    on_node: TestClient, sql_only: TestClient, token: str, search_node: SearchNode
 ) -> None:
     node = _search(on_node, token, "aapl")
     sql = _search(sql_only, token, "aapl")
-    assert (node["search"], sql["search"]) == ("opensearch", "sql")
+    assert (node["search"], sql["search"]) == (search_node.kind, "sql")
     assert node["items"][0] == sql["items"][0]  # the exact symbol first, same fields
     assert node["items"][0]["symbol"] == "AAPL"
     assert {tuple(sorted(i)) for i in node["items"]} == {tuple(sorted(i)) for i in sql["items"]}
@@ -104,18 +104,19 @@ def _closed_port() -> int:
 
 
 def test_an_unreachable_node_falls_back_to_sql(
-    home: Path, sql_only: TestClient, token: str
+    home: Path, sql_only: TestClient, token: str, search_node: SearchNode
 ) -> None:
     dead = f"http://127.0.0.1:{_closed_port()}"
-    for client in _client(home, kind="opensearch", url=dead, index_prefix=PREFIX):
+    for client in _client(home, kind=search_node.kind, url=dead, index_prefix=PREFIX):
         for q in ("aapl", "ap", "Apple"):  # the second and third ask within the retry pause
             assert _search(client, token, q) == _search(sql_only, token, q)
         ready = client.get("/readyz").json()
         assert ready["search"]["state"] == "unavailable", ready
+        assert ready["search"]["kind"] == search_node.kind, ready
 
 
 def test_a_missing_index_falls_back_to_sql(
-    home: Path, sql_only: TestClient, token: str, opensearch_node: OpenSearchNode
+    home: Path, sql_only: TestClient, token: str, search_node: SearchNode
 ) -> None:
-    for client in _client(home, kind="opensearch", url=opensearch_node.url, index_prefix="sbnone"):
+    for client in _client(home, kind=search_node.kind, url=search_node.url, index_prefix="sbnone"):
         assert _search(client, token, "aapl") == _search(sql_only, token, "aapl")
