@@ -31,7 +31,7 @@ from stockbatch.services import KafkaService, ScramCredentials
 from stockbatch.services.elasticsearch import ElasticsearchService
 from stockbatch.services.opensearch import OpenSearchService
 from stockbatch.services.postgresql import PostgresService
-from support.services import RunningService, session_service
+from support.services import RunningService, remove_server_home, server_home, session_service
 
 
 @dataclass
@@ -100,9 +100,12 @@ class Postgres(RunningService[PostgresService]):
 @pytest.fixture(scope="session")
 def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
     """A PostgreSQL server for the whole session (its home is a fresh temp folder)."""
-    home = tmp_path_factory.mktemp("pg-home")
-    with session_service(Postgres(PostgresService(home), home), "PostgreSQL server") as server:
-        yield server
+    home = server_home(tmp_path_factory, "pg-home")
+    try:
+        with session_service(Postgres(PostgresService(home), home), "PostgreSQL server") as server:
+            yield server
+    finally:
+        remove_server_home(home)
 
 
 # ----------------------------------------------------------------------------- OpenSearch
@@ -120,7 +123,10 @@ def opensearch_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenSe
 @pytest.fixture(scope="session")
 def elasticsearch_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ElasticsearchNode]:
     """An Elasticsearch node for the whole session (its home is a fresh temp folder)."""
-    home = tmp_path_factory.mktemp("elasticsearch-home")
+    home = server_home(tmp_path_factory, "elasticsearch-home")
     node = ElasticsearchNode(ElasticsearchService(home), home)
-    with session_service(node, "Elasticsearch node") as running:
-        yield running
+    try:
+        with session_service(node, "Elasticsearch node") as running:
+            yield running
+    finally:
+        remove_server_home(home)

@@ -18,6 +18,7 @@ from stockbatch.cli.services import app as services_app
 from stockbatch.services import recorded_endpoints
 from stockbatch.services.elasticsearch import ELASTICSEARCH_VERSION, ElasticsearchService
 from stockbatch.services.system import pid_alive, process_cmdline
+from support.services import remove_server_home, server_home
 
 pytestmark = [pytest.mark.integration]
 
@@ -37,7 +38,7 @@ def _node_pids(service: ElasticsearchService) -> list[int]:
 @pytest.fixture(scope="module")
 def es_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A home where `services up elasticsearch` ran (always `down` at the end)."""
-    home = tmp_path_factory.mktemp("es-home")
+    home = server_home(tmp_path_factory, "es-home")
     started = time.monotonic()
     res = CliRunner().invoke(services_app, ["up", "elasticsearch", "--home", str(home)])
     try:
@@ -47,6 +48,7 @@ def es_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield home
     finally:
         ElasticsearchService(home).down()
+        remove_server_home(home)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,9 @@ is what the fixtures hand to the tests: the service, its home, ``ensure_running(
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +25,25 @@ from stockbatch.services.system import ServiceError
 
 S = TypeVar("S", bound=LocalService[Any])
 H = TypeVar("H", bound="RunningService[Any]")
+
+
+def server_home(factory: pytest.TempPathFactory, name: str) -> Path:
+    """A ``STOCKBATCH_HOME`` for servers that run as another user when the tests run as
+    root (PostgreSQL, Elasticsearch): outside pytest's temp root, because every pytest
+    session that starts resets ``/tmp/pytest-of-root`` to 0700, and a server already
+    running under it (as ``postgres``) then loses access to its own data. Remove it
+    with :func:`remove_server_home`."""
+    if os.geteuid() != 0:
+        return factory.mktemp(name)
+    base = Path(tempfile.gettempdir()) / "stockbatch-test-servers"
+    base.mkdir(mode=0o711, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=base))
+
+
+def remove_server_home(home: Path) -> None:
+    """Delete a :func:`server_home` made outside pytest's temp root (pytest prunes its own)."""
+    if "stockbatch-test-servers" in home.parts:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @dataclass

@@ -51,7 +51,8 @@ def load(
     else:
         _load_warehouse(settings, state["gold_checksums"], result, force, progress)
     if settings.search.kind != "none":
-        result.search = sync.search_sync(settings, run_id=result.run_id)
+        # --force rebuilds the search indices too (fresh index and alias swap).
+        result.search = sync.search_sync(settings, run_id=result.run_id, full=force)
     result.duration_s = time.perf_counter() - started
     return result
 

@@ -26,8 +26,8 @@ from typing import Any, ClassVar, Literal
 
 BackendKind = Literal["opensearch", "elasticsearch"]
 
-Action = tuple[str, str]
-"""One bulk item, serialised: the action line and the document line."""
+Action = tuple[str, str | None]
+"""One bulk item, serialised: the action line and the document line (None for a delete)."""
 
 LABELS: dict[str, str] = {"opensearch": "OpenSearch", "elasticsearch": "Elasticsearch"}
 
@@ -189,6 +189,11 @@ class SearchBackend(ABC):
     @abstractmethod
     def get_source(self, index: str, doc_id: str) -> dict[str, Any]:
         """The stored document ``doc_id``; :class:`IndexMissing` when there is none."""
+
+    @abstractmethod
+    def scan(self, index: str, size: int = 2_000) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Every document of ``index`` as ``(_id, _source)``, in no particular order
+        (a scroll: for checks and exports, not for the API)."""
 
     def close(self) -> None:
         """Release the client's connections."""
@@ -379,6 +384,13 @@ class OpenSearchBackend(SearchBackend):
         with self.errors(f"document {doc_id!r} of {index}"):
             return dict(self.client.get(index=index, id=doc_id)["_source"])
 
+    def scan(self, index: str, size: int = 2_000) -> Iterator[tuple[str, dict[str, Any]]]:
+        from opensearchpy.helpers import scan
+
+        with self.errors(f"a scroll of {index}"):
+            for hit in scan(self.client, index=index, size=size, preserve_order=False):
+                yield hit["_id"], hit["_source"]
+
 
 # ============================================================================ Elasticsearch
 
@@ -434,8 +446,11 @@ class ElasticsearchBackend(SearchBackend):
 
     def _unreachable(self, exc: BaseException) -> str | None:
         from elastic_transport import ConnectionError as ESConnectionError
+        from elastic_transport import ConnectionTimeout
 
-        if isinstance(exc, ESConnectionError):  # ConnectionTimeout is a subclass
+        # Unlike opensearch-py's, this client's ConnectionTimeout is not a ConnectionError:
+        # both mean no answer in bounded time, so both are "unreachable" here.
+        if isinstance(exc, ESConnectionError | ConnectionTimeout):
             # The urllib3 error underneath (NewConnectionError...), as opensearch-py reports.
             return type(exc.__cause__ or exc).__name__
         return None
@@ -576,6 +591,13 @@ class ElasticsearchBackend(SearchBackend):
     def get_source(self, index: str, doc_id: str) -> dict[str, Any]:
         with self.errors(f"document {doc_id!r} of {index}"):
             return dict(self.client.get(index=index, id=doc_id)["_source"])
+
+    def scan(self, index: str, size: int = 2_000) -> Iterator[tuple[str, dict[str, Any]]]:
+        from elasticsearch.helpers import scan
+
+        with self.errors(f"a scroll of {index}"):
+            for hit in scan(self.client, index=index, size=size, preserve_order=False):
+                yield hit["_id"], hit["_source"]
 
 
 BACKENDS: dict[str, type[OpenSearchBackend] | type[ElasticsearchBackend]] = {

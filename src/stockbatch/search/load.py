@@ -15,6 +15,13 @@ For each dataset (:data:`stockbatch.search.indices.DATASETS`) :func:`sync_search
    none and never both), then deletes older indices of the dataset, keeping the
    one just replaced when ``keep_previous`` (one step of rollback).
 
+Step 2-3 is the rebuild. When ``state_dir`` is given and a record of what the live
+index holds is there (:mod:`stockbatch.search.upsert`), a changed dataset is
+updated in place instead: only the documents of changed gold files are read and
+compared, the new or changed ones are upserted by ``_id``, the ones that left gold
+deleted; the count is checked. Any doubt about the record (or ``full=True``, or a
+mapping change) means a rebuild.
+
 Documents are encoded to JSON by Polars (vectorised, in Rust) and handed to
 the backend's bulk helper (``streaming_bulk`` of ``opensearch-py`` or
 ``elasticsearch``) already serialised; 429 rejections are retried with
@@ -31,10 +38,12 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +52,8 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from stockbatch import schema
-from stockbatch.search.backend import Action, SearchBackend, SearchError
+from stockbatch.search import upsert
+from stockbatch.search.backend import Action, SearchBackend, SearchError, SearchUnavailable
 from stockbatch.search.indices import (
     DAILY_BARS,
     DAILY_FEATURE_FIELDS,
@@ -55,6 +65,8 @@ from stockbatch.search.indices import (
     fold,
 )
 from stockbatch.settings import SearchSettings
+
+log = logging.getLogger(__name__)
 
 META_KEY = "stockbatch"
 """Key of stockbatch's record in each index's mapping ``_meta``."""
@@ -94,6 +106,19 @@ class IndexLoadStats:
     """The index the alias pointed at before (None on a first load or when unchanged)."""
     deleted: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    updated_in_place: bool = False
+    """True when the live index was updated (upserts and deletes) instead of rebuilt."""
+    docs_deleted: int = 0
+    """Documents deleted from the live index by an in-place update."""
+
+    def change(self) -> str:
+        """``unchanged``, ``+N`` (rebuilt with N documents) or ``~N/-M`` (N upserted and
+        M deleted in place)."""
+        if self.skipped_unchanged:
+            return "unchanged"
+        if self.updated_in_place:
+            return f"~{self.docs_indexed:,}/-{self.docs_deleted:,}"
+        return f"+{self.docs_indexed:,}"
 
     @property
     def docs_per_s(self) -> float:
@@ -116,25 +141,23 @@ class SearchLoadStats:
 
     def summary(self) -> str:
         """One line for the CLI."""
-        parts = [
-            f"{name} {'unchanged' if s.skipped_unchanged else f'+{s.docs_indexed:,}'}"
-            for name, s in self.indices.items()
-        ]
+        parts = [f"{name} {s.change()}" for name, s in self.indices.items()]
         return f"search: {', '.join(parts)} in {self.seconds:.1f}s"
 
 
 # ----------------------------------------------------------------------------- documents
 
 
-def _actions(frame: pl.DataFrame, id_expr: pl.Expr, columns: list[str]) -> list[Action]:
-    """Serialised bulk items of ``frame``: ``{"index":{"_id":...}}`` + the document.
+def _documents(frame: pl.DataFrame, id_expr: pl.Expr, columns: list[str]) -> pl.DataFrame:
+    """Serialised documents of ``frame``: columns ``_id``, ``action``
+    (``{"index":{"_id":...}}``) and ``doc`` (the document's JSON).
 
     Polars encodes the JSON (dates as ``YYYY-MM-DD``, NaN and null as ``null``,
     strings escaped verbatim: quotes, backslashes, unicode), far faster than
     ``json.dumps`` per row.
     """
     if frame.is_empty():
-        return []
+        return pl.DataFrame(schema={"_id": pl.String, "action": pl.String, "doc": pl.String})
     ids = frame.select(id_expr.alias("_id"))["_id"]
     long_ids = ids.str.len_bytes() > MAX_ID_BYTES
     if long_ids.any():
@@ -148,43 +171,76 @@ def _actions(frame: pl.DataFrame, id_expr: pl.Expr, columns: list[str]) -> list[
             ],
         )
     id_json = pl.struct(pl.lit(ids).alias("_id")).struct.json_encode()
-    out = frame.select(
+    return frame.select(
+        pl.lit(ids).alias("_id"),
         pl.concat_str(pl.lit('{"index":'), id_json, pl.lit("}")).alias("action"),
         pl.struct(columns).struct.json_encode().alias("doc"),
     )
-    return list(zip(out["action"].to_list(), out["doc"].to_list(), strict=True))
 
 
-def instrument_actions(instruments: pa.Table) -> list[Action]:
-    """Bulk items of the instruments (``_id`` = symbol), with ``name_folded`` (the name
+def _pairs(docs: pl.DataFrame) -> list[Action]:
+    return list(zip(docs["action"].to_list(), docs["doc"].to_list(), strict=True))
+
+
+def _deletes(ids: pl.Series) -> list[Action]:
+    return [(json.dumps({"delete": {"_id": i}}), None) for i in ids.to_list()]
+
+
+def instrument_docs(instruments: pa.Table) -> pl.DataFrame:
+    """Documents of the instruments (``_id`` = symbol), with ``name_folded`` (the name
     through :func:`~stockbatch.search.indices.fold`) for accent-blind matching."""
     frame = pl.from_arrow(instruments.select(schema.INSTRUMENTS.names))
     assert isinstance(frame, pl.DataFrame)
     # A small table (one row per symbol): a Python pass is cheap and exactly fold().
     folded = [None if n is None else fold(n) for n in frame["name"].to_list()]
     frame = frame.with_columns(pl.Series("name_folded", folded, dtype=pl.String))
-    return _actions(frame, pl.col("symbol"), [*schema.INSTRUMENTS.names, "name_folded"])
+    return _documents(frame, pl.col("symbol"), [*schema.INSTRUMENTS.names, "name_folded"])
 
 
-def quarterly_actions(quarterly: pa.Table, instruments: pa.Table) -> list[Action]:
-    """Bulk items of the quarterly features (``_id`` = ``symbol|quarter``), with the
+def instrument_actions(instruments: pa.Table) -> list[Action]:
+    """Bulk items of :func:`instrument_docs`."""
+    return _pairs(instrument_docs(instruments))
+
+
+def quarterly_docs(quarterly: pa.Table, instruments: pa.Table) -> pl.DataFrame:
+    """Documents of the quarterly features (``_id`` = ``symbol|quarter``), with the
     instrument's exchange and ETF flag joined in."""
     frame = pl.from_arrow(quarterly.select(schema.QUARTERLY_FEATURES.names))
     meta = pl.from_arrow(instruments.select(["symbol", "exchange", "is_etf"]))
     assert isinstance(frame, pl.DataFrame) and isinstance(meta, pl.DataFrame)
     frame = frame.join(meta.unique("symbol"), on="symbol", how="left")
     columns = [*schema.QUARTERLY_FEATURES.names, "exchange", "is_etf"]
-    return _actions(frame, pl.concat_str("symbol", pl.lit("|"), "quarter"), columns)
+    return _documents(frame, pl.concat_str("symbol", pl.lit("|"), "quarter"), columns)
+
+
+def quarterly_actions(quarterly: pa.Table, instruments: pa.Table) -> list[Action]:
+    """Bulk items of :func:`quarterly_docs`."""
+    return _pairs(quarterly_docs(quarterly, instruments))
 
 
 DAILY_COLUMNS = [*schema.DAILY_BAR_COLUMNS, *DAILY_FEATURE_FIELDS]
 
 
-def daily_actions(path: Path) -> list[Action]:
-    """Bulk items of one gold daily-features file (``_id`` = ``symbol|trade_date``)."""
+def daily_docs(path: Path) -> pl.DataFrame:
+    """Documents of one gold daily-features file (``_id`` = ``symbol|trade_date``)."""
     frame = pl.read_parquet(path, columns=DAILY_COLUMNS)
     key = pl.concat_str("symbol", pl.lit("|"), pl.col("trade_date").dt.to_string("%Y-%m-%d"))
-    return _actions(frame, key, DAILY_COLUMNS)
+    return _documents(frame, key, DAILY_COLUMNS)
+
+
+def daily_actions(path: Path) -> list[Action]:
+    """Bulk items of :func:`daily_docs`."""
+    return _pairs(daily_docs(path))
+
+
+@dataclass(frozen=True)
+class Part:
+    """Where some of a dataset's documents come from (a gold file, or the whole
+    dataset), with a checksum: the same checksum means the same documents."""
+
+    key: str
+    checksum: str
+    docs: Callable[[], pl.DataFrame]
 
 
 # ----------------------------------------------------------------------------- bulk
@@ -325,7 +381,7 @@ def _unchanged(backend: SearchBackend, live: list[str], fingerprint: str) -> tup
 def _load_dataset(
     backend: SearchBackend,
     ds: Dataset,
-    batches: Iterable[list[Action]],
+    parts: list[Part],
     *,
     prefix: str,
     run_id: str,
@@ -337,8 +393,12 @@ def _load_dataset(
     threads: int,
     max_retries: int,
     timeout: float,
+    record: Path | None = None,
+    full: bool = False,
 ) -> IndexLoadStats:
-    """Unchanged: skip. Otherwise a fresh index, filled and checked, then the alias swap."""
+    """Unchanged: skip. Otherwise an in-place update when ``record`` describes the live
+    index (and not ``full``), else a fresh index, filled and checked, then the alias
+    swap. ``record``: where what the live index holds is kept (None: no updates)."""
     started = time.perf_counter()
     alias = ds.alias(prefix)
     live = backend.alias_targets(alias)
@@ -351,17 +411,50 @@ def _load_dataset(
             skipped_unchanged=True,
             seconds=time.perf_counter() - started,
         )
+    bulk = {"chunk_docs": chunk_docs, "threads": threads, "max_retries": max_retries}
+    if record is not None and not full and len(live) == 1:
+        loaded = upsert.read_loaded(record)
+        meta = index_meta(backend, live[0])
+        if (
+            loaded is not None
+            and meta.get("template_version") == TEMPLATE_VERSION
+            and loaded.usable_for(live[0], meta, backend.count(live[0]))
+        ):
+            try:
+                stats = _update_in_place(
+                    backend, live[0], loaded, parts, fingerprint, run_id, timeout, **bulk
+                )
+            except SearchUnavailable:
+                raise
+            except SearchError as exc:
+                # The index is not what the record says: rebuild it (below), which also
+                # replaces whatever the update left half done.
+                log.warning("in-place update of %s failed, rebuilding: %s", live[0], exc)
+                upsert.forget(record)
+            else:
+                upsert.write_loaded(record, stats[1])
+                return IndexLoadStats(
+                    alias=alias,
+                    index=live[0],
+                    docs=stats[1].docs.height,
+                    docs_indexed=stats[0][0],
+                    docs_deleted=stats[0][1],
+                    updated_in_place=True,
+                    seconds=time.perf_counter() - started,
+                )
+    if record is not None:
+        upsert.forget(record)  # about to describe another index
+    hashes: list[pl.DataFrame] = []
+
+    def batches() -> Iterator[list[Action]]:
+        for part in parts:
+            docs = part.docs()
+            hashes.append(upsert.doc_hashes(part.key, docs))
+            yield _pairs(docs)
+
     index, meta = _fresh_index(backend, ds, prefix, run_id, fingerprint, live)
     try:
-        indexed = bulk_index(
-            backend,
-            index,
-            batches,
-            chunk_docs=chunk_docs,
-            threads=threads,
-            max_retries=max_retries,
-            timeout=max(timeout, 60.0),
-        )
+        indexed = bulk_index(backend, index, batches(), timeout=max(timeout, 60.0), **bulk)
         count = _ready_to_serve(backend, index, meta, indexed, expected, replicas, timeout)
     except BaseException:
         # Never leave a half-loaded index behind (the alias still points at the old one).
@@ -369,6 +462,10 @@ def _load_dataset(
             backend.delete_indices([index])
         raise
     previous, deleted = _swap_alias(backend, ds.pattern(prefix), alias, index, live, keep_previous)
+    if record is not None:
+        docs = pl.concat(hashes) if hashes else pl.DataFrame(schema=upsert.ID_HASH_SCHEMA)
+        parts_now = {p.key: p.checksum for p in parts}
+        upsert.write_loaded(record, upsert.Loaded(index, fingerprint, parts_now, docs))
     return IndexLoadStats(
         alias=alias,
         index=index,
@@ -377,6 +474,47 @@ def _load_dataset(
         previous=previous,
         deleted=deleted,
         seconds=time.perf_counter() - started,
+    )
+
+
+def _update_in_place(
+    backend: SearchBackend,
+    index: str,
+    loaded: upsert.Loaded,
+    parts: list[Part],
+    fingerprint: str,
+    run_id: str,
+    timeout: float,
+    **bulk: Any,
+) -> tuple[tuple[int, int], upsert.Loaded]:
+    """Upsert the changed documents and delete the gone ones in ``index``; returns
+    ((upserted, deleted), the new record). :class:`SearchError` when the count after
+    does not match (the caller rebuilds)."""
+    unchanged = [p.key for p in parts if loaded.parts.get(p.key) == p.checksum]
+    changed = {p.key: p.docs() for p in parts if loaded.parts.get(p.key) != p.checksum}
+    change = upsert.diff(loaded, unchanged, changed)
+    batches = [_pairs(f) for f in change.upserts]
+    if change.deletes.len():
+        batches.append(_deletes(change.deletes))
+    bulk_index(backend, index, batches, timeout=max(timeout, 60.0), **bulk)
+    backend.refresh(index, timeout=max(timeout, 60.0))
+    count = backend.count(index)
+    if count != change.docs.height:
+        raise SearchError(
+            f"{index} holds {count:,} documents after the update; expected {change.docs.height:,}"
+        )
+    meta = {
+        "fingerprint": fingerprint,
+        "run_id": run_id,
+        "template_version": TEMPLATE_VERSION,
+        "docs": count,
+        "loaded_at": _now(),
+        "updated_in_place": True,
+    }
+    backend.put_mapping_meta(index, {META_KEY: meta})
+    parts_now = {p.key: p.checksum for p in parts}
+    return (change.upserted, change.deletes.len()), upsert.Loaded(
+        index, fingerprint, parts_now, change.docs
     )
 
 
@@ -457,6 +595,24 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+def _daily_parts(daily_files: list[Path], checksum: str | dict[str, str]) -> list[Part]:
+    """One part per gold daily file, keyed ``bucket=../part-..``, with its gold checksum
+    (its size and mtime when the caller has none for it)."""
+    known: dict[str, str] = {}
+    if isinstance(checksum, dict):
+        known = {"/".join(Path(k).parts[-2:]): v for k, v in checksum.items()}
+    parts = []
+    for path in daily_files:
+        key = "/".join(path.parts[-2:])
+        if isinstance(checksum, str):
+            value = f"{checksum}|{key}"
+        else:
+            st = path.stat()
+            value = known.get(key) or f"{st.st_size}:{st.st_mtime_ns}"
+        parts.append(Part(key, value, partial(daily_docs, path)))
+    return parts
+
+
 def load_options(search: SearchSettings) -> dict[str, Any]:
     """The keyword options of :func:`sync_search` that ``settings.search`` sets."""
     return {
@@ -485,6 +641,8 @@ def sync_search(
     threads: int = 2,
     max_retries: int = 5,
     timeout: float = 30.0,
+    state_dir: Path | None = None,
+    full: bool = False,
 ) -> SearchLoadStats:
     """Make the three search aliases serve this gold (see the module doc).
 
@@ -495,23 +653,46 @@ def sync_search(
     dataset whose hash equals the live index's is skipped. Raises
     :class:`SearchUnavailable` when the node cannot be reached and
     :class:`SearchError` when documents are rejected; in both cases every alias
-    still points at a complete index (the old one).
+    still points at a complete index (the old one, or the live one partly updated in
+    place, which the next sync finishes). ``state_dir``: where the records of what
+    each live index holds are kept (enables in-place updates); ``full``: rebuild every
+    changed dataset.
     """
     started = time.perf_counter()
     stats = SearchLoadStats(run_id=run_id)
     prints = fingerprints(checksum, instruments, daily_files)
     daily_rows = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in daily_files)
-    plan: list[tuple[Dataset, Iterable[list[Action]], int]] = [
-        (INSTRUMENTS, [instrument_actions(instruments)], instruments.num_rows),
-        (QUARTERLY, [quarterly_actions(quarterly, instruments)], quarterly.num_rows),
-        (DAILY_BARS, (daily_actions(p) for p in daily_files), daily_rows),
+    plan: list[tuple[Dataset, list[Part], int]] = [
+        (
+            INSTRUMENTS,
+            [
+                Part(
+                    INSTRUMENTS.name,
+                    prints[INSTRUMENTS.name],
+                    partial(instrument_docs, instruments),
+                )
+            ],
+            instruments.num_rows,
+        ),
+        (
+            QUARTERLY,
+            [
+                Part(
+                    QUARTERLY.name,
+                    prints[QUARTERLY.name],
+                    partial(quarterly_docs, quarterly, instruments),
+                )
+            ],
+            quarterly.num_rows,
+        ),
+        (DAILY_BARS, _daily_parts(daily_files, checksum), daily_rows),
     ]
     ensure_templates(backend, prefix, replicas)
-    for ds, batches, expected in plan:
+    for ds, parts, expected in plan:
         stats.indices[ds.name] = _load_dataset(
             backend,
             ds,
-            batches,
+            parts,
             prefix=prefix,
             run_id=run_id,
             fingerprint=prints[ds.name],
@@ -522,6 +703,8 @@ def sync_search(
             threads=threads,
             max_retries=max_retries,
             timeout=timeout,
+            record=state_dir / f"{ds.alias(prefix)}.parquet" if state_dir else None,
+            full=full,
         )
     stats.seconds = time.perf_counter() - started
     return stats

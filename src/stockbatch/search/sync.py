@@ -17,8 +17,11 @@ def search_state(settings: Settings) -> dict[str, Any]:
     return lake.read_json(lake.layout(settings).search_state)
 
 
-def search_sync(settings: Settings, *, run_id: str) -> dict[str, Any]:
-    """Make the search index serve the current gold.
+def search_sync(settings: Settings, *, run_id: str, full: bool = False) -> dict[str, Any]:
+    """Make the search index serve the current gold: a changed dataset is updated in
+    place (upserts and deletes of the changed documents; the records of what each live
+    index holds are under ``lake/_state/search``), or rebuilt with an alias swap when
+    ``full`` or when the records do not describe the live index.
 
     An unreachable node does not fail the load: the record says ``stale`` with
     the reason (also kept in ``gold/_search.json`` and the run manifest) and a
@@ -39,6 +42,8 @@ def search_sync(settings: Settings, *, run_id: str) -> dict[str, Any]:
             daily_files=gold.daily_files(settings),
             run_id=run_id,
             checksum=state["gold_checksums"],
+            state_dir=lake.layout(settings).state / "search",
+            full=full,
             **search.load_options(settings.search),
         )
     except search.SearchUnavailable as exc:
@@ -56,7 +61,9 @@ def search_sync(settings: Settings, *, run_id: str) -> dict[str, Any]:
                 name: {
                     "index": s.index,
                     "docs": s.docs_indexed,
+                    "deleted_docs": s.docs_deleted,
                     "unchanged": s.skipped_unchanged,
+                    "updated_in_place": s.updated_in_place,
                     "seconds": round(s.seconds, 3),
                 }
                 for name, s in stats.indices.items()
