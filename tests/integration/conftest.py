@@ -5,6 +5,9 @@
 (deploy/services/README.md) under its own temporary home, shared by the storage
 tests of every folder below (tests/integration/search runs on both search nodes).
 
+``spark_cluster`` is a Spark standalone cluster (one master, two workers) run from
+the installed PySpark, for the Spark engine's cluster tests.
+
 ``kafka_broker`` is a real Apache Kafka 4 broker (KRaft) on 127.0.0.1, provisioned
 from Maven Central on first use (see deploy/services/README.md); ``kafka_broker_scram``
 is a second one with SASL/SCRAM-SHA-512 on its client listener. Both are stopped at
@@ -31,6 +34,7 @@ from stockbatch.services import KafkaService, ScramCredentials
 from stockbatch.services.elasticsearch import ElasticsearchService
 from stockbatch.services.opensearch import OpenSearchService
 from stockbatch.services.postgresql import PostgresService
+from stockbatch.services.spark import SparkService
 from support.services import RunningService, remove_server_home, server_home, session_service
 
 
@@ -130,3 +134,30 @@ def elasticsearch_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ela
             yield running
     finally:
         remove_server_home(home)
+
+
+# ----------------------------------------------------------------------------- Spark
+
+
+@dataclass
+class SparkCluster(RunningService[SparkService]):
+    """The session's Spark standalone cluster (a master and two workers) and its home."""
+
+    @property
+    def master_url(self) -> str:
+        """``spark://127.0.0.1:<port>``; stays the same across restarts."""
+        return self.service.master_url
+
+    @property
+    def web_ui(self) -> str:
+        """The master's web UI (``/json/``: workers, applications)."""
+        return self.service.web_ui
+
+
+@pytest.fixture(scope="session")
+def spark_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkCluster]:
+    """A Spark standalone cluster of 2 workers (1 core, 1 GB each) for the whole session."""
+    home = tmp_path_factory.mktemp("spark-home")
+    cluster = SparkCluster(SparkService(home, workers=2, worker_cores=1, worker_memory="1g"), home)
+    with session_service(cluster, "Spark standalone cluster") as running:
+        yield running

@@ -27,7 +27,7 @@ from stockbatch.services.system import ServiceError
 app = typer.Typer(
     name="services",
     help="Provision and run real services (Kafka, PostgreSQL, OpenSearch, Elasticsearch, "
-    "Airflow) on 127.0.0.1, data under STOCKBATCH_HOME.",
+    "Spark, Airflow) on 127.0.0.1, data under STOCKBATCH_HOME.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -76,8 +76,13 @@ def _names(names: list[str] | None) -> list[str]:
 
 def _describe(status: ServiceStatus) -> str:
     ep = status.endpoint
-    where = ep.get("bootstrap_servers") or ep.get("url") or ""
+    where = ep.get("bootstrap_servers") or ep.get("master_url") or ep.get("url") or ""
     extra = []
+    if ep.get("master_url") and ep.get("workers"):
+        extra.append(
+            f"{ep['workers']} worker(s) x {ep.get('worker_cores')} core(s), "
+            f"{ep.get('worker_memory')}; UI {ep.get('web_ui')}"
+        )
     if ep.get("security_protocol"):
         extra.append(str(ep["security_protocol"]))
     if ep.get("sasl_username") or ep.get("username"):
@@ -109,6 +114,33 @@ def up(
             show_default=False,
         ),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Spark: number of workers (default: as last time, else 2).",
+            show_default=False,
+        ),
+    ] = None,
+    worker_cores: Annotated[
+        int | None,
+        typer.Option(
+            "--worker-cores",
+            min=1,
+            help="Spark: cores each worker offers (default: as last time, else 1).",
+            show_default=False,
+        ),
+    ] = None,
+    worker_memory: Annotated[
+        str | None,
+        typer.Option(
+            "--worker-memory",
+            help="Spark: memory each worker offers, e.g. 512m, 2g; its executor gets all of "
+            "it (default: as last time, else 1g).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Provision (first time: download, format), start, wait until healthy, record endpoints."""
     root = _home(home)
@@ -123,7 +155,15 @@ def up(
                 )
                 ensure_kafka_jars()
             console.print(f"{name}: starting under {root.resolve() / 'services' / name} ...")
-            service = get_service(name, root, port=port, scram=scram)
+            service = get_service(
+                name,
+                root,
+                port=port,
+                scram=scram,
+                workers=workers,
+                worker_cores=worker_cores,
+                worker_memory=worker_memory,
+            )
             status = service.up()
         except ServiceError as exc:
             console.print(f"[bold red]error:[/] {name}: {exc}")

@@ -1,4 +1,8 @@
-"""Starting Spark for the process stage: a local (or cluster) session, or spark-submit's."""
+"""Starting Spark for the process stage: a local (or cluster) session, or spark-submit's.
+
+The master comes from the settings, else from the cluster ``stockbatch services up
+spark`` recorded (:func:`stockbatch.services.endpoints.effective_spark_settings`).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,9 @@ import shutil
 import sys
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
+from stockbatch.services.endpoints import effective_spark_settings
 from stockbatch.settings import Settings
 
 
@@ -31,9 +37,12 @@ def spark_session(
 
     Python workers run this interpreter (``PYSPARK_PYTHON``/``PYSPARK_DRIVER_PYTHON``
     are set to ``sys.executable`` when unset: the ``spark.pyspark.python``
-    setting alone is not honoured in local mode, measured). Arrow transfers on,
-    UTC session time zone (dates must not shift), UI off, shuffle partitions
-    ``2 * cores`` in local mode, quiet logs. ``conf`` overrides any of these
+    setting alone is not honoured outside spark-submit, measured; on a cluster the
+    executors start that same path, so it must exist on every node). Arrow
+    transfers on, UTC session time zone (dates must not shift), UI off, shuffle
+    partitions ``2 * cores`` in local mode, quiet logs; the driver binds to
+    127.0.0.1 in local mode and for a master on loopback (the local cluster's
+    executors connect back to it there). ``conf`` overrides any of these
     (e.g. ``spark.driver.memory``, which only applies to a new JVM). Raises
     :class:`SparkUnavailableError` with what to install when Java is missing
     or the session does not start.
@@ -58,10 +67,10 @@ def spark_session(
             {
                 "spark.sql.shuffle.partitions": str(2 * cores),
                 "spark.default.parallelism": str(cores),
-                "spark.driver.host": "127.0.0.1",
-                "spark.driver.bindAddress": "127.0.0.1",
             }
         )
+    if master.startswith("local") or _on_loopback(master):
+        settings.update({"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"})
     settings.update(conf or {})
     builder = SparkSession.builder.master(master).appName(app_name)
     for k, v in settings.items():
@@ -75,14 +84,24 @@ def spark_session(
 
 
 def session_for(settings: Settings) -> Any:
-    """The session for ``settings.process`` (master, extra conf); under ``spark-submit``
-    (:mod:`stockbatch.spark_submit`), the session it made, with its master and resources."""
+    """The session for ``settings.process`` (master, extra conf), or for the cluster
+    ``services up spark`` recorded when the master is left at ``local[*]``; under
+    ``spark-submit`` (:mod:`stockbatch.spark_submit`), the session it made, with its
+    master and resources."""
     if os.environ.get("STOCKBATCH_SPARK_SUBMIT"):
         from pyspark.sql import SparkSession
 
         return SparkSession.builder.getOrCreate()
-    p = settings.process
+    p = effective_spark_settings(settings)
     return spark_session(master=p.spark_master, conf=p.spark_conf)
+
+
+def _on_loopback(master: str) -> bool:
+    """True for a standalone master on this machine's loopback (``spark://127.0.0.1:N``)."""
+    if not master.startswith("spark://"):
+        return False
+    hosts = [urlsplit(f"spark://{url}").hostname for url in master[8:].split(",")]
+    return bool(hosts) and all(h in ("127.0.0.1", "localhost", "::1") for h in hosts)
 
 
 def _local_cores(master: str) -> int:

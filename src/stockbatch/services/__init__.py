@@ -1,4 +1,4 @@
-"""Real services (Kafka, PostgreSQL, OpenSearch, Elasticsearch, Airflow) provisioned
+"""Real services (Kafka, PostgreSQL, OpenSearch, Elasticsearch, Spark, Airflow) provisioned
 and run on loopback by the project itself, with their data under ``$STOCKBATCH_HOME/services``.
 
 Entry points: ``stockbatch services up|down|status`` (:mod:`stockbatch.cli.services`);
@@ -12,6 +12,7 @@ from stockbatch.services.elasticsearch import ELASTICSEARCH_VERSION, Elasticsear
 from stockbatch.services.endpoints import (
     effective_kafka_settings,
     effective_search_url,
+    effective_spark_settings,
     recorded_endpoints,
     services_file,
 )
@@ -26,6 +27,7 @@ from stockbatch.services.kafka import (
 from stockbatch.services.opensearch import OPENSEARCH_VERSION, OpenSearchService
 from stockbatch.services.postgresql import PostgresService
 from stockbatch.services.registry import SERVICES, get_service, service_names
+from stockbatch.services.spark import SparkService
 from stockbatch.services.system import ServiceError
 
 __all__ = [
@@ -42,8 +44,10 @@ __all__ = [
     "Service",
     "ServiceError",
     "ServiceStatus",
+    "SparkService",
     "effective_kafka_settings",
     "effective_search_url",
+    "effective_spark_settings",
     "ensure_kafka_jars",
     "get_service",
     "probe_kafka",

@@ -8,7 +8,8 @@
 and ``services down`` removes it, so every later command run with the same
 ``STOCKBATCH_HOME`` finds the services without configuration. Explicit settings
 always win over the record (:func:`effective_kafka_settings`,
-:func:`effective_search_url`; the warehouse URLs: ``stockbatch.warehouse.db``).
+:func:`effective_search_url`, :func:`effective_spark_settings`; the warehouse URLs:
+``stockbatch.warehouse.db``).
 The file holds generated passwords, so it is written owner-readable only.
 """
 
@@ -23,7 +24,7 @@ from pydantic import SecretStr
 from stockbatch.services.system import ServiceError, file_lock, write_private
 
 if TYPE_CHECKING:
-    from stockbatch.settings import KafkaSettings, Settings
+    from stockbatch.settings import KafkaSettings, ProcessSettings, Settings
 
 FILE_NAME = "services.json"
 
@@ -123,3 +124,26 @@ def effective_search_url(settings: Settings) -> str | None:
     record = recorded_endpoints(settings.home).get(kind) or {}
     url = record.get("url")
     return str(url) if url else None
+
+
+def effective_spark_settings(settings: Settings) -> ProcessSettings:
+    """``settings.process`` with the Spark master ``stockbatch services up spark`` recorded.
+
+    ``process.spark_master`` at its default (``local[*]``) counts as not set: with a
+    cluster recorded under ``settings.home``, its master URL is used, and the
+    recorded ``app_conf`` (executor cores and memory that fit the workers, every
+    core) fills in the Spark settings ``process.spark_conf`` does not set. Any other
+    master (``spark://host:7077``, ``yarn``, ``k8s://...``, ``local[2]``) wins and
+    the record is ignored, as is a record without a master URL.
+    """
+    process = settings.process
+    if process.spark_master != type(process).model_fields["spark_master"].default:
+        return process
+    record = recorded_endpoints(settings.home).get("spark") or {}
+    master = record.get("master_url")
+    if not master:
+        return process
+    conf = {str(k): str(v) for k, v in (record.get("app_conf") or {}).items()}
+    return process.model_copy(
+        update={"spark_master": str(master), "spark_conf": {**conf, **process.spark_conf}}
+    )

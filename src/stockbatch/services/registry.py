@@ -19,6 +19,7 @@ from stockbatch.services.elasticsearch import ELASTICSEARCH_VERSION, Elasticsear
 from stockbatch.services.kafka import KAFKA_VERSION, KafkaService
 from stockbatch.services.opensearch import OPENSEARCH_VERSION, OpenSearchService
 from stockbatch.services.postgresql import PostgresService
+from stockbatch.services.spark import SparkService, spark_version
 from stockbatch.services.system import ServiceError
 
 
@@ -58,6 +59,14 @@ SERVICES: dict[str, ServiceSpec] = {
         description="PostgreSQL (Debian package) throwaway cluster on 127.0.0.1, three roles",
         factory=PostgresService,
         options=("port",),
+    ),
+    "spark": ServiceSpec(
+        name="spark",
+        description=f"Apache Spark {spark_version()} standalone cluster (from the installed "
+        "PySpark): one master and N workers on 127.0.0.1",
+        factory=SparkService,
+        # No "port", as for OpenSearch: the CLI's --port would also go to Kafka's broker.
+        options=("workers", "worker_cores", "worker_memory"),
     ),
     "airflow": ServiceSpec(
         name="airflow",
