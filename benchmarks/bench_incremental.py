@@ -11,6 +11,13 @@ scale-up from synth.py) and engine (``polars``, ``spark``), in one run:
 3. measure ``stockbatch process`` (incremental: one new row per symbol);
 4. measure ``stockbatch process --full`` on the same lake (everything from bronze).
 
+Ingest (issue 15, ``--ingest-only`` for just this part): step 1's ingest is a
+*full* ingest (every file read whole); step 2's is the *append* ingest (each
+file's history only sampled, its new bytes read and parsed); then a ``--verify``
+ingest of the unchanged lake (every file hashed in full, nothing landed). Bytes
+read come from the run manifest (``bytes_read`` of every landed unit). Target:
+the append ingest's cost follows the new bytes, not the history.
+
 Both are fresh ``stockbatch`` processes under ``_measure.py``. Two ratios:
 *stage* (the seconds the process stage itself reports in the run manifest,
 ``recomputed.seconds``) and *command* (wall time of the whole command,
@@ -69,6 +76,50 @@ def hold_back(src: Path, dst: Path) -> dict[Path, bytes]:
     return held
 
 
+def ingest_read(home: Path) -> dict[str, Any]:
+    """Rows landed and input bytes read by the last ingest (from its run manifest)."""
+    from stockbatch import runs
+    from stockbatch.settings import Settings
+
+    (doc,) = runs.last_manifests(Settings(home=home), 1)
+    units = doc["ingest"]["units"]
+    return {
+        "stage_s": float(doc["duration_s"]),  # the recorded run: no interpreter start
+        "rows": sum(u["rows"] for u in units),
+        "landed": len(units),
+        "skipped": doc["ingest"]["units_skipped"],
+        "tail": sum(u.get("read") == "tail" for u in units),
+        "bytes_read": sum(u.get("bytes_read", 0) for u in units),
+    }
+
+
+def measure_ingest(
+    size: str, data: Path, home: Path, env: dict[str, str], held: dict[Path, bytes]
+) -> dict[str, Any]:
+    """The full ingest of ``data`` (held back), then the one-day append and a verify."""
+    ingest = stockbatch("ingest", "--source", "kaggle", "--path", str(data), "--quiet")
+    print(f"[{size}] full ingest ...", file=sys.stderr)
+    full = run(ingest, env)
+    history = sum(p.stat().st_size for p in data.rglob("*") if p.is_file())
+    full_read = ingest_read(home)
+    for path, line in held.items():
+        with path.open("ab") as fh:
+            fh.write(line)
+    print(f"[{size}] append ingest ...", file=sys.stderr)
+    append = run(ingest, env)
+    append_read = ingest_read(home)
+    print(f"[{size}] verify ingest ...", file=sys.stderr)
+    verify = run([*ingest, "--verify"], env)
+    return {
+        "files": len(held),
+        "history_bytes": history,
+        "appended_bytes": sum(len(line) for line in held.values()),
+        "full": {"wall_s": full["wall_s"], "peak_mb": full["peak_mb"], **full_read},
+        "append": {"wall_s": append["wall_s"], "peak_mb": append["peak_mb"], **append_read},
+        "verify": {"wall_s": verify["wall_s"], "peak_mb": verify["peak_mb"], **ingest_read(home)},
+    }
+
+
 def stage_seconds(home: Path) -> float:
     """The process stage's own time, from the state it wrote."""
     state = json.loads((home / "lake" / "gold" / "_state.json").read_text())
@@ -83,15 +134,13 @@ def bench(size: str, engine: str, work: Path) -> dict[str, Any]:
     env = {**os.environ, "STOCKBATCH_HOME": str(home), "STOCKBATCH_PROGRESS": "false"}
     env["STOCKBATCH_PROCESS__ENGINE"] = engine
     print(f"[{size}/{engine}] initial ingest + full build ...", file=sys.stderr)
-    for cmd in (
-        stockbatch("ingest", "--source", "kaggle", "--path", str(data), "--quiet"),
-        stockbatch("process", "--as-of", AS_OF, "--quiet"),
-    ):
-        run(cmd, env)
+    ingest = stockbatch("ingest", "--source", "kaggle", "--path", str(data), "--quiet")
+    run(ingest, env)
+    run(stockbatch("process", "--as-of", AS_OF, "--quiet"), env)
     for path, line in held.items():
         with path.open("ab") as fh:
             fh.write(line)
-    run(stockbatch("ingest", "--source", "kaggle", "--path", str(data), "--quiet"), env)
+    run(ingest, env)
     print(f"[{size}/{engine}] incremental update ...", file=sys.stderr)
     inc = run(stockbatch("process", "--as-of", AS_OF, "--quiet"), env)
     state = json.loads((home / "lake" / "gold" / "_state.json").read_text())
@@ -110,6 +159,41 @@ def bench(size: str, engine: str, work: Path) -> dict[str, Any]:
         "stage_ratio": inc_stage / full_stage if full_stage else None,
         "command_ratio": inc["wall_s"] / full["wall_s"] if full["wall_s"] else None,
     }
+
+
+def bench_ingest(size: str, work: Path) -> dict[str, Any]:
+    """One size: the ingest of one appended day against a full ingest."""
+    data = work / "data"
+    home = work / "home"
+    held = hold_back(dataset(size), data)
+    env = {**os.environ, "STOCKBATCH_HOME": str(home), "STOCKBATCH_PROGRESS": "false"}
+    r = {"size": size, **measure_ingest(size, data, home, env, held)}
+    r["stage_ratio"] = r["append"]["stage_s"] / r["full"]["stage_s"]
+    r["command_ratio"] = r["append"]["wall_s"] / r["full"]["wall_s"]
+    r["read_ratio"] = r["append"]["bytes_read"] / r["full"]["bytes_read"]
+    return r
+
+
+def print_ingest_table(results: list[dict[str, Any]]) -> None:
+    """Ingest figures, one line per size: stage seconds (command seconds), MB read."""
+    head = (
+        f"{'size':<7}{'files':>6}{'hist MB':>8}{'new KB':>7}{'full s':>14}{'full MB':>8}"
+        f"{'append s':>13}{'append MB':>10}{'stage ratio':>12}{'read ratio':>11}{'verify s':>13}"
+    )
+    print(head)
+    print("-" * len(head))
+    for r in results:
+        f, a, v = r["full"], r["append"], r["verify"]
+
+        def secs(m: dict[str, Any]) -> str:
+            return f"{m['stage_s']:.2f} ({m['wall_s']:.1f})"
+
+        print(
+            f"{r['size']:<7}{r['files']:>6}{r['history_bytes'] / 1e6:>8.1f}"
+            f"{r['appended_bytes'] / 1e3:>7.1f}{secs(f):>14}{f['bytes_read'] / 1e6:>8.1f}"
+            f"{secs(a):>13}{a['bytes_read'] / 1e6:>10.2f}{r['stage_ratio']:>12.3f}"
+            f"{r['read_ratio']:>11.3f}{secs(v):>13}"
+        )
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
@@ -139,8 +223,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="sample,10x", help="comma-separated: sample, 10x")
     parser.add_argument("--engines", default="polars,spark", help="comma-separated: polars, spark")
     parser.add_argument("--keep", action="store_true", help="keep the work folders")
+    parser.add_argument(
+        "--ingest-only",
+        action="store_true",
+        help="only the ingest: one appended day vs a full ingest, and a --verify ingest",
+    )
     args = parser.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    if args.ingest_only:
+        ingests = []
+        for size in [s for s in args.sizes.split(",") if s]:
+            work = Path(tempfile.mkdtemp(prefix=f"bench-inc-ingest-{size}-"))
+            try:
+                ingests.append(bench_ingest(size, work))
+            finally:
+                if not args.keep:
+                    shutil.rmtree(work, ignore_errors=True)
+        print_ingest_table(ingests)
+        doc = {"benchmark": "incremental-ingest", "created_utc": stamp, "results": ingests,
+               "environment": environment()}  # fmt: skip
+        for name in (
+            f"bench_incremental_ingest-{stamp}.json",
+            "bench_incremental_ingest-latest.json",
+        ):
+            (OUT / name).write_text(json.dumps(doc, indent=2, default=str))
+        return 0
     results = []
     for size in [s for s in args.sizes.split(",") if s]:
         for engine in [e for e in args.engines.split(",") if e]:
@@ -151,7 +259,6 @@ def main(argv: list[str] | None = None) -> int:
                 if not args.keep:
                     shutil.rmtree(work, ignore_errors=True)
     print_table(results)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     report = {"benchmark": "incremental", "created_utc": stamp, "results": results,
               "environment": environment()}  # fmt: skip
     for name in (f"bench_incremental-{stamp}.json", "bench_incremental-latest.json"):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from stockbatch import pipeline
 from stockbatch.results import IngestResult, ProcessResult
 from stockbatch.settings import Settings
 from stockbatch.sources.kaggle import KaggleSource
+from stockbatch.sources.versions import SAMPLE_BYTES, sample_ranges
 from support.lake_compare import PROVENANCE_ONLY, assert_lakes_equal, process_state
 
 DEMO = Path(__file__).resolve().parents[2] / "data" / "demo" / "kaggle"
@@ -139,6 +141,9 @@ def test_daily_appends_equal_full_rebuild(grown: Lake) -> None:
             lake.append_day(day, part=slice(0, 2))
             landed = lake.ingest()
             assert landed.rows == 2 * len(lake.held), "only the appended lines are landed"
+            # ...read alone: the history of each file is only sampled (issue 15).
+            assert {u["read"] for u in landed.units} == {"tail"}
+            assert sum(u["bytes_read"] for u in landed.units) < 2 * SAMPLE_BYTES * len(lake.held)
             lake.append_day(day, part=slice(2, 3))
         else:
             lake.append_day(day)
@@ -336,3 +341,29 @@ def test_old_dates_never_stop_a_run(
     assert res.recomputed["mode"] == "incremental" and res.recomputed["new_rows"] == 1
     assert res.counts["health"]["open_missing"] == 2
     assert_same_as_full(lake)
+
+
+def test_verify_catches_a_same_size_edit_then_equals_full(grown: Lake) -> None:
+    """A price edited in place (same size, mtime kept) where sampling does not look:
+    the cheap ingest skips the file (the documented limit); ``verify`` re-lands it
+    whole and the update equals a full rebuild."""
+    lake = grown
+    path = lake.data / "nasdaq" / "stocks" / "AON.csv"
+    data = path.read_bytes()
+    st = path.stat()
+    covered = {i for o, n in sample_ranges(len(data)) for i in range(o, o + n)}
+    mid = data.index(b"\n", len(data) // 2) + 1
+    comma = data.index(b",", mid)  # past the date: a digit of the open price
+    at = next(
+        i for i in range(comma + 1, len(data)) if i not in covered and data[i : i + 1] == b"1"
+    )
+    path.write_bytes(data[:at] + b"2" + data[at + 1 :])
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert lake.ingest().units_ingested == 0
+    landed = pipeline.ingest(lake.settings, KaggleSource(lake.data), verify=True)
+    assert [(u["ref"], u["read"]) for u in landed.units] == [("nasdaq/stocks/AON.csv", "whole")]
+    as_of = AS_OF + dt.timedelta(days=6)
+    res = pipeline.process(lake.settings, as_of=as_of)
+    assert res.recomputed["mode"] == "incremental", res.recomputed
+    assert len(res.recomputed["rebuilt_buckets"]) == 1, res.recomputed
+    assert_same_as_full(lake, as_of)

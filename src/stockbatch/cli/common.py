@@ -107,6 +107,14 @@ StartOpt = Annotated[
 ForceOpt = Annotated[
     bool, typer.Option("--force", help="Redo the work even if inputs are unchanged.")
 ]
+VerifyOpt = Annotated[
+    bool,
+    typer.Option(
+        "--verify",
+        help="Read and hash every input file in full (not only sampled blocks of "
+        "unchanged history) and re-land any file whose landed content changed.",
+    ),
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 NoWaitOpt = Annotated[
     bool,

@@ -23,6 +23,7 @@ from stockbatch.cli.common import (
     StartOpt,
     SymbolsOpt,
     TransportOpt,
+    VerifyOpt,
     WarehouseOpt,
     app,
     cli_settings,
@@ -97,6 +98,7 @@ def run(
     as_of: AsOfOpt = None,
     force: ForceOpt = False,
     full: FullOpt = False,
+    verify: VerifyOpt = False,
     home: HomeOpt = None,
     engine: EngineOpt = None,
     transport: TransportOpt = None,
@@ -120,6 +122,7 @@ def run(
                 as_of=parse_date(as_of, "--as-of"),
                 force=force,
                 full=full,
+                verify=verify,
                 progress=prog,
                 wait=not no_wait,
                 on_wait=waiting,
@@ -148,6 +151,7 @@ def ingest(
     symbols: SymbolsOpt = None,
     start: StartOpt = None,
     force: ForceOpt = False,
+    verify: VerifyOpt = False,
     as_of: AsOfOpt = None,
     home: HomeOpt = None,
     transport: TransportOpt = None,
@@ -164,7 +168,9 @@ def ingest(
     src = _make_source(s, source, path, symbols, start, dataset)
 
     def work(rec: RunResult, prog: StageProgress) -> None:
-        rec.ingest = pipeline.ingest(s, src, run_id=rec.run_id, force=force, progress=prog)
+        rec.ingest = pipeline.ingest(
+            s, src, run_id=rec.run_id, force=force, verify=verify, progress=prog
+        )
 
     rec = recorded(s, "ingest", work, params={"source": source}, wait=not no_wait)
     assert rec.ingest is not None

@@ -8,6 +8,15 @@ reads the active rows with :func:`read_bucket`.
 The catalog (``bronze/_catalog.parquet``) has one row per landed unit version;
 the newest batch of a unit is its active version. A version that only holds a
 file's appended lines (``delta``) extends the version it names, recursively.
+Its ``sha256`` is a content id: the SHA-256 of the file for a version read
+whole, a hash chain (previous id + appended bytes) for a delta
+(``sources/versions.py``).
+
+The fingerprint store (``bronze/_fingerprints.parquet``) remembers, per file
+unit, how its last read version looked on disk (size, mtime, line count, a
+digest of sampled blocks), so the next ingest can skip it or read only its
+appended bytes. It is a cache: a missing or stale row only makes the ingest
+read that file whole.
 """
 
 from __future__ import annotations
@@ -48,6 +57,49 @@ CATALOG_SCHEMA = pa.schema(
         ("delta", pa.bool_()),
     ]
 )
+
+
+FINGERPRINT_SCHEMA = pa.schema(
+    [
+        ("source", pa.string()),
+        ("ref", pa.string()),
+        ("sha256", pa.string()),  # the content id the fingerprint describes
+        ("size", pa.int64()),
+        ("mtime_ns", pa.int64()),
+        ("lines", pa.int64()),
+        ("sample", pa.string()),
+        ("has_header", pa.bool_()),
+    ]
+)
+
+
+def _fingerprints_path(settings: Settings) -> Path:
+    return layout(settings).catalog.with_name("_fingerprints.parquet")
+
+
+def read_fingerprints(settings: Settings) -> dict[tuple[str, str], dict[str, Any]]:
+    """(source, ref) -> the fingerprint row of the file's last read version."""
+    path = _fingerprints_path(settings)
+    if not path.exists():
+        return {}
+    try:
+        df = pl.read_parquet(path)
+    except (OSError, pl.exceptions.PolarsError):
+        return {}  # a cache: unreadable means every file is read whole once
+    return {(r["source"], r["ref"]): r for r in df.iter_rows(named=True)}
+
+
+def write_fingerprints(settings: Settings, rows: Iterable[dict[str, Any]]) -> None:
+    """Store fingerprints (one per (source, ref): the newest replaces the older one)."""
+    new = list(rows)
+    if not new:
+        return
+    with lock(settings):
+        path = _fingerprints_path(settings)
+        old = list(read_fingerprints(settings).values())
+        merged = {(r["source"], r["ref"]): r for r in [*old, *new]}
+        df = pl.DataFrame(list(merged.values()), schema=pl.Schema(FINGERPRINT_SCHEMA))
+        files.write_parquet_atomic(df.sort("source", "ref").to_arrow(), path)
 
 
 def read_catalog(settings: Settings) -> pl.DataFrame:
@@ -174,7 +226,9 @@ class BucketWriter:
     def flush(self) -> None:
         if not self.pending:
             return
-        df = pl.from_arrow(pa.concat_tables(self.pending))
+        # One chunk per column: thousands of small tables (a day appended to every
+        # file) would otherwise make thousands of chunks, slow to convert.
+        df = pl.from_arrow(pa.concat_tables(self.pending).combine_chunks())
         assert isinstance(df, pl.DataFrame)
         df = with_buckets(df, self.buckets, self.bucket_of).with_columns(
             pl.lit(self.run_id).alias("ingest_run_id")

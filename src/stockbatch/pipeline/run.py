@@ -66,6 +66,7 @@ def run(
     as_of: dt.date | None = None,
     force: bool = False,
     full: bool = False,
+    verify: bool = False,
     progress: Progress = no_progress,
     command: str = "run",
     wait: bool = True,
@@ -75,13 +76,16 @@ def run(
 
     One run at a time per home: ``wait`` (or :class:`stockbatch.runs.HomeBusy`) and
     ``on_wait`` as in :func:`stockbatch.runs.recording`. A failing stage is recorded
-    (status ``failed``, with its error) and raised.
+    (status ``failed``, with its error) and raised. ``verify``: the ingest hashes
+    every file in full (:func:`ingest`).
     """
     check_backends(settings)
     params = {"source": source.name, "as_of": (as_of or today_utc()).isoformat()}
     with runs.recording(settings, command, params=params, wait=wait, on_wait=on_wait) as rec:
         rid = rec.run_id
-        rec.ingest = ingest(settings, source, run_id=rid, force=force, progress=progress)
+        rec.ingest = ingest(
+            settings, source, run_id=rid, force=force, verify=verify, progress=progress
+        )
         if settings.transport == "kafka":
             rec.collect = collect(settings, run_id=rid)
         rec.process = process(

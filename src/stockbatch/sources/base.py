@@ -17,6 +17,7 @@ from typing import ClassVar, Literal, TypeAlias
 import pyarrow as pa
 
 from stockbatch.schema import BRONZE_BARS
+from stockbatch.sources.versions import Prior, UnitVersion
 
 SourceName = Literal["kaggle-huge", "kaggle-sp500", "kaggle-nasdaq", "yahoo"]
 SOURCE_NAMES: tuple[SourceName, ...] = ("kaggle-huge", "kaggle-sp500", "kaggle-nasdaq", "yahoo")
@@ -86,13 +87,15 @@ class SourceUnit:
 
     ``ref`` is stable across runs (the file's path relative to the input root with
     ``/`` separators, or ``yahoo/<SYMBOL>/<start>..<end>``) and becomes the bronze
-    ``source_file``. For files, ``sha256`` and ``size`` describe the bytes, so the
-    pipeline can skip a file it already ingested unchanged; they are None for Yahoo.
+    ``source_file``. For files, ``size`` and ``mtime_ns`` are what listing saw (a
+    ``stat``, no read: the ingest compares them with the landed version's
+    fingerprint, see ``versions.py``); ``sha256`` is None unless a source knows
+    its unit's content id without reading it. All three are None for Yahoo.
 
     ``error`` is set when listing already found that the unit cannot be read (an
     unreadable file or folder, a FIFO, a broken link...): such a unit is listed so
     that it is rejected by name, and ``read`` raises ``SourceError(error)`` for it.
-    Its ``sha256`` is None, so it is never taken for an unchanged unit.
+    It is never taken for an unchanged unit.
     """
 
     source: str
@@ -101,6 +104,7 @@ class SourceUnit:
     sha256: str | None
     size: int | None
     error: str | None = None
+    mtime_ns: int | None = None
 
 
 class SourceError(Exception):
@@ -186,6 +190,26 @@ class Source(ABC):
                 yield unit, self.read(unit)
             except SourceError as exc:
                 yield unit, exc
+
+    def read_versions(
+        self,
+        jobs: list[tuple[SourceUnit, Prior | None]],
+        *,
+        tail: bool = True,
+        verify: bool = False,
+        force: bool = False,
+    ) -> Iterator[tuple[SourceUnit, UnitVersion | SourceError]]:
+        """Read every unit against its landed version (``Prior``), in order.
+
+        Here (API sources): every unit is read whole, ``read_many``'s way; a file
+        source overrides this to skip unchanged files and read only appended
+        bytes (``versions.read_version``; ``tail``, ``verify``, ``force`` as there).
+        """
+        for unit, outcome in self.read_many([unit for unit, _ in jobs]):
+            if isinstance(outcome, SourceError):
+                yield unit, outcome
+            else:
+                yield unit, UnitVersion("whole", outcome, unit.sha256)
 
 
 def empty_bronze() -> pa.Table:

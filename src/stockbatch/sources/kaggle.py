@@ -39,13 +39,16 @@ A scan that has looked at ``scan_limit`` entries (100,000 by default) without
 finding one file named like data stops with an error (``--path /`` ends
 quickly); ``units(on_scan=...)`` reports its progress (``base.ScanProgress``).
 
+Listing only ``stat``s a file (size, ``mtime_ns``); ``read_versions`` then reads
+each file against its landed version, skipping an unchanged one and reading
+only the appended bytes of a grown one (:mod:`stockbatch.sources.versions`).
+
 Parsing (the layouts, one bronze row per line): :mod:`stockbatch.sources.kaggle_parse`.
 """
 
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import stat
 from collections import deque
@@ -53,6 +56,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import polars as pl
 import pyarrow as pa
@@ -64,11 +68,13 @@ from stockbatch.sources.base import (
     ScanProgress,
     Source,
     SourceError,
+    SourceName,
     SourceUnit,
     echo,
 )
-from stockbatch.sources.kaggle_parse import parse_kaggle_bytes
+from stockbatch.sources.kaggle_parse import parse_kaggle_bytes, parse_kaggle_lines
 from stockbatch.sources.symbols import canonical_symbol, kaggle_layout_of
+from stockbatch.sources.versions import Prior, UnitVersion, read_version
 
 METADATA_FILE = "symbols_valid_meta.csv"
 SKIPPED_FILES = frozenset({METADATA_FILE, "all_stocks_5yr.csv"})
@@ -309,13 +315,17 @@ class KaggleSource(Source):
             os.close(fd)
             out.metadata.append((ref, path))
             return None
-        with os.fdopen(fd, "rb") as fh:
-            try:
-                digest = hashlib.file_digest(fh, "sha256").hexdigest()
-                size = os.fstat(fh.fileno()).st_size
-            except OSError as exc:
-                return _rejected(layout, ref, f"cannot read the file ({_strerror(exc)}).")
-        return SourceUnit(source=layout, ref=ref, path=path, sha256=digest, size=size)
+        # Listing only stats the file (no read): the ingest compares size and mtime
+        # with the landed version's fingerprint and reads what it must (versions.py).
+        try:
+            st = os.fstat(fd)
+        except OSError as exc:
+            return _rejected(layout, ref, f"cannot read the file ({_strerror(exc)}).")
+        finally:
+            os.close(fd)
+        return SourceUnit(
+            source=layout, ref=ref, path=path, sha256=None, size=st.st_size, mtime_ns=st.st_mtime_ns
+        )
 
     def units(self, on_scan: ScanProgress | None = None) -> Iterator[SourceUnit]:
         """One unit per file named like data, sorted by ref; unreadable ones with ``error``.
@@ -339,30 +349,111 @@ class KaggleSource(Source):
     def read_many(
         self, units: list[SourceUnit]
     ) -> Iterator[tuple[SourceUnit, pa.Table | SourceError]]:
-        """Read files on a small thread pool, in order, a bounded number ahead.
+        """Read files whole on a small thread pool, in order (see ``read_versions``)."""
+        for unit, outcome in self.read_versions([(u, None) for u in units]):
+            yield unit, outcome if isinstance(outcome, SourceError) else _table(outcome)
 
-        Parsing runs in Arrow and Polars, which release the GIL, so two cores
-        parse two files at once; at most ``2 * workers`` parsed files wait in
-        memory for the consumer.
+    def read_versions(
+        self,
+        jobs: list[tuple[SourceUnit, Prior | None]],
+        *,
+        tail: bool = True,
+        verify: bool = False,
+        force: bool = False,
+    ) -> Iterator[tuple[SourceUnit, UnitVersion | SourceError]]:
+        """Read files against their landed versions on a small thread pool, in order,
+        a bounded number ahead (``read_version`` for each).
+
+        Parsing runs in Arrow and Polars, and hashing in hashlib, which release the
+        GIL, so two cores read two files at once; at most ``2 * workers`` read files
+        wait in memory for the consumer.
         """
         workers = max(1, min(4, os.cpu_count() or 1))
 
-        def attempt(unit: SourceUnit) -> pa.Table | SourceError:
+        def attempt(unit: SourceUnit, prior: Prior | None) -> UnitVersion | SourceError:
             try:
-                return self.read(unit)
+                return self.read_version(unit, prior, tail=tail, verify=verify, force=force)
             except SourceError as exc:
                 return exc
 
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kaggle-read") as pool:
-            pending: deque[tuple[SourceUnit, Future[pa.Table | SourceError]]] = deque()
-            for unit in units:
-                pending.append((unit, pool.submit(attempt, unit)))
+            pending: deque[tuple[SourceUnit, Future[UnitVersion | SourceError]]] = deque()
+            for unit, prior in jobs:
+                pending.append((unit, pool.submit(attempt, unit, prior)))
                 if len(pending) >= 2 * workers:
                     done, future = pending.popleft()
                     yield done, future.result()
             while pending:
                 done, future = pending.popleft()
                 yield done, future.result()
+
+    def read_version(
+        self,
+        unit: SourceUnit,
+        prior: Prior | None,
+        *,
+        tail: bool = True,
+        verify: bool = False,
+        force: bool = False,
+    ) -> UnitVersion:
+        """Read one file against its landed version (``versions.read_version``): skip it,
+        parse only its appended lines, or parse it whole.
+
+        The file is opened once, checked like the scan checks it, and must still
+        have the size and mtime listing saw, before and after the read (a file
+        being written is refused, to be read whole by the next run).
+        """
+        if unit.error is not None:
+            raise SourceError(unit.error, ref=unit.ref)
+        if unit.path is None:
+            raise SourceError("a Kaggle unit needs a path", ref=unit.ref)
+        path = unit.path
+        try:
+            fd, inside = _open_regular(path, self._root_real)
+        except _Refused as exc:
+            raise SourceError(exc.message, ref=unit.ref) from None
+        changed = SourceError(
+            "the file changed between listing and reading: run the ingest again once "
+            "nothing is writing to the input folder.",
+            ref=unit.ref,
+        )
+
+        def parse(data: bytes) -> pa.Table:
+            return parse_kaggle_bytes(data, file_name=path.name, ref=unit.ref, quote=inside)
+
+        def parse_tail(data: bytes, first_line_no: int) -> pa.Table:
+            return parse_kaggle_lines(
+                data,
+                source=cast(SourceName, unit.source),
+                file_name=path.name,
+                ref=unit.ref,
+                first_line_no=first_line_no,
+            )
+
+        def read_at(offset: int, length: int) -> bytes:
+            return _pread_all(fd, length, offset)
+
+        try:
+            st = os.fstat(fd)
+            seen = (st.st_size, st.st_mtime_ns)
+            if unit.size is not None and seen != (unit.size, unit.mtime_ns or st.st_mtime_ns):
+                raise changed
+            version = read_version(
+                read_at, st.st_size, st.st_mtime_ns, prior, parse, parse_tail,
+                tail=tail, verify=verify, force=force,
+            )  # fmt: skip
+            st = os.fstat(fd)
+            if (st.st_size, st.st_mtime_ns) != seen:
+                raise changed
+            return version
+        except OSError as exc:
+            raise SourceError(
+                f"cannot read the file ({_strerror(exc)}): check it still exists and "
+                "is readable, then run the ingest again.",
+                ref=unit.ref,
+            ) from exc
+        finally:
+            os.close(fd)
 
     def _read_bytes(self, path: Path, ref: str) -> tuple[bytes, bool]:
         """(the file's bytes, inside the root), checked like the scan checks it."""
@@ -381,19 +472,8 @@ class KaggleSource(Source):
             ) from exc
 
     def read(self, unit: SourceUnit) -> pa.Table:
-        """Parse one file (see the module docstring); one file in memory at a time."""
-        if unit.error is not None:
-            raise SourceError(unit.error, ref=unit.ref)
-        if unit.path is None:
-            raise SourceError("a Kaggle unit needs a path", ref=unit.ref)
-        data, inside = self._read_bytes(unit.path, unit.ref)
-        if unit.sha256 is not None and hashlib.sha256(data).hexdigest() != unit.sha256:
-            raise SourceError(
-                "the file changed between listing and reading: run the ingest again once "
-                "nothing is writing to the input folder.",
-                ref=unit.ref,
-            )
-        return parse_kaggle_bytes(data, file_name=unit.path.name, ref=unit.ref, quote=inside)
+        """Parse one file whole (see the module docstring); one file in memory at a time."""
+        return _table(self.read_version(unit, None))
 
     def _metadata(self, ref: str, path: Path) -> pa.Table:
         data, inside = self._read_bytes(path, ref)
@@ -416,6 +496,25 @@ class KaggleSource(Source):
         out = pl.from_arrow(pa.concat_tables(tables))
         assert isinstance(out, pl.DataFrame)
         return out.unique("symbol", keep="first", maintain_order=True).to_arrow().cast(INSTRUMENTS)
+
+
+def _table(version: UnitVersion) -> pa.Table:
+    """The rows of a version read whole (never ``unchanged``: it had no prior)."""
+    assert version.table is not None
+    return version.table
+
+
+def _pread_all(fd: int, length: int, offset: int) -> bytes:
+    """``length`` bytes at ``offset`` (fewer only at the end of the file)."""
+    chunks: list[bytes] = []
+    while length > 0:
+        chunk = os.pread(fd, min(length, 1 << 24), offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        offset += len(chunk)
+        length -= len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)  # b"" when none
 
 
 def _rejected(source: str, ref: str, error: str) -> SourceUnit:
