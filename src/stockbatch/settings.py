@@ -181,6 +181,11 @@ class KafkaSettings(BaseModel):
     )
     partitions: int = Field(6, ge=1, description="Partitions when the topic is created.")
     replication_factor: int = Field(1, ge=1, description="Replicas when the topic is created.")
+    min_insync_replicas: int | None = Field(
+        None,
+        ge=1,
+        description="min.insync.replicas of a topic when created (None: the broker's default).",
+    )
     consumer_group: str = Field("stockbatch-collector", description="Collector group id.")
     compression: Literal["zstd", "lz4", "snappy", "gzip", "none"] = "zstd"
     linger_ms: int = Field(20, ge=0, description="Producer batching delay.")

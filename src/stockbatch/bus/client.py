@@ -130,17 +130,33 @@ def connect(k: KafkaSettings, errors: ClientErrors) -> tuple[Any, Any]:
                 ) from None
 
 
-def ensure_topic(admin: Any, metadata: Any, topic: str, partitions: int, replicas: int) -> None:
-    """Create ``topic`` unless ``metadata`` lists it (one created meanwhile is fine)."""
+def topic_config(k: KafkaSettings) -> dict[str, str]:
+    """Topic-level settings of the topics stockbatch creates (``min.insync.replicas``
+    when set: with ``acks=all`` a write then needs that many replicas)."""
+    if k.min_insync_replicas is None:
+        return {}
+    return {"min.insync.replicas": str(k.min_insync_replicas)}
+
+
+def ensure_topic(
+    admin: Any,
+    metadata: Any,
+    topic: str,
+    partitions: int,
+    replicas: int,
+    config: dict[str, str] | None = None,
+) -> None:
+    """Create ``topic`` with ``config`` unless ``metadata`` lists it (one created
+    meanwhile is fine; an existing topic is left as it is)."""
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import NewTopic
 
     if topic in metadata.topics and metadata.topics[topic].error is None:
         return
-    futures = admin.create_topics(
-        [NewTopic(topic, num_partitions=partitions, replication_factor=replicas)],
-        operation_timeout=10,
+    new = NewTopic(
+        topic, num_partitions=partitions, replication_factor=replicas, config=config or {}
     )
+    futures = admin.create_topics([new], operation_timeout=10)
     try:
         futures[topic].result(timeout=30)
     except KafkaException as exc:

@@ -29,6 +29,7 @@ from stockbatch.bus.client import (
     effective_kafka,
     ensure_topic,
     log,
+    topic_config,
 )
 from stockbatch.bus.sink import BronzeSink, Ranges, Taken, Written
 from stockbatch.settings import KafkaSettings, Settings
@@ -247,7 +248,14 @@ class Collector:
         if self.topic not in metadata.topics:
             self.stats.notes.append(f"topic {self.topic} does not exist yet: nothing to collect")
             return self.stats
-        ensure_topic(admin, metadata, self.k.dead_letter_topic, 1, self.k.replication_factor)
+        ensure_topic(
+            admin,
+            metadata,
+            self.k.dead_letter_topic,
+            1,
+            self.k.replication_factor,
+            topic_config(self.k),
+        )
         self._dlq_producer = Producer(dead_letter_config(self.k, self.errors))
         self.consumer = Consumer(consumer_config(self.k, self.group, self.errors))
         try:

@@ -31,6 +31,7 @@ from stockbatch.bus.client import (
     effective_kafka,
     ensure_topic,
     log,
+    topic_config,
 )
 from stockbatch.lake import bronze
 from stockbatch.settings import KafkaSettings, Settings
@@ -99,7 +100,9 @@ class BarProducer:
         self.topic = topic or k.topic
         self.errors = ClientErrors()
         admin, metadata = connect(k, self.errors)
-        ensure_topic(admin, metadata, self.topic, k.partitions, k.replication_factor)
+        ensure_topic(
+            admin, metadata, self.topic, k.partitions, k.replication_factor, topic_config(k)
+        )
         self.stats = ProduceStats(self.topic, k.bootstrap_servers or "", metadata.cluster_id)
         self.failures: list[str] = []
         self.failed = 0

@@ -141,6 +141,17 @@ def up(
             show_default=False,
         ),
     ] = None,
+    brokers: Annotated[
+        int | None,
+        typer.Option(
+            "--brokers",
+            min=1,
+            help="Kafka: 1 runs a single broker; 3 or more a KRaft cluster of that many "
+            "broker+controller nodes (topics replicated 3 times, min.insync.replicas 2) "
+            "(default: as last time, else 1).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Provision (first time: download, format), start, wait until healthy, record endpoints."""
     root = _home(home)
@@ -163,6 +174,7 @@ def up(
                 workers=workers,
                 worker_cores=worker_cores,
                 worker_memory=worker_memory,
+                brokers=brokers,
             )
             status = service.up()
         except ServiceError as exc:

@@ -85,7 +85,15 @@ def forget_endpoint(home: Path, name: str) -> None:
 # ----------------------------------------------------------------------------- settings first
 
 
-_RECORDED_KAFKA_FIELDS = ("security_protocol", "sasl_mechanism", "sasl_username", "sasl_password")
+_RECORDED_KAFKA_FIELDS = (
+    "security_protocol",
+    "sasl_mechanism",
+    "sasl_username",
+    "sasl_password",
+    # A cluster's record: topics the pipeline creates get its replication (3, 2 in sync).
+    "replication_factor",
+    "min_insync_replicas",
+)
 
 
 def effective_kafka_settings(settings: Settings) -> KafkaSettings:
@@ -93,8 +101,9 @@ def effective_kafka_settings(settings: Settings) -> KafkaSettings:
 
     Explicit settings win: when ``kafka.bootstrap_servers`` is set, the record is
     ignored entirely (it describes another cluster). Otherwise the recorded
-    bootstrap servers are used, and the recorded security fields fill in every
-    field still at its default. With nothing recorded, ``settings.kafka`` is
+    bootstrap servers are used, and the recorded security fields (and a cluster's
+    ``replication_factor`` and ``min_insync_replicas``) fill in every field still at
+    its default. With nothing recorded, ``settings.kafka`` is
     returned unchanged (``bootstrap_servers`` stays None: the caller says how to
     start a broker).
     """
@@ -104,7 +113,10 @@ def effective_kafka_settings(settings: Settings) -> KafkaSettings:
     record = recorded_endpoints(settings.home).get("kafka")
     if not record or not record.get("bootstrap_servers"):
         return kafka
-    update: dict[str, Any] = {"bootstrap_servers": record["bootstrap_servers"]}
+    servers = record["bootstrap_servers"]
+    if isinstance(servers, list):  # a hand-written record may list the nodes
+        servers = ",".join(map(str, servers))
+    update: dict[str, Any] = {"bootstrap_servers": servers}
     fields = type(kafka).model_fields
     for name in _RECORDED_KAFKA_FIELDS:
         value = record.get(name)

@@ -16,7 +16,7 @@ from typing import Any
 from stockbatch.services.airflow import AirflowService, airflow_version
 from stockbatch.services.base import Service
 from stockbatch.services.elasticsearch import ELASTICSEARCH_VERSION, ElasticsearchService
-from stockbatch.services.kafka import KAFKA_VERSION, KafkaService
+from stockbatch.services.kafka import KAFKA_VERSION, kafka_service
 from stockbatch.services.opensearch import OPENSEARCH_VERSION, OpenSearchService
 from stockbatch.services.postgresql import PostgresService
 from stockbatch.services.spark import SparkService, spark_version
@@ -37,9 +37,10 @@ class ServiceSpec:
 SERVICES: dict[str, ServiceSpec] = {
     "kafka": ServiceSpec(
         name="kafka",
-        description=f"Apache Kafka {KAFKA_VERSION} broker, KRaft mode, on 127.0.0.1",
-        factory=KafkaService,
-        options=("port", "scram"),
+        description=f"Apache Kafka {KAFKA_VERSION} broker, KRaft mode, on 127.0.0.1 "
+        "(or a cluster of N broker+controller nodes)",
+        factory=kafka_service,
+        options=("port", "scram", "brokers"),
     ),
     "opensearch": ServiceSpec(
         name="opensearch",

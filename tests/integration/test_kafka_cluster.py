@@ -1,0 +1,227 @@
+"""A real three-node Kafka cluster (KRaft, every node broker and controller) on loopback.
+
+The module's cluster is started with ``KafkaCluster`` (what ``stockbatch services up
+kafka --brokers 3`` runs) in its own temporary home. Checked: the quorum forms with
+three brokers; the topic the pipeline creates from the recorded endpoint has three
+replicas, ``min.insync.replicas=2`` and every replica in sync; ``run --transport
+kafka`` through the cluster gives the direct transport's gold bytes and bronze rows;
+one node SIGKILLed in the middle of an ingest and another in the middle of a collect
+lose and double nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import pytest
+from confluent_kafka import TopicCollection
+from confluent_kafka.admin import AdminClient, ConfigResource
+from typer.testing import CliRunner
+
+from integration.kafka_checks import (
+    active_bronze,
+    count_data_lines,
+    env_of,
+    kafka_bronze_files,
+    kafka_settings,
+    key_digest,
+    source_keys,
+)
+from stockbatch import lake, runs
+from stockbatch.cli import app
+from stockbatch.cli.services import services_app
+from stockbatch.services.endpoints import effective_kafka_settings, recorded_endpoints
+from stockbatch.services.kafka import KafkaCluster
+from stockbatch.services.system import ServiceError, process_cmdline
+from stockbatch.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+runner = CliRunner()
+AS_OF = "2023-06-30"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """Three nodes for this module (a fresh home), always stopped at the end."""
+    home = tmp_path_factory.mktemp("kafka-cluster-home")
+    service = KafkaCluster(home, brokers=3, scram=False)
+    try:
+        error = None
+        t0 = time.monotonic()
+        try:
+            service.up()
+        except ServiceError as exc:
+            error = str(exc)
+        if error is not None:  # outside the except: no chained traceback around the message
+            pytest.fail(f"could not start the local Kafka cluster: {error}", pytrace=False)
+        print(f"3-node Kafka cluster up in {time.monotonic() - t0:.1f} s")
+        yield service
+    finally:
+        t0 = time.monotonic()
+        service.down()  # never leave a node behind, even when start-up or a test failed
+        print(f"3-node Kafka cluster down in {time.monotonic() - t0:.1f} s")
+
+
+def ensure_all_up(cluster: KafkaCluster) -> None:
+    """Bring back any node a test killed (same ports, same data)."""
+    if not cluster.status().running:
+        cluster.up()
+
+
+def wait_fully_replicated(cluster: KafkaCluster, topics: list[str], timeout: float = 60) -> None:
+    """Wait until every partition of ``topics`` has all its replicas in sync again."""
+    admin = AdminClient(cluster.client_config())
+    deadline = time.monotonic() + timeout
+    while True:
+        md = admin.list_topics(timeout=10)
+        lagging = [
+            (t, p.id)
+            for t in topics
+            for p in md.topics[t].partitions.values()
+            if len(p.isrs) < len(p.replicas)
+        ]
+        if not lagging:
+            return
+        assert time.monotonic() < deadline, f"replicas still out of sync: {lagging}"
+        time.sleep(0.5)
+
+
+def lake_env(cluster: KafkaCluster, home: Path) -> tuple[Settings, dict[str, str]]:
+    """A home with only the cluster's services.json (no broker in the environment) and
+    a topic, dead-letter topic and group of its own: what a user's run would find."""
+    home.mkdir(parents=True)
+    shutil.copy(cluster.home / "services.json", home / "services.json")
+    s = kafka_settings(cluster, home)
+    env = {k: v for k, v in env_of(s).items() if k != "STOCKBATCH_KAFKA__BOOTSTRAP_SERVERS"}
+    return s, env
+
+
+def gold_digest(settings: Settings) -> dict[str, str]:
+    layout = lake.layout(settings)
+    return {layout.relative(p): lake.file_sha256(p) for p in lake.parquet_files(layout.gold)}
+
+
+@pytest.fixture(scope="module")
+def kafka_run(
+    cluster: KafkaCluster, demo_data: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Settings:
+    """``stockbatch run --transport kafka`` on the demo data through the cluster, found
+    from services.json alone; its settings (with the topic it used)."""
+    s, env = lake_env(cluster, tmp_path_factory.mktemp("cluster-run") / "home")
+    args = ["run", "--transport", "kafka", "--path", str(demo_data), "--as-of", AS_OF, "-q"]
+    t0 = time.monotonic()
+    res = runner.invoke(app, args, env=env, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    print(f"run --transport kafka through 3 nodes: {time.monotonic() - t0:.1f} s")
+    return s
+
+
+# ----------------------------------------------------------------------------- the cluster
+
+
+def test_three_brokers_form_one_cluster(cluster: KafkaCluster) -> None:
+    md = AdminClient(cluster.client_config()).list_topics(timeout=10)
+    assert sorted(md.brokers) == [1, 2, 3]
+    assert md.controller_id in (1, 2, 3)
+    assert {f"{b.host}:{b.port}" for b in md.brokers.values()} == set(
+        cluster.bootstrap_servers.split(",")
+    )
+    # Each node is its own JVM with its own folder and ports.
+    pids = [node.status().pid for node in cluster.nodes]
+    assert len(set(pids)) == 3 and None not in pids
+    for node, pid in zip(cluster.nodes, pids, strict=True):
+        assert str(node.properties_file) in process_cmdline(pid)  # type: ignore[arg-type]
+        assert node.dir == cluster.home / "services" / "kafka" / f"node-{node.node_id}"
+        assert (node.data_dir / "meta.properties").exists()
+        props = node.properties_file.read_text()
+        assert f"node.id={node.node_id}\n" in props
+        assert props.count("@127.0.0.1:") == 3  # the quorum: all three controllers
+
+
+def test_services_json_records_every_node_and_the_topic_settings(cluster: KafkaCluster) -> None:
+    record = recorded_endpoints(cluster.home)["kafka"]
+    servers = record["bootstrap_servers"].split(",")
+    assert servers == [node.address for node in cluster.nodes] and len(set(servers)) == 3
+    assert record["brokers"] == 3
+    assert record["replication_factor"] == 3 and record["min_insync_replicas"] == 2
+    assert [n["node_id"] for n in record["nodes"]] == [1, 2, 3]
+    assert record["pid"] == record["nodes"][0]["pid"]
+    # Settings left at their defaults take the cluster's; explicit ones win.
+    found = effective_kafka_settings(Settings(home=cluster.home))
+    assert found.bootstrap_servers == record["bootstrap_servers"]
+    assert (found.replication_factor, found.min_insync_replicas) == (3, 2)
+    explicit = Settings.model_validate(
+        {"home": cluster.home, "kafka": {"replication_factor": 2, "min_insync_replicas": 1}}
+    )
+    assert effective_kafka_settings(explicit).replication_factor == 2
+    assert effective_kafka_settings(explicit).min_insync_replicas == 1
+
+
+def test_cli_status_shows_the_cluster(cluster: KafkaCluster) -> None:
+    home = str(cluster.home)
+    result = runner.invoke(services_app, ["status", "kafka", "--home", home, "--json"])
+    assert result.exit_code == 0, result.output
+    status = json.loads(result.stdout)["kafka"]
+    assert status["state"] == "running"
+    assert status["endpoint"]["bootstrap_servers"] == cluster.bootstrap_servers
+    assert "sasl_password" not in status["endpoint"]
+    # `up kafka` again (no --brokers: as last time) keeps the running cluster.
+    result = runner.invoke(services_app, ["up", "kafka", "--home", home])
+    assert result.exit_code == 0, result.output
+    assert f"kafka: running at {cluster.bootstrap_servers}" in result.stdout
+    # A single broker cannot start next to it (services.json holds one Kafka).
+    result = runner.invoke(services_app, ["up", "kafka", "--brokers", "1", "--home", home])
+    assert result.exit_code == 1 and "cluster runs under" in result.output
+    result = runner.invoke(services_app, ["up", "kafka", "--brokers", "2", "--home", home])
+    assert result.exit_code == 1 and "at least 3" in result.output
+
+
+def test_pipeline_topic_has_three_in_sync_replicas(
+    cluster: KafkaCluster, kafka_run: Settings
+) -> None:
+    topic = kafka_run.kafka.topic
+    admin = AdminClient(cluster.client_config())
+    description = admin.describe_topics(TopicCollection([topic]))[topic].result(timeout=10)
+    assert len(description.partitions) == kafka_run.kafka.partitions
+    for p in description.partitions:
+        assert sorted(r.id for r in p.replicas) == [1, 2, 3]
+        assert sorted(r.id for r in p.isr) == [1, 2, 3]
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    configs = admin.describe_configs([resource])[resource].result(timeout=10)
+    assert configs["min.insync.replicas"].value == "2"
+    assert not configs["min.insync.replicas"].is_default  # set on the topic at creation
+    # The dead-letter topic the collector created is replicated the same way.
+    dlq = kafka_run.kafka.dead_letter_topic
+    md = admin.list_topics(timeout=10)
+    assert all(len(p.replicas) == 3 for p in md.topics[dlq].partitions.values())
+    # So is the consumer groups' offsets topic (the broker's setting).
+    offsets = md.topics["__consumer_offsets"].partitions.values()
+    assert all(len(p.replicas) == 3 for p in offsets)
+
+
+def test_run_through_the_cluster_equals_direct(
+    kafka_run: Settings, demo_data: Path, tmp_path: Path
+) -> None:
+    direct_home = tmp_path / "direct"
+    args = ["run", "--path", str(demo_data), "--as-of", AS_OF, "-q"]
+    res = runner.invoke(app, args, env={"STOCKBATCH_HOME": str(direct_home)})
+    assert res.exit_code == 0, res.output
+    direct = Settings(home=direct_home)
+    assert gold_digest(kafka_run) == gold_digest(direct)
+    assert len(gold_digest(kafka_run)) > 0
+    bronze = active_bronze(kafka_run)
+    assert len(bronze) == len(active_bronze(direct)) == count_data_lines(demo_data) == 50_284
+    assert key_digest(bronze) == key_digest(source_keys(demo_data))
+    physical = pl.concat([pl.read_parquet(p) for p in kafka_bronze_files(kafka_run)])
+    assert key_digest(physical) == key_digest(bronze)  # not even a file holds a duplicate
+    doc = runs.last_manifests(kafka_run, 1)[0]
+    assert doc["status"] == "succeeded"
+    produced = doc["ingest"]["kafka"]
+    assert produced["delivered"] == produced["messages"] > 0
+    assert len(produced["bootstrap_servers"].split(",")) == 3
