@@ -362,30 +362,38 @@ class KaggleSource(Source):
         force: bool = False,
     ) -> Iterator[tuple[SourceUnit, UnitVersion | SourceError]]:
         """Read files against their landed versions on a small thread pool, in order,
-        a bounded number ahead (``read_version`` for each).
+        a bounded amount ahead (``read_version`` for each).
 
         Parsing runs in Arrow and Polars, and hashing in hashlib, which release the
-        GIL, so two cores read two files at once; at most ``2 * workers`` read files
-        wait in memory for the consumer.
+        GIL, so two cores read two files at once. Files go to the pool in small
+        batches (up to ``BATCH_FILES`` files or ``BATCH_BYTES`` of file size), since
+        a skipped or appended file takes less time than handing it to a thread; at
+        most ``2 * workers`` batches wait in memory for the consumer.
         """
         workers = max(1, min(4, os.cpu_count() or 1))
+        Outcome = UnitVersion | SourceError
 
-        def attempt(unit: SourceUnit, prior: Prior | None) -> UnitVersion | SourceError:
-            try:
-                return self.read_version(unit, prior, tail=tail, verify=verify, force=force)
-            except SourceError as exc:
-                return exc
+        def attempt(batch: list[tuple[SourceUnit, Prior | None]]) -> list[Outcome]:
+            out: list[UnitVersion | SourceError] = []
+            for unit, prior in batch:
+                try:
+                    out.append(
+                        self.read_version(unit, prior, tail=tail, verify=verify, force=force)
+                    )
+                except SourceError as exc:
+                    out.append(exc)
+            return out
 
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kaggle-read") as pool:
-            pending: deque[tuple[SourceUnit, Future[UnitVersion | SourceError]]] = deque()
-            for unit, prior in jobs:
-                pending.append((unit, pool.submit(attempt, unit, prior)))
+            pending: deque[tuple[list[SourceUnit], Future[list[Outcome]]]] = deque()
+            for batch in _batches(jobs):
+                pending.append(([unit for unit, _ in batch], pool.submit(attempt, batch)))
                 if len(pending) >= 2 * workers:
-                    done, future = pending.popleft()
-                    yield done, future.result()
+                    units, future = pending.popleft()
+                    yield from zip(units, future.result(), strict=True)
             while pending:
-                done, future = pending.popleft()
-                yield done, future.result()
+                units, future = pending.popleft()
+                yield from zip(units, future.result(), strict=True)
 
     def read_version(
         self,
@@ -496,6 +504,28 @@ class KaggleSource(Source):
         out = pl.from_arrow(pa.concat_tables(tables))
         assert isinstance(out, pl.DataFrame)
         return out.unique("symbol", keep="first", maintain_order=True).to_arrow().cast(INSTRUMENTS)
+
+
+BATCH_FILES = 32
+BATCH_BYTES = 1 << 20
+
+
+def _batches(
+    jobs: list[tuple[SourceUnit, Prior | None]],
+) -> Iterator[list[tuple[SourceUnit, Prior | None]]]:
+    """``jobs`` in order, cut in batches of at most ``BATCH_FILES`` files and (a single
+    larger file aside) ``BATCH_BYTES`` of file size."""
+    batch: list[tuple[SourceUnit, Prior | None]] = []
+    size = 0
+    for job in jobs:
+        n = job[0].size or 0
+        if batch and (len(batch) >= BATCH_FILES or size + n > BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(job)
+        size += n
+    if batch:
+        yield batch
 
 
 def _table(version: UnitVersion) -> pa.Table:
