@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -32,13 +34,15 @@ from integration.kafka_checks import (
     key_digest,
     source_keys,
 )
-from stockbatch import lake, runs
+from stockbatch import lake, pipeline, runs
 from stockbatch.cli import app
 from stockbatch.cli.services import services_app
+from stockbatch.results import ProgressTask
 from stockbatch.services.endpoints import effective_kafka_settings, recorded_endpoints
 from stockbatch.services.kafka import KafkaCluster
 from stockbatch.services.system import ServiceError, process_cmdline
 from stockbatch.settings import Settings
+from stockbatch.sources.kaggle import KaggleSource
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +79,8 @@ def ensure_all_up(cluster: KafkaCluster) -> None:
 
 
 def wait_fully_replicated(cluster: KafkaCluster, topics: list[str], timeout: float = 60) -> None:
-    """Wait until every partition of ``topics`` has all its replicas in sync again."""
+    """Wait until every partition of ``topics`` (those that exist) has all its replicas
+    in sync again."""
     admin = AdminClient(cluster.client_config())
     deadline = time.monotonic() + timeout
     while True:
@@ -83,6 +88,7 @@ def wait_fully_replicated(cluster: KafkaCluster, topics: list[str], timeout: flo
         lagging = [
             (t, p.id)
             for t in topics
+            if t in md.topics
             for p in md.topics[t].partitions.values()
             if len(p.isrs) < len(p.replicas)
         ]
@@ -92,12 +98,13 @@ def wait_fully_replicated(cluster: KafkaCluster, topics: list[str], timeout: flo
         time.sleep(0.5)
 
 
-def lake_env(cluster: KafkaCluster, home: Path) -> tuple[Settings, dict[str, str]]:
+def lake_env(cluster: KafkaCluster, home: Path, **kafka: Any) -> tuple[Settings, dict[str, str]]:
     """A home with only the cluster's services.json (no broker in the environment) and
     a topic, dead-letter topic and group of its own: what a user's run would find."""
     home.mkdir(parents=True)
     shutil.copy(cluster.home / "services.json", home / "services.json")
-    s = kafka_settings(cluster, home)
+    # bootstrap_servers unset: the cluster (and its replication) comes from the record.
+    s = kafka_settings(cluster, home, bootstrap_servers=None, **kafka)
     env = {k: v for k, v in env_of(s).items() if k != "STOCKBATCH_KAFKA__BOOTSTRAP_SERVERS"}
     return s, env
 
@@ -225,3 +232,127 @@ def test_run_through_the_cluster_equals_direct(
     produced = doc["ingest"]["kafka"]
     assert produced["delivered"] == produced["messages"] > 0
     assert len(produced["bootstrap_servers"].split(",")) == 3
+
+
+# ----------------------------------------------------------------------------- faults
+
+
+class _KillNodeAt(ProgressTask):
+    """Ingest progress task that SIGKILLs node ``node_id`` when unit ``at`` is reached."""
+
+    def __init__(self, cluster: KafkaCluster, node_id: int, at: int) -> None:
+        self.cluster = cluster
+        self.node_id = node_id
+        self.at = at
+        self.seen = 0
+        self.killed = False
+
+    def advance(self, n: int = 1) -> None:
+        self.seen += n
+        if self.seen == self.at:
+            self.killed = self.cluster.kill(self.node_id)
+
+
+def _kill_when_bronze_appears(
+    cluster: KafkaCluster, node_id: int, s: Settings, killed_at: list[float]
+) -> threading.Thread:
+    """A thread that SIGKILLs node ``node_id`` once the collector wrote its first flush
+    (the time of the kill goes to ``killed_at``)."""
+
+    def watch() -> None:
+        deadline = time.monotonic() + 120
+        while not kafka_bronze_files(s) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if cluster.kill(node_id):
+            killed_at.append(time.monotonic())
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_node_killed_mid_ingest_and_another_mid_collect_lose_and_double_nothing(
+    cluster: KafkaCluster, huge_sample: Path, tmp_path: Path
+) -> None:
+    subset = tmp_path / "huge-subset"
+    (subset / "Stocks").mkdir(parents=True)
+    for p in sorted((huge_sample / "Stocks").iterdir())[:120]:  # about 290,000 rows
+        (subset / "Stocks" / p.name).symlink_to(p)
+    expected = key_digest(source_keys(subset))
+    assert expected[0] == count_data_lines(subset)
+    s, _ = lake_env(cluster, tmp_path / "home", timeout_s=60.0, batch_rows=2000)
+    s.lake.flush_rows = 40_000  # several flushes: the kill lands between two of them
+    topic = s.kafka.topic
+    try:
+        # Node 2 dies a quarter into the produce: partitions it led move to the others,
+        # the idempotent acks=all producer resends what was in flight, the run completes.
+        killer = _KillNodeAt(cluster, node_id=2, at=30)
+        t0 = time.monotonic()
+        ing = pipeline.ingest(s, KaggleSource(subset), progress=lambda d, t: killer)
+        print(f"ingest with node 2 killed at unit 30: {time.monotonic() - t0:.1f} s")
+        assert killer.killed
+        assert ing.rows == expected[0]
+        assert ing.kafka is not None and ing.kafka["delivered"] == ing.kafka["messages"]
+        assert cluster.status().state == "unhealthy"  # two of three answer
+
+        # Node 2 back (a crash restart on its data) and in sync before the next fault:
+        # with two nodes down the quorum and min.insync.replicas=2 would be gone.
+        cluster.up()
+        wait_fully_replicated(cluster, [topic, "__consumer_offsets"])
+
+        # Node 3 dies once the collector has committed its first flush.
+        killed_at: list[float] = []
+        watcher = _kill_when_bronze_appears(cluster, 3, s, killed_at)
+        t0 = time.monotonic()
+        col = pipeline.collect(s)
+        ended = time.monotonic()
+        watcher.join(5)
+        assert killed_at and t0 < killed_at[0] < ended  # it really died during the collect
+        print(
+            f"collect with node 3 killed {killed_at[0] - t0:.1f} s in: {ended - t0:.1f} s, "
+            f"{col.stats.messages} records"
+        )
+        assert col.stats.dead_lettered == 0
+    finally:
+        ensure_all_up(cluster)
+
+    # Every input row exactly once, in what process reads and in the files themselves.
+    bronze = active_bronze(s)
+    assert key_digest(bronze) == expected
+    physical = pl.concat([pl.read_parquet(p) for p in kafka_bronze_files(s)])
+    assert key_digest(physical) == expected
+    ledger = pl.read_parquet(lake.layout(s).kafka_ledger)
+    assert len(ledger) == ing.kafka["messages"]
+    assert ledger.select("partition", "offset").is_unique().all()
+    # The same rows as the direct transport lands from the same files.
+    direct = Settings(home=tmp_path / "direct", progress=False)
+    pipeline.ingest(direct, KaggleSource(subset))
+    assert key_digest(active_bronze(direct)) == key_digest(bronze)
+
+
+def test_cli_down_stops_every_node_and_up_brings_the_cluster_back(cluster: KafkaCluster) -> None:
+    home = str(cluster.home)
+    pids = [node.status().pid for node in cluster.nodes]
+    t0 = time.monotonic()
+    result = runner.invoke(services_app, ["down", "kafka", "--home", home])
+    took = time.monotonic() - t0
+    assert result.exit_code == 0, result.output
+    assert "kafka: stopped" in result.stdout
+    # Bounded well below stop_timeout (30 s) even if a node outlives the quorum.
+    assert took < 20, took
+    assert all(pid and not is_kafka_process(pid) for pid in pids)
+    assert "kafka" not in recorded_endpoints(cluster.home)
+    result = runner.invoke(services_app, ["status", "kafka", "--home", home])
+    assert result.exit_code == 0 and "kafka: stopped" in result.stdout
+    # `up kafka` without --brokers starts what was there: the 3 nodes, same ports and data.
+    result = runner.invoke(services_app, ["up", "kafka", "--home", home])
+    assert result.exit_code == 0, result.output
+    assert f"kafka: running at {cluster.bootstrap_servers}" in result.stdout
+    md = AdminClient(cluster.client_config()).list_topics(timeout=10)
+    assert sorted(md.brokers) == [1, 2, 3]
+    print(f"services down kafka (3 nodes): {took:.1f} s")
+
+
+def is_kafka_process(pid: int) -> bool:
+    """True if ``pid`` is still a Kafka JVM (a reused pid is not)."""
+    return "kafka.Kafka" in process_cmdline(pid)

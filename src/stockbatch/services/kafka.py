@@ -9,17 +9,18 @@ Files, ports and the provisioning steps: ``deploy/services/README.md``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import struct
 import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -42,8 +43,11 @@ from stockbatch.services.system import (
     ServiceError,
     file_lock,
     free_port,
+    kill_process,
     port_is_free,
+    process_cmdline,
     read_state,
+    wait_exit,
     write_state,
 )
 
@@ -524,6 +528,9 @@ class KafkaService(JvmService):
 CLUSTER_REPLICAS = 3
 """Replication factor of every topic of a cluster (min.insync.replicas is one less)."""
 
+QUORUM_LOST_GRACE = 5.0
+"""Seconds a cluster's ``down`` still waits for nodes once fewer than a quorum run."""
+
 _TOPOLOGY = "topology.json"
 
 
@@ -825,8 +832,8 @@ class KafkaCluster:
             def start(node: KafkaNode) -> None:
                 try:
                     node.up()
-                except ServiceError as exc:
-                    errors[node.node_id] = str(exc)
+                except Exception as exc:  # reported below: a thread must not swallow it
+                    errors[node.node_id] = str(exc) or type(exc).__name__
 
             threads = [threading.Thread(target=start, args=(n,), daemon=True) for n in self.nodes]
             for thread in threads:
@@ -834,7 +841,7 @@ class KafkaCluster:
             for thread in threads:
                 thread.join()
             if errors:
-                self.down()
+                self._stop_all()
                 raise ServiceError(
                     "the Kafka cluster did not start: "
                     + "\n".join(f"node {i}: {msg}" for i, msg in sorted(errors.items()))
@@ -845,31 +852,62 @@ class KafkaCluster:
             record_endpoint(self.home, self.name, {**endpoint, "pid": endpoint["nodes"][0]["pid"]})
         return self.status()
 
-    def _each(self, action: Callable[[KafkaNode], bool]) -> list[bool]:
-        """``action`` on every node at once (stopping one after the other would lose the
-        quorum midway and leave the last nodes waiting for a controller)."""
-        results: dict[int, bool] = {}
-
-        def run(node: KafkaNode) -> None:
-            results[node.node_id] = action(node)
-
-        threads = [threading.Thread(target=run, args=(n,), daemon=True) for n in self.nodes]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        return [results.get(n.node_id, False) for n in self.nodes]
-
     def down(self) -> bool:
-        """Stop every node (gracefully, forced after ``stop_timeout`` s), forget the
-        endpoint, keep the data. True if any node was running."""
+        """Stop every node, forget the endpoint, keep the data. True if any node was running.
+
+        SIGTERM goes to all nodes at once: each broker's controlled shutdown needs the
+        controller quorum, so stopping them one after the other would leave the last
+        ones waiting for a controller that is gone. For the same reason, once fewer
+        than a quorum are left, the rest get :data:`QUORUM_LOST_GRACE` s before SIGKILL
+        (measured: a just-restarted node can still be in its controlled shutdown when
+        the others have exited, and would wait the full ``stop_timeout``). A SIGKILLed
+        node recovers its logs at the next start; the page cache still holds what it
+        acknowledged, so nothing is lost on the same machine.
+        """
         if not self.dir.exists():
             forget_endpoint(self.home, self.name)
             return False
         with file_lock(self.dir / ".cluster.lock"):
-            stopped = self._each(lambda node: node.down())
+            return self._stop_all()
+
+    def _stop_all(self) -> bool:
+        """:meth:`down` under the cluster lock (held by the caller)."""
+        with contextlib.ExitStack() as locks:
+            for node in self.nodes:
+                if node.dir.exists():
+                    locks.enter_context(file_lock(node._lock_file))
+            running = {}
+            for node in self.nodes:
+                if (pid := node._running_pid()) is not None:
+                    running[node.node_id] = (node, pid, process_cmdline(pid))
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGTERM)
+            killed = self._wait_stopped(list(running.values()))
+            for node_id, (node, _, cmdline) in running.items():
+                node._after_exit(cmdline, clean=node_id not in killed)
+            for node in self.nodes:
+                node._pid_file.unlink(missing_ok=True)
             forget_endpoint(self.home, self.name)
-        return any(stopped)
+        return bool(running)
+
+    def _wait_stopped(self, running: list[tuple[KafkaNode, int, list[str]]]) -> set[int]:
+        """Wait for the SIGTERMed nodes to exit; SIGKILL what is left after ``stop_timeout``
+        s, or :data:`QUORUM_LOST_GRACE` s after fewer than a quorum remain. The ids killed."""
+        quorum = self.brokers // 2 + 1
+        deadline = time.monotonic() + self.stop_timeout
+        lost_at: float | None = None
+        while True:
+            alive = [(n, pid) for n, pid, _ in running if not wait_exit(pid, 0.0, n._proc)]
+            now = time.monotonic()
+            if not alive:
+                return set()
+            if lost_at is None and len(alive) < quorum:
+                lost_at = now
+            if now >= deadline or (lost_at is not None and now - lost_at >= QUORUM_LOST_GRACE):
+                for node, pid in alive:
+                    kill_process(pid, node._proc)
+                return {node.node_id for node, _ in alive}
+            time.sleep(0.05)
 
     def kill(self, node_id: int) -> bool:
         """SIGKILL node ``node_id`` (a crash, for fault tests); ``up()`` brings it back."""
