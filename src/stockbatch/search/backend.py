@@ -131,11 +131,18 @@ class SearchBackend(ABC):
         self, name: str, settings: dict[str, Any], mappings: dict[str, Any]
     ) -> None: ...
 
-    @abstractmethod
-    def index_exists(self, name: str) -> bool: ...
+    # The calls below are spelled the same by both clients: one implementation here.
 
-    @abstractmethod
-    def delete_indices(self, names: list[str]) -> None: ...
+    def index_exists(self, name: str) -> bool:
+        """True when the index (or alias) ``name`` exists."""
+        with self.errors(f"HEAD {name}"):
+            return bool(self.client.indices.exists(index=name))
+
+    def delete_indices(self, names: list[str]) -> None:
+        """Delete the indices ``names`` (nothing when empty)."""
+        if names:
+            with self.errors(f"deleting {', '.join(names)}"):
+                self.client.indices.delete(index=",".join(names))
 
     @abstractmethod
     def list_indices(self, pattern: str) -> list[str]:
@@ -155,9 +162,10 @@ class SearchBackend(ABC):
     @abstractmethod
     def refresh(self, index: str, timeout: float) -> None: ...
 
-    @abstractmethod
     def count(self, index: str) -> int:
         """Searchable documents in ``index`` (after its last refresh)."""
+        with self.errors(f"counting {index}"):
+            return int(self.client.count(index=index)["count"])
 
     @abstractmethod
     def alias_targets(self, alias: str) -> list[str]:
@@ -186,9 +194,10 @@ class SearchBackend(ABC):
     def search(self, index: str, body: dict[str, Any]) -> dict[str, Any]:
         """``POST <index>/_search``; :class:`IndexMissing` when ``index`` does not exist."""
 
-    @abstractmethod
     def get_source(self, index: str, doc_id: str) -> dict[str, Any]:
         """The stored document ``doc_id``; :class:`IndexMissing` when there is none."""
+        with self.errors(f"document {doc_id!r} of {index}"):
+            return dict(self.client.get(index=index, id=doc_id)["_source"])
 
     @abstractmethod
     def scan(self, index: str, size: int = 2_000) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -293,15 +302,6 @@ class OpenSearchBackend(SearchBackend):
                 index=name, body={"settings": settings, "mappings": mappings}
             )
 
-    def index_exists(self, name: str) -> bool:
-        with self.errors(f"HEAD {name}"):
-            return bool(self.client.indices.exists(index=name))
-
-    def delete_indices(self, names: list[str]) -> None:
-        if names:
-            with self.errors(f"deleting {', '.join(names)}"):
-                self.client.indices.delete(index=",".join(names))
-
     def list_indices(self, pattern: str) -> list[str]:
         with self.errors(f"listing {pattern}"):
             try:
@@ -327,10 +327,6 @@ class OpenSearchBackend(SearchBackend):
     def refresh(self, index: str, timeout: float) -> None:
         with self.errors(f"refreshing {index}"):
             self.client.indices.refresh(index=index, request_timeout=timeout)
-
-    def count(self, index: str) -> int:
-        with self.errors(f"counting {index}"):
-            return int(self.client.count(index=index)["count"])
 
     def alias_targets(self, alias: str) -> list[str]:
         with self.errors(f"the alias {alias}"):
@@ -379,10 +375,6 @@ class OpenSearchBackend(SearchBackend):
     def search(self, index: str, body: dict[str, Any]) -> dict[str, Any]:
         with self.errors(f"a search of {index}"):
             return dict(self.client.search(index=index, body=body))
-
-    def get_source(self, index: str, doc_id: str) -> dict[str, Any]:
-        with self.errors(f"document {doc_id!r} of {index}"):
-            return dict(self.client.get(index=index, id=doc_id)["_source"])
 
     def scan(self, index: str, size: int = 2_000) -> Iterator[tuple[str, dict[str, Any]]]:
         from opensearchpy.helpers import scan
@@ -497,15 +489,6 @@ class ElasticsearchBackend(SearchBackend):
         with self.errors(f"creating {name}"):
             self.client.indices.create(index=name, settings=settings, mappings=mappings)
 
-    def index_exists(self, name: str) -> bool:
-        with self.errors(f"HEAD {name}"):
-            return bool(self.client.indices.exists(index=name))
-
-    def delete_indices(self, names: list[str]) -> None:
-        if names:
-            with self.errors(f"deleting {', '.join(names)}"):
-                self.client.indices.delete(index=",".join(names))
-
     def list_indices(self, pattern: str) -> list[str]:
         with self.errors(f"listing {pattern}"):
             try:
@@ -532,10 +515,6 @@ class ElasticsearchBackend(SearchBackend):
     def refresh(self, index: str, timeout: float) -> None:
         with self.errors(f"refreshing {index}"):
             self._with(timeout).indices.refresh(index=index)
-
-    def count(self, index: str) -> int:
-        with self.errors(f"counting {index}"):
-            return int(self.client.count(index=index)["count"])
 
     def alias_targets(self, alias: str) -> list[str]:
         with self.errors(f"the alias {alias}"):
@@ -587,10 +566,6 @@ class ElasticsearchBackend(SearchBackend):
         kwargs = {("source" if k == "_source" else k): v for k, v in body.items()}
         with self.errors(f"a search of {index}"):
             return dict(self.client.search(index=index, **kwargs).body)
-
-    def get_source(self, index: str, doc_id: str) -> dict[str, Any]:
-        with self.errors(f"document {doc_id!r} of {index}"):
-            return dict(self.client.get(index=index, id=doc_id)["_source"])
 
     def scan(self, index: str, size: int = 2_000) -> Iterator[tuple[str, dict[str, Any]]]:
         from elasticsearch.helpers import scan
