@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import sqlalchemy as sa
 import typer
 
 from stockbatch.cli.common import HomeOpt, WarehouseOpt, app, cli_settings, fail, guard, out
 from stockbatch.settings import Settings
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 users_app = typer.Typer(help="Dashboard and API users (roles: viewer, analyst, admin).")
 tokens_app = typer.Typer(help="Bearer tokens of the API (shown once, stored hashed).")

@@ -11,12 +11,10 @@ from stockbatch import runs
 from stockbatch.errors import PipelineError
 from stockbatch.pipeline.collect import collect
 from stockbatch.pipeline.ingest import ingest
-from stockbatch.pipeline.load import load
 from stockbatch.process import process
 from stockbatch.results import Progress, RunResult, no_progress, today_utc
 from stockbatch.settings import Settings
 from stockbatch.sources.base import Source
-from stockbatch.warehouse.db import resolve_urls
 
 
 def check_backends(settings: Settings) -> None:
@@ -37,7 +35,12 @@ def check_backends(settings: Settings) -> None:
                 "engine=spark needs Java 17+: install it (apt-get install "
                 "openjdk-17-jre-headless) or set JAVA_HOME."
             )
-    resolve_urls(settings)  # PostgreSQL: explicit or recorded by `services up`
+    if settings.warehouse.kind != "sqlite":
+        # PostgreSQL: explicit or recorded by `services up` (SQLite's URL cannot be
+        # missing). Imported here: SQLAlchemy and Alembic cost ~0.3 s of every command.
+        from stockbatch.warehouse.db import resolve_urls
+
+        resolve_urls(settings)
     if settings.search.kind != "none":
         import importlib.util
 
@@ -91,5 +94,7 @@ def run(
         rec.process = process(
             settings, run_id=rid, as_of=as_of, force=force, full=full, progress=progress
         )
+        from stockbatch.pipeline.load import load  # SQLAlchemy: only the commands that load
+
         rec.load = load(settings, run_id=rid, force=force, progress=progress)
     return rec

@@ -58,11 +58,14 @@ def spark_home() -> Path:
 
 def spark_version() -> str:
     """The installed PySpark version (``4.3.0``), or ``unknown``."""
+    # The distribution's metadata, not ``pyspark.version``: importing PySpark costs
+    # ~0.1 s, and the service registry asks for this in every command.
+    from importlib import metadata
+
     try:
-        from pyspark.version import __version__
-    except ImportError:
+        return metadata.version("pyspark")
+    except metadata.PackageNotFoundError:
         return "unknown"
-    return str(__version__)
 
 
 def scala_version(home: Path) -> str:
