@@ -430,9 +430,12 @@ def _off_calendar(sessions: Sequence[date]) -> Column:
     """Weekday that is not a session: a holiday within the sessions' range, or outside it
     (the Polars engine's calendar answers "unknown" there, which counts as off).
 
-    The sessions travel as ONE string literal, a day-by-day bitmap from the first
-    to the last session ('1' = session): an O(1) ``substring`` per row, where an
+    The sessions travel as ONE binary literal, a day-by-day bitmap from the first
+    to the last session (b'1' = session): an O(1) ``substring`` per row, where an
     ``isin`` of the ~600 holidays of 1962-2019 made the plan slow to optimise.
+    Binary, not string: Spark's string ``substring`` walks the UTF-8 code points
+    from the start (O(position), ~21,000 steps per row over 1962-2019: 69 s for
+    1.9 M rows, measured), the binary one indexes bytes (0.4 s).
     """
     days = sorted(set(sessions))
     if not days:
@@ -441,10 +444,11 @@ def _off_calendar(sessions: Sequence[date]) -> Column:
     bits = ["0"] * ((last - first).days + 1)
     for d in days:
         bits[(d - first).days] = "1"
-    bitmap = "".join(bits)
+    bitmap = bytearray("".join(bits).encode("ascii"))
     day = F.col(DATE)
     outside = (day < F.lit(first)) | (day > F.lit(last))
-    hole = F.substring(F.lit(bitmap), F.datediff(day, F.lit(first)) + 1, 1) == F.lit("0")
+    position = F.datediff(day, F.lit(first)) + 1
+    hole = F.substring(F.lit(bitmap), position, 1) == F.lit(bytearray(b"0"))
     return (F.weekday(day) < 5) & (outside | hole)
 
 
