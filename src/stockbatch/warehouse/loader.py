@@ -7,7 +7,10 @@ differs>`` statement. The ``WHERE`` compares null-safely (``IS NOT`` on
 SQLite, ``IS DISTINCT FROM`` on PostgreSQL), so a rerun with the same data
 writes nothing. Everything, staging included, runs in one transaction: an
 error at any point (a bad batch, a constraint violation, a crash) leaves the
-table as it was.
+table as it was. When no stored row shares a leading key value (a symbol) with
+the input, e.g. the first load into an empty warehouse or new symbols, the rows
+are bulk-inserted straight into the table instead: every row is an insert, and
+the staging copy and the merge, most of a first load's time, are skipped.
 
 Append-only tables (``replace_run_rows``): the run's rows are deleted and
 inserted again in one transaction, so reloading a run never duplicates.
@@ -31,8 +34,9 @@ The module-level functions (``load_table(engine, ...)`` ...) are the same
 code, each in a transaction of its own. ``load_tables(engine, {...})`` loads
 several keyed tables in one transaction. SQLite and PostgreSQL behave the same.
 
-The only dialect-specific step is the bulk insert (:mod:`.bulk`: executemany
-on SQLite, binary ``COPY`` on PostgreSQL); everything else is SQLAlchemy Core
+The only dialect-specific steps are the bulk insert (:mod:`.bulk`: executemany
+on SQLite, binary ``COPY`` on PostgreSQL) and the lock taken before a straight
+insert (``_all_new``); everything else is SQLAlchemy Core
 that both compile. The run and audit rows live in :mod:`.records`.
 """
 
@@ -174,15 +178,8 @@ def _load_table(
         raise ValueError(f"key columns {missing_key} are missing from the batches")
     if replace is not True and _all_new(conn, table, columns, key, batches):
         # No stored row shares a leading key value with the input: every row is an insert,
-        # so COPY goes straight into the table (no staging copy, no merge).
-        try:
-            n = bulk_insert(conn, table, columns, bulk.chunks(batches))
-        except sa.exc.IntegrityError as exc:
-            if getattr(exc.orig, "sqlstate", None) == "23505":  # unique_violation
-                raise DuplicateKeyError(
-                    f"the batches for {table_name} repeat a key {key}: {exc}"
-                ) from exc
-            raise
+        # so the rows go straight into the table (no staging copy, no merge).
+        n = _insert_new(conn, table, columns, key, batches)
         # No stored row had the input's leading values: only scope values the input
         # lacks can have rows to delete.
         leads = _lead_values(batches, key[0])
@@ -248,19 +245,52 @@ def _delete_absent(
     return deleted
 
 
+def _insert_new(
+    conn: sa.Connection, table: sa.Table, columns: list[str], key: tuple[str, ...], batches: Batches
+) -> int:
+    """Bulk-insert rows none of whose keys is stored (``_all_new``) straight into ``table``.
+
+    A repeated key in the input raises ``DuplicateKeyError``, a null key ``ValueError``
+    (as the staging path does); a CHECK or NOT NULL failure of a value column is an
+    ``IntegrityError``. The caller's transaction rolls everything back.
+    """
+    try:
+        return bulk_insert(conn, table, columns, bulk.chunks(batches))
+    except sqlite3.IntegrityError as exc:  # the SQLite fast path runs on the sqlite3 cursor
+        text = str(exc)
+        if text.startswith(("UNIQUE constraint failed", "PRIMARY KEY must be unique")):
+            raise DuplicateKeyError(
+                f"the batches for {table.name} repeat a key {key}: {exc}"
+            ) from exc
+        if any(text == f"NOT NULL constraint failed: {table.name}.{k}" for k in key):
+            raise ValueError(f"the batches for {table.name} hold a null key: {exc}") from exc
+        raise sa.exc.IntegrityError(f"INSERT INTO {table.name}", None, exc) from exc
+    except sa.exc.IntegrityError as exc:
+        if getattr(exc.orig, "sqlstate", None) == "23505":  # unique_violation
+            raise DuplicateKeyError(
+                f"the batches for {table.name} repeat a key {key}: {exc}"
+            ) from exc
+        raise
+
+
 def _all_new(
     conn: sa.Connection, table: sa.Table, columns: list[str], key: tuple[str, ...], batches: Batches
 ) -> bool:
-    """PostgreSQL, input given as a list of tables/batches: True if no stored row has one of
-    the input's values of the leading key column (then a direct COPY is a correct upsert).
+    """Input given as a list of tables/batches: True if no stored row has one of the input's
+    values of the leading key column (then a plain bulk insert is a correct upsert).
 
-    Locks the table against other writers (SHARE ROW EXCLUSIVE; readers go on) until the
-    transaction ends, so no row with those keys can appear between the check and the COPY.
-    The first load of a table and a load of new symbols take this path; updates of stored
-    symbols go through the staging table. Not for tables stamped with ``updated_at``
-    (the merge sets it).
+    Holds off other writers until the transaction ends, so no row with those keys can
+    appear between the check and the insert (readers go on): PostgreSQL locks the table
+    (SHARE ROW EXCLUSIVE), SQLite takes its one write lock with a no-op DELETE. The first
+    load of a table and a load of new symbols take this path; updates of stored symbols go
+    through the staging table. Not for tables stamped with ``updated_at`` (the merge sets it).
+
+    On SQLite this is what makes a first load fast: a load into an empty table skips the
+    staging copy and the ``INSERT ... SELECT ... ON CONFLICT`` merge, about 60% of the
+    load's time (``benchmarks/bench_warehouse.py``).
     """
-    if conn.dialect.name != "postgresql" or not isinstance(batches, (list, tuple)):
+    dialect = conn.dialect.name
+    if dialect not in ("postgresql", "sqlite") or not isinstance(batches, (list, tuple)):
         return False
     if "updated_at" in table.c and "updated_at" not in columns:
         return False
@@ -273,6 +303,17 @@ def _all_new(
         return False
     values = pc.unique(pa.chunked_array([p.cast(parts[0].type) for p in parts]))
     qualified = f'"{table.schema}"."{table.name}"' if table.schema else f'"{table.name}"'
+    if dialect == "sqlite":
+        conn.exec_driver_sql(f"DELETE FROM {qualified} WHERE 0")  # takes the write lock
+        if conn.execute(sa.select(sa.literal(1)).select_from(table).limit(1)).first() is None:
+            return True  # an empty table: the first load
+        stored = table.c[lead]
+        scope = sorted(v for v in values.to_pylist() if v is not None)
+        for i in range(0, len(scope), IN_LIST):
+            probe = sa.select(sa.literal(1)).where(stored.in_(scope[i : i + IN_LIST])).limit(1)
+            if conn.execute(probe).first() is not None:
+                return False
+        return True
     conn.exec_driver_sql(f"LOCK TABLE {qualified} IN SHARE ROW EXCLUSIVE MODE")
     any_of = sa.func.any(
         sa.bindparam("values", values.to_pylist(), type_=postgresql.ARRAY(table.c[lead].type))

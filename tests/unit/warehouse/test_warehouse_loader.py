@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import math
+import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -656,3 +657,91 @@ def test_load_tables_uses_the_contract_keys(engine: sa.Engine) -> None:
     assert {k: v.inserted for k, v in stats.items()} == {"instruments": 1, "daily_bars": 1}
     again = loader.load_tables(engine, {"daily_bars": [_bars(["AAA"])]})
     assert again["daily_bars"].changed == 0
+
+
+# --------------------------------------------------------------------------- straight insert
+# Keyed loads whose symbols the table does not hold yet skip the staging table and the merge.
+
+NEW = [
+    ("DDD", D(2020, 1, 2), 2.0, 2.5, 1.5, 2.0, None, 10.0, "yahoo"),
+    ("EEE", D(2020, 1, 2), 3.0, 3.5, 2.5, 3.0, 3.0, 20.0, "yahoo"),
+]
+
+
+@pytest.fixture
+def merges(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The tables each load merged through the staging table (the straight path adds none)."""
+    seen: list[str] = []
+    merge = loader._merge
+
+    def spy(conn: sa.Connection, table: sa.Table, *args: Any, **kwargs: Any) -> Any:
+        seen.append(table.name)
+        return merge(conn, table, *args, **kwargs)
+
+    monkeypatch.setattr(loader, "_merge", spy)
+    return seen
+
+
+def test_first_load_and_new_symbols_skip_the_merge(engine: sa.Engine, merges: list[str]) -> None:
+    assert loader.load_table(engine, "daily_bars", [bars(BASE)], key=KEY) == loader.LoadStats(
+        4, 0, 0
+    )
+    assert loader.load_table(engine, "daily_bars", [bars(NEW)], key=KEY) == loader.LoadStats(
+        2, 0, 0
+    )
+    assert merges == []
+    assert stored_bars(engine) == sorted([*BASE, *NEW])
+
+
+def test_a_stored_symbol_goes_through_the_merge(engine: sa.Engine, merges: list[str]) -> None:
+    loader.load_table(engine, "daily_bars", [bars(BASE)], key=KEY)
+    again = loader.load_table(engine, "daily_bars", [bars([*NEW, BASE[0]])], key=KEY)
+    assert again == loader.LoadStats(2, 0, 1)
+    assert merges == ["daily_bars"]
+
+
+def test_rerun_after_a_straight_load_changes_nothing(engine: sa.Engine) -> None:
+    loader.load_table(engine, "daily_bars", [bars(BASE)], key=KEY)
+    assert loader.load_table(engine, "daily_bars", [bars(BASE)], key=KEY) == loader.LoadStats(
+        0, 0, 4
+    )
+
+
+def test_duplicate_key_on_the_straight_path_writes_nothing(engine: sa.Engine) -> None:
+    loader.load_table(engine, "daily_bars", [bars(BASE)], key=KEY)
+    with pytest.raises(loader.DuplicateKeyError):
+        loader.load_table(engine, "daily_bars", [bars([NEW[0], NEW[1], NEW[0]])], key=KEY)
+    assert stored_bars(engine) == sorted(BASE)
+
+
+def test_null_key_on_the_straight_path_is_refused(engine: sa.Engine) -> None:
+    rows = [NEW[0], (None, *NEW[1][1:])]
+    with pytest.raises(ValueError, match="null key"):
+        loader.load_table(engine, "daily_bars", [bars(rows)], key=KEY)
+    assert stored_bars(engine) == []
+
+
+def test_check_failure_on_the_straight_path_rolls_the_run_back(engine: sa.Engine) -> None:
+    bad = ("ZZZ", D(2020, 1, 2), 1.0, 0.5, 0.9, 1.0, None, 1.0, "yahoo")  # high < low
+    failed = pytest.raises(sa.exc.IntegrityError, match="CHECK constraint failed")
+    with failed, loader.run_transaction(engine) as tx:
+        tx.load_table("instruments", [pa.table({"symbol": ["ZZZ"]})], key=("symbol",))
+        tx.load_table("daily_bars", [bars(NEW)], key=KEY)
+        tx.load_table("daily_bars", [bars([bad])], key=KEY)
+    assert stored_bars(engine) == []
+
+
+def test_straight_insert_holds_the_write_lock(engine: sa.Engine) -> None:
+    """No other writer can add a row between the check and the insert (SQLite)."""
+    url = engine.url
+    assert url.database
+    with loader.run_transaction(engine) as tx:
+        tx.load_table("daily_bars", [bars(BASE)], key=KEY)
+        other = sqlite3.connect(url.database, timeout=0.05, isolation_level=None)
+        try:
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")
+            # Readers go on (WAL) and still see the previous state.
+            assert other.execute("SELECT count(*) FROM daily_bars").fetchone() == (0,)
+        finally:
+            other.close()
