@@ -28,14 +28,23 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from stockbatch import schema
 from stockbatch.errors import PipelineError
 from stockbatch.lake import files
-from stockbatch.lake.layout import batch_of_file, bucket_dir, layout, part_name, with_buckets
+from stockbatch.lake.layout import (
+    batch_of_file,
+    bucket_dir,
+    layout,
+    part_name,
+    symbol_bucket,
+    with_buckets,
+)
 from stockbatch.settings import Settings
 
 CATALOG_SCHEMA = pa.schema(
@@ -198,9 +207,13 @@ def append_catalog(
 class BucketWriter:
     """Buffers landed tables and writes bounded bronze Parquet parts, one per bucket.
 
-    Tables are only collected on ``add``; the bucket and run id columns are
-    computed once per flush on the whole buffer (vectorised), which is much
-    cheaper than splitting every small file as it arrives.
+    Tables are only collected on ``add``. A flush sorts them into buckets by
+    their symbol (a table of one symbol, e.g. one Kaggle file, goes whole; any
+    other is split row by row) and writes each bucket's tables straight from
+    Arrow, with the run id and bucket as constant columns: measured on the
+    Huge sample, converting the whole buffer to Polars, hashing every row's
+    symbol and partitioning cost 1.0 s of CPU per million rows, more than the
+    write itself.
     """
 
     def __init__(self, settings: Settings, run_id: str) -> None:
@@ -226,26 +239,67 @@ class BucketWriter:
     def flush(self) -> None:
         if not self.pending:
             return
-        # One chunk per column: thousands of small tables (a day appended to every
-        # file) would otherwise make thousands of chunks, slow to convert.
-        df = pl.from_arrow(pa.concat_tables(self.pending).combine_chunks())
-        assert isinstance(df, pl.DataFrame)
-        df = with_buckets(df, self.buckets, self.bucket_of).with_columns(
-            pl.lit(self.run_id).alias("ingest_run_id")
-        )
-        for (bucket,), part in sorted(
-            df.partition_by("bucket", as_dict=True, maintain_order=True).items()
-        ):
-            b = int(bucket)
+        by_bucket: dict[int, list[pa.Table]] = {}
+        for table in self.pending:
+            for b, part in self._split(table):
+                by_bucket.setdefault(b, []).append(part)
+        for b in sorted(by_bucket):
+            parts = by_bucket[b]
+            table = pa.concat_tables(parts)
+            if len(parts) > 1 and table.num_rows < 1000 * len(parts):
+                # Many small tables (a day appended to every file): one chunk per
+                # column, not thousands of tiny ones.
+                table = table.combine_chunks()
             k = self.parts.get(b, 0)
             path = bucket_dir(self.root, b) / part_name(k)
             files.write_parquet_atomic(
-                files.conform(part, schema.BRONZE_BARS), path, self.compression
+                _with_pipeline_columns(table, self.run_id, b), path, self.compression
             )
             self.files.append(path)
             self.parts[b] = k + 1
         self.pending.clear()
         self.buffered = 0
+
+    def _bucket(self, symbol: str) -> int:
+        b = self.bucket_of.get(symbol)
+        if b is None:
+            b = self.bucket_of[symbol] = symbol_bucket(symbol, self.buckets)
+        return b
+
+    def _split(self, table: pa.Table) -> list[tuple[int, pa.Table]]:
+        """``table``'s rows by bucket, in their order (whole when it holds one symbol)."""
+        symbols = table.column("symbol")
+        if symbols.null_count == 0 and pc.count_distinct(symbols).as_py() == 1:
+            return [(self._bucket(symbols[0].as_py()), table)]
+        df = pl.from_arrow(table)
+        assert isinstance(df, pl.DataFrame)
+        df = with_buckets(df, self.buckets, self.bucket_of)
+        return [
+            (int(bucket), part.drop("bucket").to_arrow())
+            for (bucket,), part in sorted(
+                df.partition_by("bucket", as_dict=True, maintain_order=True).items()
+            )
+        ]
+
+
+def _with_pipeline_columns(table: pa.Table, run_id: str, bucket: int) -> pa.Table:
+    """One bucket's source rows as ``schema.BRONZE_BARS`` (run id and bucket added)."""
+    n = table.num_rows
+    columns: dict[str, pa.Array | pa.ChunkedArray] = {
+        name: table.column(name) for name in table.column_names
+    }
+    # From buffers: pa.scalar()/pa.array() of Python values import pandas (~0.5 s).
+    run = run_id.encode("utf-8")
+    offsets = np.arange(n + 1, dtype=np.int32) * len(run)
+    columns["ingest_run_id"] = pa.Array.from_buffers(
+        pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(run * n)]
+    )
+    columns["bucket"] = pa.Array.from_buffers(
+        pa.int16(), n, [None, pa.py_buffer(np.full(n, bucket, dtype=np.int16))]
+    )
+    return pa.table(
+        [columns[f.name].cast(f.type) for f in schema.BRONZE_BARS], schema=schema.BRONZE_BARS
+    )
 
 
 def merge_instruments(settings: Settings, table: pa.Table) -> int:

@@ -64,6 +64,7 @@ def write_parquet_atomic(
                 table,
                 tmp,
                 compression=None if compression == "none" else compression,
+                compression_level=1 if compression == "zstd" else None,
                 row_group_size=row_group_size,
             )
         os.replace(tmp, path)
