@@ -19,15 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from stockbatch import lake, schema
+from stockbatch import lake
 from stockbatch.bus import codec
 from stockbatch.bus.client import crash_point, log
 from stockbatch.lake import bronze
-from stockbatch.lake.layout import kafka_part_glob, kafka_part_name, kafka_part_range, with_buckets
+from stockbatch.lake.layout import kafka_part_glob, kafka_part_name, kafka_part_range
 from stockbatch.settings import Settings
 
 _LEDGER_SCHEMA = pa.schema(
@@ -44,8 +43,6 @@ _LEDGER_SCHEMA = pa.schema(
         ("rows", pa.int64()),
     ]
 )
-_BRONZE_POLARS = pl.Schema(schema.BRONZE_BARS)
-"""Bronze as Polars types (what ``lake.conform`` computes, without its pandas import)."""
 
 
 @dataclass
@@ -102,19 +99,6 @@ class _Sorted:
             self.run_ids[partition].append((msg.ingest_run_id, msg.table.num_rows))
 
 
-def _run_id_column(runs: list[tuple[str, int]]) -> pl.Expr | pl.Series:
-    """The ``ingest_run_id`` column of rows from consecutive messages ``(run id, rows)``.
-
-    Built in Polars: pyarrow builds arrays from Python values by way of pandas,
-    whose import alone costs the collector half a second.
-    """
-    ids = [rid for rid, _ in runs]
-    if len(set(ids)) == 1:
-        return pl.lit(ids[0], pl.String).alias("ingest_run_id")
-    index = np.repeat(np.arange(len(runs)), [n for _, n in runs])
-    return pl.Series("ingest_run_id", ids, pl.String).gather(index)
-
-
 class BronzeSink:
     """Writes collected records into the bronze layer (files, ledger, catalog)."""
 
@@ -169,7 +153,7 @@ class BronzeSink:
         """Write one flush: per partition and bucket one file, then ledger and catalog."""
         written = Written()
         batch = self._sort_out(ranges, written)
-        self._write_files(self._bucket_frames(ranges, batch), written)
+        self._write_files(self._bucket_tables(ranges, batch), written)
         with bronze.lock(self.settings):
             if batch.ledger_rows:
                 written.units_activated += self._append_ledger(batch.ledger_rows)
@@ -206,30 +190,31 @@ class BronzeSink:
                 written.rows += msg.table.num_rows
         return batch
 
-    def _bucket_frames(self, ranges: Ranges, batch: _Sorted) -> list[tuple[Path, pl.DataFrame]]:
-        """One frame per partition and bucket, with the path of its file."""
-        jobs: list[tuple[Path, pl.DataFrame]] = []
+    def _bucket_tables(self, ranges: Ranges, batch: _Sorted) -> list[tuple[Path, pa.Table]]:
+        """One bronze table per partition and bucket, with the path of its file.
+
+        Straight from the messages' Arrow tables (one symbol each, so each goes to its
+        bucket whole), as the direct ingest's ``bronze.BucketWriter`` does.
+        """
+        jobs: list[tuple[Path, pa.Table]] = []
+        buckets = self.settings.lake.buckets
         for partition, parts in sorted(batch.tables.items()):
             start, end, _ = ranges[partition]
-            df = pl.from_arrow(pa.concat_tables(parts))
-            assert isinstance(df, pl.DataFrame)
-            df = df.with_columns(_run_id_column(batch.run_ids[partition]))
-            df = with_buckets(df, self.settings.lake.buckets, self.bucket_of)
-            for (bucket,), frame in sorted(
-                df.partition_by("bucket", as_dict=True, maintain_order=True).items()
-            ):
-                name = kafka_part_name(partition, start, end)
-                jobs.append((lake.bucket_dir(self.root, int(bucket)) / name, frame))
+            by_bucket: dict[int, list[pa.Table]] = defaultdict(list)
+            for table, (run_id, _rows) in zip(parts, batch.run_ids[partition], strict=True):
+                for b, piece in bronze.split_by_bucket(table, buckets, self.bucket_of):
+                    by_bucket[b].append(bronze.with_pipeline_columns(piece, run_id, b))
+            name = kafka_part_name(partition, start, end)
+            for b in sorted(by_bucket):
+                jobs.append(
+                    (lake.bucket_dir(self.root, b) / name, bronze.concat_parts(by_bucket[b]))
+                )
         return jobs
 
-    def _write_files(self, jobs: list[tuple[Path, pl.DataFrame]], written: Written) -> None:
+    def _write_files(self, jobs: list[tuple[Path, pa.Table]], written: Written) -> None:
         """Each file atomically (temp + rename), in bronze's schema."""
-        for i, (path, frame) in enumerate(jobs):
-            lake.write_parquet_atomic(
-                frame.select(pl.col(n).cast(t) for n, t in _BRONZE_POLARS.items()),
-                path,
-                self.settings.lake.compression,
-            )
+        for i, (path, table) in enumerate(jobs):
+            lake.write_parquet_atomic(table, path, self.settings.lake.compression)
             written.files.append(self.layout.relative(path))
             if i == len(jobs) // 2:
                 crash_point("during_write")

@@ -243,13 +243,11 @@ def guard(fn: Any) -> Any:
     from stockbatch.bus import TransportError
     from stockbatch.services.system import ServiceError
     from stockbatch.sources.base import SourceError
-    from stockbatch.warehouse.db import WarehouseUnavailable
 
-    expected = (
+    expected: tuple[type[BaseException], ...] = (
         PipelineError,
         SourceError,
         TransportError,
-        WarehouseUnavailable,
         ServiceError,
         ValueError,
         OSError,
@@ -261,6 +259,11 @@ def guard(fn: Any) -> Any:
     except HomeBusy as exc:
         fail(str(exc), code=EXIT_BUSY)
     except Exception as exc:
+        # The warehouse's own error, only once its module is loaded (nothing else can
+        # raise it): importing it here would cost every command SQLAlchemy (~0.3 s).
+        db = sys.modules.get("stockbatch.warehouse.db")
+        if db is not None:
+            expected += (db.WarehouseUnavailable,)
         known = known_problem(exc)
         if known is not None:
             fail(known)

@@ -241,48 +241,54 @@ class BucketWriter:
             return
         by_bucket: dict[int, list[pa.Table]] = {}
         for table in self.pending:
-            for b, part in self._split(table):
+            for b, part in split_by_bucket(table, self.buckets, self.bucket_of):
                 by_bucket.setdefault(b, []).append(part)
         for b in sorted(by_bucket):
-            parts = by_bucket[b]
-            table = pa.concat_tables(parts)
-            if len(parts) > 1 and table.num_rows < 1000 * len(parts):
-                # Many small tables (a day appended to every file): one chunk per
-                # column, not thousands of tiny ones.
-                table = table.combine_chunks()
+            table = concat_parts(by_bucket[b])
             k = self.parts.get(b, 0)
             path = bucket_dir(self.root, b) / part_name(k)
             files.write_parquet_atomic(
-                _with_pipeline_columns(table, self.run_id, b), path, self.compression
+                with_pipeline_columns(table, self.run_id, b), path, self.compression
             )
             self.files.append(path)
             self.parts[b] = k + 1
         self.pending.clear()
         self.buffered = 0
 
-    def _bucket(self, symbol: str) -> int:
-        b = self.bucket_of.get(symbol)
+
+def split_by_bucket(
+    table: pa.Table, buckets: int, cache: dict[str, int]
+) -> list[tuple[int, pa.Table]]:
+    """``table``'s rows by bucket, in their order (whole when it holds one symbol, as a
+    Kaggle file or a Kafka message does). ``cache``: symbol -> bucket, reused."""
+    symbols = table.column("symbol")
+    if symbols.null_count == 0 and pc.count_distinct(symbols).as_py() == 1:
+        symbol = symbols[0].as_py()
+        b = cache.get(symbol)
         if b is None:
-            b = self.bucket_of[symbol] = symbol_bucket(symbol, self.buckets)
-        return b
-
-    def _split(self, table: pa.Table) -> list[tuple[int, pa.Table]]:
-        """``table``'s rows by bucket, in their order (whole when it holds one symbol)."""
-        symbols = table.column("symbol")
-        if symbols.null_count == 0 and pc.count_distinct(symbols).as_py() == 1:
-            return [(self._bucket(symbols[0].as_py()), table)]
-        df = pl.from_arrow(table)
-        assert isinstance(df, pl.DataFrame)
-        df = with_buckets(df, self.buckets, self.bucket_of)
-        return [
-            (int(bucket), part.drop("bucket").to_arrow())
-            for (bucket,), part in sorted(
-                df.partition_by("bucket", as_dict=True, maintain_order=True).items()
-            )
-        ]
+            b = cache[symbol] = symbol_bucket(symbol, buckets)
+        return [(b, table)]
+    df = pl.from_arrow(table)
+    assert isinstance(df, pl.DataFrame)
+    df = with_buckets(df, buckets, cache)
+    return [
+        (int(bucket), part.drop("bucket").to_arrow())
+        for (bucket,), part in sorted(
+            df.partition_by("bucket", as_dict=True, maintain_order=True).items()
+        )
+    ]
 
 
-def _with_pipeline_columns(table: pa.Table, run_id: str, bucket: int) -> pa.Table:
+def concat_parts(parts: list[pa.Table]) -> pa.Table:
+    """One bucket's tables as one; many small ones (a day appended to every file) are
+    combined into one chunk per column rather than thousands of tiny ones."""
+    table = pa.concat_tables(parts)
+    if len(parts) > 1 and table.num_rows < 1000 * len(parts):
+        table = table.combine_chunks()
+    return table
+
+
+def with_pipeline_columns(table: pa.Table, run_id: str, bucket: int) -> pa.Table:
     """One bucket's source rows as ``schema.BRONZE_BARS`` (run id and bucket added)."""
     n = table.num_rows
     columns: dict[str, pa.Array | pa.ChunkedArray] = {
