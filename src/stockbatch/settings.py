@@ -187,7 +187,13 @@ class KafkaSettings(BaseModel):
         description="min.insync.replicas of a topic when created (None: the broker's default).",
     )
     consumer_group: str = Field("stockbatch-collector", description="Collector group id.")
-    compression: Literal["zstd", "lz4", "snappy", "gzip", "none"] = "zstd"
+    compression: Literal["zstd", "lz4", "snappy", "gzip", "none"] = Field(
+        "lz4",
+        description="Producer batch compression. lz4 by default: on the Huge sample's "
+        "216 MiB of Arrow batches it cost the producer ~0.5 s and the collector ~0.2 s "
+        "less CPU than zstd (the broker, which validates batches, less too); zstd saves "
+        "network and broker disk.",
+    )
     linger_ms: int = Field(20, ge=0, description="Producer batching delay.")
     batch_rows: int = Field(
         5_000, ge=1, description="Bars per message (a columnar batch of one symbol)."
