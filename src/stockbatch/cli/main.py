@@ -280,7 +280,9 @@ def load(
     guard(lambda: pipeline.check_backends(s))
 
     def work(rec: RunResult, prog: StageProgress) -> None:
-        rec.load = pipeline.load(
+        from stockbatch.pipeline.load import load as load_stage
+
+        rec.load = load_stage(
             s, run_id=rec.run_id, force=force, search_only=search_only, progress=prog
         )
 

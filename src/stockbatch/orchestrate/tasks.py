@@ -177,7 +177,7 @@ def process(settings: Settings, run_id: str, dag_id: str, as_of: dt.date) -> dic
 
 def load_warehouse(settings: Settings, run_id: str, dag_id: str) -> dict[str, Any]:
     """The warehouse load (one transaction); the search index is the next task's."""
-    from stockbatch.pipeline import load as load_stage
+    from stockbatch.pipeline.load import load as load_stage
 
     no_search = settings.model_copy(
         update={"search": settings.search.model_copy(update={"kind": "none"})}
@@ -192,7 +192,7 @@ def sync_search(settings: Settings, run_id: str, dag_id: str) -> dict[str, Any]:
     partial (as the CLI would call it), caught up by the next run."""
     if settings.search.kind == "none":
         return {"summary": "no search index configured"}
-    from stockbatch.pipeline import load as load_stage
+    from stockbatch.pipeline.load import load as load_stage
 
     with runs.stage_recording(settings, run_id, f"dag:{dag_id}") as rec:
         rec.load = load_stage(settings, run_id=run_id, search_only=True)

@@ -9,25 +9,13 @@ recorded by :mod:`stockbatch.runs`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from stockbatch.pipeline.collect import collect
 from stockbatch.pipeline.ingest import ingest
 from stockbatch.pipeline.run import check_backends, run
 from stockbatch.process import process
 
-if TYPE_CHECKING:
-    from stockbatch.pipeline.load import load
-
-
-def __getattr__(name: str) -> Any:
-    # ``load`` on first use: it imports SQLAlchemy and Alembic (~0.3 s), which the
-    # ingest, collect and process commands never need.
-    if name == "load":
-        from stockbatch.pipeline.load import load
-
-        return load
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = ["check_backends", "collect", "ingest", "load", "process", "run"]
+# ``load`` is not re-exported: it imports SQLAlchemy and Alembic (~0.3 s), which
+# ingest, collect and process never need. Import it from
+# ``stockbatch.pipeline.load``; a lazy re-export here was shadowed by the submodule
+# itself once anything imported it (the Airflow task then called a module).
+__all__ = ["check_backends", "collect", "ingest", "process", "run"]
