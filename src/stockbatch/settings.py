@@ -320,6 +320,17 @@ class ScheduleSettings(BaseModel):
     task_timeout_min: float = Field(60.0, gt=0, description="A task running longer fails.")
 
 
+class LineageSettings(BaseModel):
+    """OpenLineage run events (START / COMPLETE / FAIL) of every stage."""
+
+    transport: Literal["file", "http", "none"] = Field(
+        "file", description="file: JSON lines under $STOCKBATCH_HOME/lineage; http: POST to url."
+    )
+    url: str | None = Field(None, description="OpenLineage endpoint (http transport).")
+    api_key: SecretStr | None = Field(None, description="Bearer key of the endpoint, if any.")
+    namespace: str = Field("stockbatch", description="Job namespace of the events.")
+
+
 class Settings(BaseSettings):
     """All of stockbatch's configuration."""
 
@@ -338,6 +349,7 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     airflow: AirflowSettings = Field(default_factory=AirflowSettings)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
+    lineage: LineageSettings = Field(default_factory=LineageSettings)
     progress: bool = Field(True, description="Show progress bars (off when not a terminal).")
 
     def safe_dump(self) -> dict[str, Any]:

@@ -1,13 +1,15 @@
 """The ``stockbatch`` command line (Typer).
 
 ``common`` (the app, options, settings, errors, progress), ``main`` (pipeline
-commands), ``inspect`` (runs, show, quarantine, export); ``services`` commands
-come from :mod:`stockbatch.cli.services`.
+commands), ``inspect`` (runs, show, quarantine, export); ``govern``
+(catalog, quality, audit), ``protect`` (backup, gc); ``services`` commands come
+from :mod:`stockbatch.cli.services`.
 """
 
 from __future__ import annotations
 
-from stockbatch.cli import inspect, main, orchestrate, serve  # noqa: F401  (registers the commands)
+# Importing a module registers its commands.
+from stockbatch.cli import govern, inspect, main, orchestrate, protect, serve  # noqa: F401
 from stockbatch.cli.common import app
 
 

@@ -1,0 +1,3 @@
+"""Governance commands: ``catalog``, ``quality``, ``audit``."""
+
+from __future__ import annotations

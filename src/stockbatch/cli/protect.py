@@ -1,0 +1,3 @@
+"""Protection commands: ``backup create|verify|restore`` and ``gc``."""
+
+from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Governance: the data catalog, the quality history and the audit log's queries."""

@@ -1,0 +1,3 @@
+"""OpenLineage run events of the stages (START / COMPLETE / FAIL)."""
+
+from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Protection: consistent backups (create, verify, restore) and retention (gc)."""
