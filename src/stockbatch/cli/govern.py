@@ -1,3 +1,3 @@
-"""Governance commands: ``catalog``, ``quality``, ``audit``."""
+"""Governance commands: ``quality`` (the history of every run's checks) and ``audit``."""
 
 from __future__ import annotations

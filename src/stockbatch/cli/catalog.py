@@ -1,0 +1,3 @@
+"""The data catalog command: ``catalog``."""
+
+from __future__ import annotations
