@@ -331,6 +331,37 @@ class LineageSettings(BaseModel):
     namespace: str = Field("stockbatch", description="Job namespace of the events.")
 
 
+class QualitySettings(BaseModel):
+    """Thresholds of the quality history (``stockbatch quality``, the dashboard's quality
+    page): a run past one is marked with the threshold, its value and the limit. Rates
+    are shares of the run's rows in, so one limit fits a 20-row day and a 17 M-row backfill.
+    """
+
+    max_quarantine_rate: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Quarantined / rows in above this marks a run. Unset: "
+        "schedule.max_quarantine_rate, the Airflow quality gate's limit (one limit for both; "
+        "set here, it is the gate's too).",
+    )
+    max_reason_rate: dict[str, float] = Field(
+        default_factory=lambda: {
+            "unparseable": 0.01,
+            "duplicate": 0.01,
+            "implausible_value": 0.001,
+        },
+        description="Per reason code: rows refused for it / rows in above this marks a run "
+        "(a jump in one reason is a changed source format or a broken feed, even when the "
+        "total stays low). JSON, e.g. '{\"unparseable\": 0.01}'.",
+    )
+    max_health_rate: dict[str, float] = Field(
+        default_factory=lambda: {"suspect_jump": 0.001, "off_calendar": 0.001},
+        description="Per health flag: kept-but-flagged rows / rows in above this marks a run. "
+        "No default for zero_volume and open_missing: old and thin listings carry many.",
+    )
+
+
 class Settings(BaseSettings):
     """All of stockbatch's configuration."""
 
@@ -350,6 +381,7 @@ class Settings(BaseSettings):
     airflow: AirflowSettings = Field(default_factory=AirflowSettings)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     lineage: LineageSettings = Field(default_factory=LineageSettings)
+    quality: QualitySettings = Field(default_factory=QualitySettings)
     progress: bool = Field(True, description="Show progress bars (off when not a terminal).")
 
     def safe_dump(self) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import datetime as dt
 import errno
 import os
 import sys
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from typer.core import TyperGroup
 
 from stockbatch import runs
 from stockbatch.errors import PipelineError
@@ -37,8 +39,122 @@ from stockbatch.results import ProgressTask, RunResult, no_progress
 from stockbatch.runs import EXIT_BUSY, HomeBusy
 from stockbatch.settings import Settings, mask_secrets
 
+CURRENT_HOME: list[Path | None] = [None]
+"""The home of the command being run (set by :func:`cli_settings`; the crash log and the
+audit entry go there)."""
+
+LAST_FAILURE: dict[str, str] = {}
+"""The class and message of the error the running command reported (the audit's outcome)."""
+
+
+class AuditedGroup(TyperGroup):
+    """The root command: every command run leaves an audit entry (who, what, when,
+    parameters, outcome) in ``$STOCKBATCH_HOME/audit/cli.jsonl``, whatever its outcome;
+    see :mod:`stockbatch.governance.audit` for why a file and not the warehouse."""
+
+    def invoke(self, ctx: Any) -> Any:
+        args = [*getattr(ctx, "_protected_args", []), *ctx.args]
+        started = time.perf_counter()
+        at = dt.datetime.now(dt.UTC)
+        CURRENT_HOME[0] = None
+        LAST_FAILURE.clear()
+        code: int = 0
+        error: str | None = None
+        try:
+            return super().invoke(ctx)
+        except typer.Exit as exc:
+            code = int(exc.exit_code or 0)
+            raise
+        except typer.Abort:
+            code, error = 1, "Abort"
+            raise
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+            raise
+        except BaseException as exc:
+            # Click's own errors carry their code (a usage error is 2); anything else is 1.
+            code, error = int(getattr(exc, "exit_code", 1)), type(exc).__name__
+            raise
+        finally:
+            _audit_command(self, ctx, args, at, time.perf_counter() - started, code, error)
+
+
+def _leaf(group: TyperGroup, ctx: Any, args: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """The command path and the parameters the user gave (not defaults) of ``args``,
+    parsed leniently (no prompt, no callback, no error): the record of what was asked,
+    even when the command then refused it."""
+    path: list[str] = []
+    cmd: Any = group
+    parent, rest = ctx, list(args)
+    params: dict[str, Any] = {}
+    try:
+        while isinstance(cmd, TyperGroup) and rest:
+            name, sub, rest = cmd.resolve_command(parent, rest)
+            if sub is None or name is None:
+                break
+            path.append(name)
+            parent = sub.make_context(name, list(rest), parent=parent, resilient_parsing=True)
+            params = {
+                k: v
+                for k, v in parent.params.items()
+                if getattr(parent.get_parameter_source(k), "name", "DEFAULT") != "DEFAULT"
+            }
+            rest = [*getattr(parent, "_protected_args", []), *parent.args]
+            cmd = sub
+    except Exception:  # an unknown command or option: the command itself says so
+        path = path or [a for a in args[:1] if not a.startswith("-")]
+    return path, params
+
+
+def _audit_command(
+    group: TyperGroup,
+    ctx: Any,
+    args: list[str],
+    at: dt.datetime,
+    seconds: float,
+    code: int,
+    error: str | None,
+) -> None:
+    """Write the entry of one command (never failing it: a warning line at worst)."""
+    if not args or any(a in ctx.help_option_names for a in args):
+        return  # help reads no data
+    import getpass
+
+    from stockbatch.governance import audit
+
+    path, params = _leaf(group, ctx, args)
+    home = CURRENT_HOME[0] or params.get("home") or os.environ.get("STOCKBATCH_HOME")
+    home = Path(home or ".stockbatch")
+    if not home.is_dir() and code != 0:
+        return  # a command that failed before making its home touched no data there
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no passwd entry (some containers)
+        user = f"uid:{os.getuid()}"
+    outcome = {0: "ok", 2: "usage error", 3: "attention", EXIT_BUSY: "busy"}.get(code, "error")
+    detail: dict[str, Any] = {
+        "via": "cli",
+        "params": audit.clean_params(params),
+        "exit_code": code,
+        "outcome": outcome,
+        "ms": round(seconds * 1000, 1),
+        "host": os.uname().nodename,
+        "pid": os.getpid(),
+    }
+    if error or LAST_FAILURE:
+        detail["error"] = error or LAST_FAILURE.get("class")
+    if LAST_FAILURE.get("message"):
+        detail["message"] = LAST_FAILURE["message"]
+    entry = {"at": at.isoformat(), "actor": user, "action": " ".join(path), "detail": detail}
+    try:
+        audit.append_cli(home, entry)
+    except OSError as exc:
+        console.print(f"[yellow]warning:[/] audit entry not written: {escape(str(exc))}")
+
+
 app = typer.Typer(
     name="stockbatch",
+    cls=AuditedGroup,
     help="Turn raw daily stock prices into a trustworthy quarterly ML feature table.",
     no_args_is_help=True,
     add_completion=False,
@@ -132,10 +248,6 @@ FullOpt = Annotated[
 ]
 
 
-CURRENT_HOME: list[Path | None] = [None]
-"""The home of the command being run (set by :func:`cli_settings`; the crash log goes there)."""
-
-
 def cli_settings(
     home: Path | None = None,
     engine: str | None = None,
@@ -172,6 +284,7 @@ def cli_settings(
 
 def fail(message: str, code: int = 1) -> None:
     """Print one error line (secrets masked) and exit with ``code``."""
+    LAST_FAILURE.setdefault("message", mask_secrets(message)[:300])
     console.print(f"[bold red]error:[/] {escape(mask_secrets(message))}")
     raise typer.Exit(code)
 
@@ -259,6 +372,7 @@ def guard(fn: Any) -> Any:
     except HomeBusy as exc:
         fail(str(exc), code=EXIT_BUSY)
     except Exception as exc:
+        LAST_FAILURE["class"] = type(exc).__name__
         # The warehouse's own error, only once its module is loaded (nothing else can
         # raise it): importing it here would cost every command SQLAlchemy (~0.3 s).
         db = sys.modules.get("stockbatch.warehouse.db")

@@ -18,6 +18,7 @@ from typing import Any
 
 from stockbatch import runs
 from stockbatch.errors import PipelineError
+from stockbatch.governance import quality
 from stockbatch.results import new_run_id
 from stockbatch.settings import Settings
 from stockbatch.sources.base import Source
@@ -228,9 +229,12 @@ def missing_bars(settings: Settings, session: dt.date, lookback: int = 5) -> tup
 
 def quality_gate(settings: Settings, run_id: str, dag_id: str, session: dt.date) -> dict[str, Any]:
     """The last stage: fail the run when its quarantine rate or its missing bars pass
-    the schedule's thresholds (missing bars: above ``max_missing_rate`` of the active
-    symbols and more than ``missing_allowed``), with the counts in the message;
-    otherwise decide its status by the one rule (:func:`stockbatch.runs.status_of_manifest`)."""
+    their thresholds (quarantine: the quality history's limit,
+    :func:`stockbatch.governance.quality.thresholds`, which is the schedule's unless
+    ``quality.max_quarantine_rate`` is set; missing bars: above ``max_missing_rate`` of
+    the active symbols and more than ``missing_allowed``), with the counts in the message;
+    otherwise decide its status by the one rule (:func:`stockbatch.runs.status_of_manifest`).
+    The history's other marks (per reason, per health flag) are recorded, not enforced."""
     doc = runs.read_manifest(settings, run_id)
     counts = doc.get("counts", {})
     rows_in = int(counts.get("rows_in", 0))
@@ -239,6 +243,9 @@ def quality_gate(settings: Settings, run_id: str, dag_id: str, session: dt.date)
     missing, active = missing_bars(settings, session)
     missing_rate = len(missing) / active if active else 0.0
     sched = settings.schedule
+    limits = quality.thresholds(settings)
+    run = quality.run_quality(doc)
+    marks = [b.text() for b in quality.evaluate(run, limits)] if run is not None else []
     facts = {
         "rows_in": rows_in,
         "rows_quarantined": quarantined,
@@ -247,18 +254,19 @@ def quality_gate(settings: Settings, run_id: str, dag_id: str, session: dt.date)
         "active_symbols": active,
         "missing_rate": round(missing_rate, 6),
         "missing_examples": missing[:10],
-        "max_quarantine_rate": sched.max_quarantine_rate,
+        "max_quarantine_rate": limits.max_quarantine_rate,
         "max_missing_rate": sched.max_missing_rate,
         "missing_allowed": sched.missing_allowed,
+        "quality_marks": marks,
     }
     with runs.stage_recording(
         settings, run_id, f"dag:{dag_id}", params={"gate": facts}, final=True
     ) as rec:
         problems = []
-        if rate > sched.max_quarantine_rate:
+        if rate > limits.max_quarantine_rate:
             problems.append(
                 f"quarantine rate {rate:.2%} ({quarantined:,} of {rows_in:,} rows) is above "
-                f"{sched.max_quarantine_rate:.2%}"
+                f"{limits.max_quarantine_rate:.2%}"
             )
         if missing_rate > sched.max_missing_rate and len(missing) > sched.missing_allowed:
             problems.append(

@@ -161,3 +161,27 @@ def audit_in(
     key = result.inserted_primary_key
     assert key is not None
     return int(key[0])
+
+
+def audit_entries(
+    engine: sa.Engine,
+    *,
+    since: dt.datetime | None = None,
+    actor: str | None = None,
+    limit: int = 10_000,
+) -> list[dict[str, Any]]:
+    """The newest ``limit`` ``audit_log`` entries at or after ``since`` (of ``actor``),
+    oldest first, ``at`` aware UTC. Empty when the table does not exist yet."""
+    t = models.audit_log
+    stmt = sa.select(t).order_by(t.c.id.desc()).limit(limit)
+    if since is not None:
+        stmt = stmt.where(t.c.at >= since)
+    if actor is not None:
+        stmt = stmt.where(t.c.actor == actor)
+    with engine.connect() as conn:
+        if not sa.inspect(conn).has_table(t.name):
+            return []
+        rows = [dict(r._mapping) for r in conn.execute(stmt)]
+    for r in rows:
+        r["at"] = _as_utc(r["at"])
+    return rows[::-1]
