@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from stockbatch import __version__, lake, schema
+from stockbatch import __version__, lake, lineage, schema
 from stockbatch.errors import PipelineError
 from stockbatch.lake import bronze, gold
 from stockbatch.results import RunResult, new_run_id
@@ -109,13 +109,14 @@ def recording(
             recovered = recover(settings, run.run_id)
             if recovered:
                 run.params["recovered"] = recovered
-        try:
-            yield run
-        except BaseException as exc:
-            run.error = str(exc) or type(exc).__name__
+        with _lineage(settings, run, stage=command if command in lineage.STAGES else None):
+            try:
+                yield run
+            except BaseException as exc:
+                run.error = str(exc) or type(exc).__name__
+                finish(settings, run, time.perf_counter() - t0)
+                raise
             finish(settings, run, time.perf_counter() - t0)
-            raise
-        finish(settings, run, time.perf_counter() - t0)
 
 
 @contextlib.contextmanager
@@ -153,13 +154,65 @@ def stage_recording(
         recovered = recover(settings, run_id)
         if recovered:
             run.params["recovered"] = sorted({*run.params.get("recovered", []), *recovered})
-        try:
-            yield run
-        except BaseException as exc:
-            run.error = str(exc) or type(exc).__name__
-            _merge_stage(settings, run, prior, final=True)
-            raise
-        _merge_stage(settings, run, prior, final=final, record=record)
+        # The DAG run's own events: START with its first task, COMPLETE with its final one.
+        with _lineage(settings, run, opens=not prior, closes=final):
+            try:
+                yield run
+            except BaseException as exc:
+                run.error = str(exc) or type(exc).__name__
+                _merge_stage(settings, run, prior, final=True)
+                raise
+            _merge_stage(settings, run, prior, final=final, record=record)
+
+
+def _lineage(
+    settings: Settings,
+    run: RunResult,
+    *,
+    stage: str | None = None,
+    opens: bool = True,
+    closes: bool = True,
+) -> contextlib.AbstractContextManager[None]:
+    """The OpenLineage events of a recorded block (:func:`stockbatch.lineage.traced`)."""
+    graph: tuple[str, ...] = ()
+    if run.command == "run":  # the stages a whole run goes through, to name a failed one
+        kafka = ("collect",) if settings.transport == "kafka" else ()
+        graph = ("ingest", *kafka, "process", "load")
+    return lineage.traced(
+        settings,
+        run,
+        lambda done: _lineage_places(settings, done),
+        stage=stage,
+        opens=opens,
+        closes=closes,
+        graph=graph,
+    )
+
+
+def _lineage_places(settings: Settings, run: RunResult | None) -> lineage.Places:
+    """Where the datasets of a run's events live: the layout's folders, and the warehouse
+    and search URLs once the run loaded them."""
+    lay = lake.layout(settings)
+    folders = {
+        lineage.BRONZE: lay.bronze_bars,
+        lineage.INSTRUMENTS: lay.instruments.parent,
+        lineage.SILVER: lay.silver_bars,
+        lineage.QUARANTINE: lay.quarantine,
+        lineage.GOLD_DAILY: lay.gold_daily,
+        lineage.GOLD_QUARTERLY: lay.gold_quarterly.parent,
+    }
+    warehouse = search = None
+    if run is not None and run.load is not None:
+        if not run.load.warehouse_skipped:
+            from stockbatch.warehouse import db
+
+            warehouse = db.resolve_urls(settings).loader
+        if run.load.search is not None:
+            from stockbatch.services.endpoints import effective_search_url
+
+            search = effective_search_url(settings)
+    rel = {k: lay.relative(p) for k, p in folders.items()}
+    return lineage.Places(lay.root, rel, warehouse, search)
 
 
 def _merge_stage(
