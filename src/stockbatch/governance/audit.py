@@ -41,14 +41,18 @@ def cli_audit_path(home: Path) -> Path:
     return Path(home) / CLI_AUDIT
 
 
+_URL_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*:([^@/?#\s]+)@")
+
+
 def _env_secrets() -> list[str]:
-    """Values of environment variables named like a secret (a password given through
-    ``STOCKBATCH_WAREHOUSE__PASSWORD`` and the like): never written, wherever they appear."""
-    return sorted(
-        (v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v) >= 4),
-        key=len,
-        reverse=True,
-    )
+    """Values of environment variables named like a secret (``PGPASSWORD``, an API key)
+    and the passwords inside URLs of any variable (``STOCKBATCH_WAREHOUSE__URL``): never
+    written, wherever they appear (an error message, a parameter)."""
+    found = {v for k, v in os.environ.items() if _SECRET_NAME.search(k)}
+    for value in os.environ.values():
+        found.update(m[1] for m in _URL_PASSWORD.finditer(value))
+    # Longest first (one secret may contain another); short values would mask ordinary words.
+    return sorted((v for v in found if len(v) >= 4), key=len, reverse=True)
 
 
 def scrub(value: Any, secrets: list[str] | None = None) -> Any:
@@ -190,6 +194,8 @@ def merged(
         entries += read_warehouse(settings, since, actor, limit)
     except Exception as exc:  # a down warehouse still leaves the CLI's entries to show
         problems.append(f"warehouse audit_log not read: {mask_secrets(str(exc))[:300]}")
-    far_past = dt.datetime.min.replace(tzinfo=dt.UTC)
-    entries.sort(key=lambda e: _utc(e.get("at")) or far_past)
+    for e in entries:  # one form of time for both sources (ISO 8601, UTC)
+        at = _utc(e.get("at"))
+        e["at"] = None if at is None else at.isoformat()
+    entries.sort(key=lambda e: e["at"] or "")
     return entries[-limit:], problems
