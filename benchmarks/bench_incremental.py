@@ -25,6 +25,13 @@ interpreter and engine start included, which an update cannot avoid). Target:
 incremental <= 0.05x the full rebuild (the stage ratio; the command ratio is
 shown for honesty).
 
+``--whole-run`` times the product end to end instead (issue 15): ``stockbatch run``
+(ingest + process + load into the embedded SQLite warehouse + the search sync when
+``--search opensearch|elasticsearch`` starts a local node) on the held-back files,
+then the day appended and the same ``stockbatch run`` again (the daily update),
+against the same command in a fresh home on the complete files (the full run).
+Target: the daily run <= 0.05x the full run.
+
 Results: a table on stdout and ``benchmarks/out/bench_incremental-<UTC>.json``.
 """
 
@@ -161,6 +168,91 @@ def bench(size: str, engine: str, work: Path) -> dict[str, Any]:
     }
 
 
+def run_ok(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
+    """Measure one command; exit code 3 (completed, with quarantined or rejected input:
+    the Huge sample has both) counts as done."""
+    report = measured(cmd, env, REPO)
+    if report["returncode"] not in (0, 3):
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{report}")
+    return report
+
+
+def recorded_seconds(home: Path) -> float:
+    """The last run's recorded duration (no interpreter start)."""
+    from stockbatch import runs
+    from stockbatch.settings import Settings
+
+    (doc,) = runs.last_manifests(Settings(home=home), 1)
+    return float(doc["duration_s"])
+
+
+def bench_whole_run(size: str, work: Path, search: str, heap: str) -> dict[str, Any]:
+    """The daily ``stockbatch run`` (one appended session) vs the same command's full run."""
+    data = work / "data"
+    held = hold_back(dataset(size), data)
+    base = {**os.environ, "STOCKBATCH_PROGRESS": "false", "STOCKBATCH_WAREHOUSE__KIND": "sqlite"}
+    base["STOCKBATCH_PROCESS__ENGINE"] = "polars"
+    base["STOCKBATCH_TRANSPORT"] = "direct"
+    service = None
+    if search != "none":
+        import bench_search
+
+        service = bench_search.make_service(search, work / "search-home", heap)
+        service.up()
+        base["STOCKBATCH_SEARCH__KIND"] = search
+        base["STOCKBATCH_SEARCH__URL"] = service.url
+    else:
+        base["STOCKBATCH_SEARCH__KIND"] = "none"
+    cmd = stockbatch("run", "--source", "kaggle", "--path", str(data), "--as-of", AS_OF, "-q")
+    try:
+        daily_env = {**base, "STOCKBATCH_HOME": str(work / "home-daily")}
+        daily_env["STOCKBATCH_SEARCH__INDEX_PREFIX"] = "daily"
+        print(f"[{size}] initial run (held-back files) ...", file=sys.stderr)
+        initial = run_ok(cmd, daily_env)
+        for path, line in held.items():
+            with path.open("ab") as fh:
+                fh.write(line)
+        print(f"[{size}] daily run (one appended session) ...", file=sys.stderr)
+        daily = run_ok(cmd, daily_env)
+        daily_rec = recorded_seconds(work / "home-daily")
+        full_env = {**base, "STOCKBATCH_HOME": str(work / "home-full")}
+        full_env["STOCKBATCH_SEARCH__INDEX_PREFIX"] = "full"
+        print(f"[{size}] full run (fresh home, complete files) ...", file=sys.stderr)
+        full = run_ok(cmd, full_env)
+        full_rec = recorded_seconds(work / "home-full")
+    finally:
+        if service is not None:
+            service.down()
+    return {
+        "size": size,
+        "search": search,
+        "files": len(held),
+        "initial": {"wall_s": initial["wall_s"]},
+        "daily": {"wall_s": daily["wall_s"], "recorded_s": daily_rec, "peak_mb": daily["peak_mb"]},
+        "full": {"wall_s": full["wall_s"], "recorded_s": full_rec, "peak_mb": full["peak_mb"]},
+        "ratio": daily["wall_s"] / full["wall_s"],
+        "recorded_ratio": daily_rec / full_rec,
+    }
+
+
+def print_whole_table(results: list[dict[str, Any]]) -> None:
+    """Whole-run figures, one line per size."""
+    head = (
+        f"{'size':<7}{'search':<14}{'files':>6}{'daily s':>9}{'full s':>9}{'ratio':>8}"
+        f"{'daily rec s':>12}{'full rec s':>11}{'rec ratio':>10}  target"
+    )
+    print(head)
+    print("-" * len(head))
+    for r in results:
+        ok = "PASS" if r["ratio"] <= TARGET else "MISS"
+        d, f = r["daily"], r["full"]
+        print(
+            f"{r['size']:<7}{r['search']:<14}{r['files']:>6}{d['wall_s']:>9.2f}{f['wall_s']:>9.2f}"
+            f"{r['ratio']:>8.3f}{d['recorded_s']:>12.2f}{f['recorded_s']:>11.2f}"
+            f"{r['recorded_ratio']:>10.3f}  <= {TARGET} {ok}"
+        )
+
+
 def bench_ingest(size: str, work: Path) -> dict[str, Any]:
     """One size: the ingest of one appended day against a full ingest."""
     data = work / "data"
@@ -228,9 +320,37 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only the ingest: one appended day vs a full ingest, and a --verify ingest",
     )
+    parser.add_argument(
+        "--whole-run",
+        action="store_true",
+        help="the whole `stockbatch run` (ingest, process, SQLite load, search sync): "
+        "a daily run vs a full run",
+    )
+    parser.add_argument(
+        "--search",
+        default="none",
+        choices=["none", "opensearch", "elasticsearch"],
+        help="with --whole-run: start a local node and sync it in both runs",
+    )
+    parser.add_argument("--heap", default="1g", help="search node heap (--search)")
     args = parser.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    if args.whole_run:
+        wholes = []
+        for size in [s for s in args.sizes.split(",") if s]:
+            work = Path(tempfile.mkdtemp(prefix=f"bench-inc-run-{size}-"))
+            try:
+                wholes.append(bench_whole_run(size, work, args.search, args.heap))
+            finally:
+                if not args.keep:
+                    shutil.rmtree(work, ignore_errors=True)
+        print_whole_table(wholes)
+        doc = {"benchmark": "incremental-run", "created_utc": stamp, "results": wholes,
+               "environment": environment()}  # fmt: skip
+        for name in (f"bench_incremental_run-{stamp}.json", "bench_incremental_run-latest.json"):
+            (OUT / name).write_text(json.dumps(doc, indent=2, default=str))
+        return 0
     if args.ingest_only:
         ingests = []
         for size in [s for s in args.sizes.split(",") if s]:
