@@ -5,6 +5,7 @@ A backup is one folder::
     manifest.json              every file with size and SHA-256; warehouse, version, newest run
     lake/...                   bronze, silver, gold, _state, runs/*.json (the lake as it was)
     exports/...                the quarterly snapshots (immutable versions)
+    home/audit, home/lineage   the CLI audit log and the runs' lineage events (copies)
     warehouse/warehouse.db     SQLite: an online-backup image   | warehouse/warehouse.pgdump:
                                                                   pg_dump -Fc (PostgreSQL)
     services/services.json     where the services were, passwords and keys masked
@@ -20,7 +21,8 @@ otherwise. That is safe because every lake and snapshot file is written to a
 temporary name and renamed into place (``lake/files.py``, ``snapshots.py``): a
 later run replaces a file by a new inode and never changes one in place, so a
 link keeps the content it had. The SQLite warehouse, which SQLite changes in
-place, is always a separate image.
+place, is always a separate image, and so are the append-only logs (``audit/``,
+``lineage/``): they grow in place, so they are copied, never linked.
 
 :func:`verify_backup` re-hashes every file against the manifest;
 :func:`restore_backup` verifies, then fills an empty home and an empty warehouse.
@@ -51,7 +53,9 @@ from stockbatch.settings import MASK, Settings, mask_secrets
 MANIFEST = "manifest.json"
 KIND = "stockbatch.backup"
 FORMAT = 1
-LAKE, EXPORTS, WAREHOUSE, SERVICES = "lake", "exports", "warehouse", "services"
+LAKE, EXPORTS, WAREHOUSE, SERVICES, HOME = "lake", "exports", "warehouse", "services", "home"
+LOGS = ("audit", "lineage")
+"""Folders of the home whose files are appended to in place (copied, never linked)."""
 BACKUPS = "backups"
 
 _SKIP_NAMES = frozenset({".lock", "run.lock"})
@@ -192,6 +196,7 @@ def _create(settings: Settings, target: Path, progress: Progress) -> BackupResul
     roots = {LAKE: settings.lake_path, EXPORTS: Path(settings.home) / snapshots.EXPORTS}
     placed = [(f"{prefix}/{p.relative_to(roots[prefix]).as_posix()}", p) for prefix, p in sources]
     linked, copied = _place(placed, target, progress, "backing up lake")
+    copied += _copy_logs(settings, target / HOME)
     warehouse = dump.dump(settings, target / WAREHOUSE)
     _write_services(settings, target / SERVICES)
     listed = _hash_tree(target, progress, "hashing backup")
@@ -269,6 +274,34 @@ def _place(
     finally:
         task.close()
     return linked, copied
+
+
+def _copy_logs(settings: Settings, target: Path) -> int:
+    """Copy the home's append-only logs below ``target``; how many files."""
+    home = Path(settings.home)
+    n = 0
+    for name in LOGS:
+        for source in _files_below(home / name):
+            dest = target / source.relative_to(home)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest)
+            n += 1
+    return n
+
+
+def _restore_logs(settings: Settings, root: Path, names: list[str]) -> None:
+    """Put the backup's logs back (copies: they grow in place). Lines the new home
+    already has (e.g. its `services up`) are newer: they go after the restored ones."""
+    home = Path(settings.home)
+    for name in names:
+        dest = home / name.split("/", 1)[1]
+        source = root / name
+        if dest.exists():
+            lake.atomic_write_bytes(dest, source.read_bytes() + dest.read_bytes())
+            os.chmod(dest, 0o600)
+        else:
+            dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            shutil.copy2(source, dest)
 
 
 def _sha256(path: Path) -> tuple[int, str]:
@@ -426,6 +459,7 @@ def restore_backup(
             for prefix, dest_root in roots.items():
                 mine = [(n.split("/", 1)[1], src) for n, src in pairs if n.startswith(prefix + "/")]
                 _place(mine, dest_root, progress, f"restoring {prefix}")
+            _restore_logs(settings, root, [n for n in doc["files"] if n.startswith(HOME + "/")])
             where = None
             if doc.get("warehouse"):
                 wh = doc["warehouse"]

@@ -71,8 +71,10 @@ def test_backup_verify_restore_round_trip(landing: Path, tmp_path: Path) -> None
     assert "lake/gold/_state.json" in names
     assert any(n.startswith("exports/quarterly/2023Q1/") for n in names)
     assert not any(n.endswith(".lock") for n in names)
-    # Same file system: the lake is hard-linked, not copied.
-    assert manifest["hard_links"] > 0 and manifest["copies"] == 0
+    assert "home/audit/cli.jsonl" in names  # the CLI audit log, copied (it grows in place)
+    # Same file system: the lake is hard-linked; only the logs are copied.
+    assert manifest["hard_links"] > 0
+    assert manifest["copies"] == len([n for n in names if n.startswith("home/")])
     services = (out / "services" / "services.json").read_text()
     assert "s3cret" not in services and "127.0.0.1:5433" in services
 
@@ -83,6 +85,9 @@ def test_backup_verify_restore_round_trip(landing: Path, tmp_path: Path) -> None
     line = ok(restored, "backup", "restore", str(out), "-q")
     assert f"into {restored}" in line
     assert not (restored / "services.json").exists()  # secrets masked: nothing to restore
+    audit = restored / "audit" / "cli.jsonl"
+    assert audit.read_bytes().startswith((out / "home" / "audit" / "cli.jsonl").read_bytes())
+    assert audit.stat().st_ino != (out / "home" / "audit" / "cli.jsonl").stat().st_ino
     after = exports(restored, tmp_path / "after")
     assert after[0] == before[0]  # the quarterly export, byte for byte
     assert after[1].equals(before[1])
