@@ -13,7 +13,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.routing import Mount
 
 from stockbatch import __version__
-from stockbatch.api import data, errors, operations, pages
+from stockbatch.api import catalog, data, errors, operations, pages
 from stockbatch.api.context import ApiContext, session_secret
 from stockbatch.api.observe import AuditAndMetrics, Metrics
 from stockbatch.api.security import access_of
@@ -51,6 +51,8 @@ def create_app(settings: Settings, ctx: ApiContext | None = None) -> FastAPI:
     app.include_router(data.router)
     app.include_router(operations.router)
     app.include_router(pages.router)
+    app.include_router(catalog.router)
+    app.include_router(catalog.page_router)
     pages.mount_static(app)
     app.state.page_error = pages.page_error
     app.add_exception_handler(errors.ApiError, errors.on_api_error)
