@@ -19,7 +19,7 @@ from stockbatch.cli.common import (
     out,
 )
 
-STATUS_STYLE = {"ok": "green", "empty": "yellow", "missing": "dim", "unreachable": "red",
+STATUS_STYLE = {"ok": "green", "empty": "yellow", "missing": "dim", "unreachable": "red", "damaged": "red",
                 "not_configured": "dim"}  # fmt: skip
 
 

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from stockbatch import dictionary, lake, runs, schema, snapshots
+from stockbatch.errors import PipelineError
 from stockbatch.lake import bronze, gold
 from stockbatch.settings import Settings
 
@@ -35,6 +36,8 @@ OK = "ok"
 EMPTY = "empty"
 """The dataset's place exists but holds no rows yet (e.g. before the first run)."""
 MISSING = "missing"
+DAMAGED = "damaged"
+"""A file of the dataset (or a snapshot manifest) cannot be read; the note says which."""
 UNREACHABLE = "unreachable"
 NOT_CONFIGURED = "not_configured"
 
@@ -265,6 +268,8 @@ class FileStats:
     rows: int = 0
     newest: dt.date | None = None
     mtime: float | None = None
+    unreadable: list[Path] = field(default_factory=list)
+    """Files whose footer cannot be read (damaged, or removed while listed)."""
 
 
 def parquet_stats(paths: list[Path], date_column: str | None = None) -> FileStats:
@@ -272,9 +277,13 @@ def parquet_stats(paths: list[Path], date_column: str | None = None) -> FileStat
     date-typed column) and newest modification time of ``paths``."""
     out = FileStats(files=len(paths))
     for p in paths:
-        meta = pq.read_metadata(p)
+        try:
+            meta = pq.read_metadata(p)
+            mtime = p.stat().st_mtime
+        except (OSError, pa.ArrowException):
+            out.unreadable.append(p)
+            continue
         out.rows += meta.num_rows
-        mtime = p.stat().st_mtime
         out.mtime = mtime if out.mtime is None else max(out.mtime, mtime)
         if date_column is None:
             continue
@@ -344,7 +353,7 @@ def _lake_entry(
     # Instrument metadata comes with the landing, not from the process stage.
     layer = "bronze" if name == "silver.instruments" else name.split(".", 1)[0]
     st = parquet_stats(paths, date_column)
-    return Dataset(
+    entry = Dataset(
         name=name,
         kind="lake",
         description=description,
@@ -360,6 +369,11 @@ def _lake_entry(
         newest_date=_to_date_text(st.newest),
         written_at=_iso(st.mtime),
     )
+    if st.unreadable:
+        entry.status = DAMAGED
+        shown = ", ".join(str(p.relative_to(root)) for p in st.unreadable[:3])
+        entry.note = f"{len(st.unreadable)} file(s) unreadable ({shown}); rows count the others"
+    return entry
 
 
 def lake_datasets(settings: Settings) -> list[Dataset]:
@@ -478,7 +492,6 @@ def _warehouse_shells() -> list[Dataset]:
 def _open_reader(settings: Settings) -> tuple[sa.Engine | None, str, str | None]:
     """(engine, status, note): the reader role's engine, or why there is none. A SQLite
     file that does not exist is ``missing`` (not created by reading it)."""
-    from stockbatch.errors import PipelineError
     from stockbatch.warehouse import db
 
     try:
@@ -671,8 +684,23 @@ def search_datasets(settings: Settings, connect: Callable[[], Any] | None = None
 
 def snapshot_datasets(settings: Settings) -> list[Dataset]:
     """One entry per quarter's latest snapshot version (its manifest holds everything)."""
-    out = []
-    all_versions = snapshots.list_snapshots(settings)
+    out: list[Dataset] = []
+    try:
+        all_versions = snapshots.list_snapshots(settings)
+    except PipelineError as exc:  # a damaged manifest: say so, list the rest of the catalog
+        return [
+            Dataset(
+                name="snapshot.quarterly",
+                kind="snapshot",
+                description="immutable snapshots of the quarterly ML table",
+                location=str(snapshots.quarterly_root(settings)),
+                owner=OWNERS["snapshot"],
+                upstream=["warehouse.quarterly_features"],
+                columns=_columns("snapshot.quarterly", _arrow_fields(schema.QUARTERLY_FEATURES)),
+                status=DAMAGED,
+                note=str(exc),
+            )
+        ]
     for snap in all_versions:
         if not snap.latest:
             continue

@@ -6,6 +6,7 @@ SQLite warehouse, read independently here."""
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import sqlite3
 from dataclasses import dataclass
@@ -188,6 +189,23 @@ def test_unreachable_backends_are_listed_not_fatal(home: Home) -> None:
             assert d.status == catalog.UNREACHABLE, (d.name, d.status, d.note)
             assert d.rows is None and d.note
     assert cat.get("gold.daily_features").status == catalog.OK  # type: ignore[union-attr]
+
+
+def test_damaged_files_are_reported_not_fatal(home: Home, tmp_path: Path) -> None:
+    copy = tmp_path / "home"
+    shutil.copytree(home.path, copy)
+    part = sorted((copy / "lake/gold/daily_features").rglob("*.parquet"))[0]
+    part.write_bytes(b"not parquet")
+    manifest = copy / "exports/quarterly" / QUARTER / "snap-1.json"
+    manifest.chmod(0o600)
+    manifest.write_text("{")
+    cat = catalog.build_catalog(Settings(home=copy))
+    gold = cat.get("gold.daily_features")
+    assert gold is not None and gold.status == catalog.DAMAGED
+    assert gold.note and part.name in gold.note
+    snap = cat.get("snapshot.quarterly")
+    assert snap is not None and snap.status == catalog.DAMAGED
+    assert cat.get("warehouse.daily_bars").status == catalog.OK  # type: ignore[union-attr]
 
 
 def test_an_empty_home(tmp_path: Path) -> None:
