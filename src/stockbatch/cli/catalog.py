@@ -19,8 +19,8 @@ from stockbatch.cli.common import (
     out,
 )
 
-STATUS_STYLE = {"ok": "green", "empty": "yellow", "missing": "dim", "unreachable": "red", "damaged": "red",
-                "not_configured": "dim"}  # fmt: skip
+STATUS_STYLE = {"ok": "green", "empty": "yellow", "missing": "dim", "not_configured": "dim",
+                "unreachable": "red", "damaged": "red"}  # fmt: skip
 
 
 @app.command()
