@@ -7,6 +7,7 @@ Every function returns the template context of one page (plain dicts and lists).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from collections.abc import Mapping
@@ -16,6 +17,7 @@ from markupsafe import Markup, escape
 
 from stockbatch import dictionary, schema
 from stockbatch.api.context import ApiContext
+from stockbatch.governance import audit, quality
 from stockbatch.quality.rules import RULES
 from stockbatch.warehouse import access, queries
 
@@ -30,6 +32,9 @@ RUNS_PAGE = 50
 
 AUDIT_ENTRIES = 50
 """Audit entries on /admin."""
+
+HISTORY_RUNS = 60
+"""Runs in the quality page's history (the same window as its reasons chart)."""
 
 DAILY_COLUMNS = (
     "open", "high", "low", "close", "adj_close", "volume", "sma_20", "sma_50", "sma_200",
@@ -113,6 +118,28 @@ def quality_page(ctx: ApiContext) -> dict[str, Any]:
             for flag in schema.HEALTH_FLAGS
         ],
         "stored": queries.quarantine_counts(ctx.reader, "reason"),
+        **quality_history(ctx),
+    }
+
+
+def quality_history(ctx: ApiContext) -> dict[str, Any]:
+    """The last ``HISTORY_RUNS`` runs that counted rows (oldest first), each with its
+    quarantine rate and the thresholds it passed (``Settings.quality``), the limits and
+    the trend; what the quality page's history table and rate chart show."""
+    problem = None
+    try:
+        limits = quality.thresholds(ctx.settings)
+    except ValueError as exc:  # a typo in the settings: say so, mark on the total only
+        problem = str(exc)
+        limits = quality.Thresholds(max_quarantine_rate=ctx.settings.schedule.max_quarantine_rate)
+    rows = queries.runs(ctx.reader, last=HISTORY_RUNS)
+    found = quality.history(reversed(rows), limits)
+    return {
+        "history": found,
+        "limits": limits,
+        "limits_problem": problem,
+        "trend": quality.trend(found),
+        "trend_line": quality.trend_line(found),
     }
 
 
@@ -184,9 +211,16 @@ def run_page(ctx: ApiContext, run_id: str) -> dict[str, Any] | None:
 
 
 def admin_page(ctx: ApiContext) -> dict[str, Any]:
-    """Users (no hashes), tokens (never a token), the last audit entries."""
+    """Users (no hashes), tokens (never a token), the last audit entries: the API's and
+    the runs' (warehouse) merged with the command line's of this home
+    (:mod:`stockbatch.governance.audit`), newest first."""
+    entries = access.audit_rows(ctx.auth, limit=AUDIT_ENTRIES)
+    for e in audit.read_cli(ctx.settings.home, last=AUDIT_ENTRIES):
+        entries.append({**e, "id": "cli", "at": audit.as_utc(e.get("at"))})
+    far_past = dt.datetime.min.replace(tzinfo=dt.UTC)
+    entries.sort(key=lambda e: e["at"] or far_past, reverse=True)
     return {
         "users": access.users(ctx.auth),
         "tokens": access.tokens(ctx.auth),
-        "audit": access.audit_rows(ctx.auth, limit=AUDIT_ENTRIES),
+        "audit": entries[:AUDIT_ENTRIES],
     }

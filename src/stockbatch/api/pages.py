@@ -137,7 +137,13 @@ async def login(
     api = ctx.settings.api
     request.state.audited = True  # audited here, with the outcome
     target = _safe_next(next)
+    client = request.client.host if request.client else ""
     if not check_csrf(request, csrf):
+        # Refused before the password is checked, but still a login attempt: recorded.
+        await run_in_threadpool(
+            audit_event, ctx, username[:128] or "anonymous", "login",
+            {"ok": False, "reason": "form expired", "client": client},
+        )  # fmt: skip
         page = render(
             request, "login.html", None, next=target, error="The form expired: try again."
         )
@@ -152,7 +158,6 @@ async def login(
         lock_after=api.login_lock_after,
         lock_minutes=api.login_lock_minutes,
     )
-    client = request.client.host if request.client else ""
     if isinstance(result, LoginRefused):
         # Slow every failure (and more after each one in a row): guessing gets expensive.
         await asyncio.sleep(min(0.5 * 2 ** min(result.failures, 4), 5.0))

@@ -18,6 +18,7 @@ stdin or the environment, and neither is recorded).
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import enum
 import json
@@ -113,7 +114,8 @@ def append_cli(home: Path, entry: Mapping[str, Any]) -> Path:
     return path
 
 
-def _utc(value: Any) -> dt.datetime | None:
+def as_utc(value: Any) -> dt.datetime | None:
+    """An entry's time (datetime or ISO text) as an aware UTC datetime; None if neither."""
     if isinstance(value, dt.datetime):
         ts = value
     elif isinstance(value, str):
@@ -127,20 +129,24 @@ def _utc(value: Any) -> dt.datetime | None:
 
 
 def _keep(entry: Mapping[str, Any], since: dt.datetime | None, actor: str | None) -> bool:
-    at = _utc(entry.get("at"))
+    at = as_utc(entry.get("at"))
     if since is not None and (at is None or at < since):
         return False
     return actor is None or entry.get("actor") == actor
 
 
 def read_cli(
-    home: Path, since: dt.datetime | None = None, actor: str | None = None
+    home: Path,
+    since: dt.datetime | None = None,
+    actor: str | None = None,
+    last: int | None = None,
 ) -> list[dict[str, Any]]:
-    """The CLI entries of ``home`` (oldest first); a damaged line is skipped."""
+    """The CLI entries of ``home`` (oldest first; ``last``: only the newest N); a damaged
+    line is skipped."""
     path = cli_audit_path(home)
     if not path.exists():
         return []
-    found = []
+    found: collections.deque[dict[str, Any]] = collections.deque(maxlen=last)
     with path.open(encoding="utf-8", errors="replace") as fh:
         for line in fh:
             try:
@@ -149,7 +155,7 @@ def read_cli(
                 continue
             if isinstance(entry, dict) and _keep(entry, since, actor):
                 found.append({**entry, "source": "cli"})
-    return found
+    return list(found)
 
 
 def read_warehouse(
@@ -195,7 +201,7 @@ def merged(
     except Exception as exc:  # a down warehouse still leaves the CLI's entries to show
         problems.append(f"warehouse audit_log not read: {mask_secrets(str(exc))[:300]}")
     for e in entries:  # one form of time for both sources (ISO 8601, UTC)
-        at = _utc(e.get("at"))
+        at = as_utc(e.get("at"))
         e["at"] = None if at is None else at.isoformat()
     entries.sort(key=lambda e: e["at"] or "")
     return entries[-limit:], problems
