@@ -464,34 +464,41 @@ def flush(timeout: float = FLUSH_TIMEOUT_S) -> bool:
 # ----------------------------------------------------------------------------- openlineage
 
 
-def _client(kind: str, sink: Sink) -> Any:
-    from openlineage.client import OpenLineageClient
-    from openlineage.client.transport.file import FileConfig, FileTransport
-    from openlineage.client.transport.http import (
-        ApiKeyTokenProvider,
-        HttpConfig,
-        HttpTransport,
-        TokenProvider,
-    )
+NO_RETRY = {"total": 0, "connect": 0, "read": 0, "status": 0, "redirect": 0}
 
-    transport: Any
-    if kind == "http":
-        assert sink.url is not None
-        parts = urlsplit(sink.url)
-        # A URL with a path is the endpoint itself; a bare host gets OpenLineage's default.
-        base, endpoint = sink.url, "api/v1/lineage"
+
+def transport_config(
+    transport: str, url: str | None, api_key: str | None, file: Path
+) -> dict[str, Any]:
+    """The openlineage client's transport configuration (its dict form) for ``http`` to
+    ``url`` or a JSON-lines ``file``: the one place both stockbatch's sender and Airflow's
+    OpenLineage provider (``services/airflow.py``) get it from. A ``url`` with a path is
+    the endpoint itself; a bare ``scheme://host:port`` gets OpenLineage's ``api/v1/lineage``."""
+    if transport == "http" and url:
+        parts = urlsplit(url)
+        base, endpoint = url, "api/v1/lineage"
         if parts.path.strip("/"):
             base = urlunsplit((parts.scheme, parts.netloc, "/", "", ""))
             endpoint = parts.path.lstrip("/") + (f"?{parts.query}" if parts.query else "")
-        auth = ApiKeyTokenProvider({"api_key": sink.api_key}) if sink.api_key else TokenProvider({})
-        no_retry = {"total": 0, "connect": 0, "read": 0, "status": 0, "redirect": 0}
-        transport = HttpTransport(
-            HttpConfig(
-                url=base, endpoint=endpoint, timeout=HTTP_TIMEOUT_S, auth=auth, retry=no_retry
-            )
-        )
-    else:
-        transport = FileTransport(FileConfig(log_file_path=str(sink.file), append=True))
+        conf: dict[str, Any] = {
+            "type": "http",
+            "url": base,
+            "endpoint": endpoint,
+            "timeout": HTTP_TIMEOUT_S,
+            "retry": NO_RETRY,
+        }
+        if api_key:
+            conf["auth"] = {"type": "api_key", "apiKey": api_key}
+        return conf
+    return {"type": "file", "log_file_path": str(file), "append": True}
+
+
+def _client(kind: str, sink: Sink) -> Any:
+    from openlineage.client import OpenLineageClient
+    from openlineage.client.transport import get_default_factory
+
+    conf = transport_config(kind, sink.url, sink.api_key, sink.file)
+    transport = get_default_factory().create(conf)
     # The explicit config keeps the client from running git (sourceCodeLocation facet).
     config = {"facets": {"source_code_location": {"disabled": True}}}
     return OpenLineageClient(transport=transport, config=config)

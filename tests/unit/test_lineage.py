@@ -3,6 +3,7 @@ endpoint (http.server in a thread), an endpoint that is down, a failing stage.""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import socket
 import subprocess
@@ -157,6 +158,41 @@ def test_a_rerun_that_skips_process_reports_no_rows(
     assert doc["process"]["skipped"]
     process = of(events(home, doc["run_id"]), "stockbatch.process", "COMPLETE")
     assert all(rows(d) is None for d in process["outputs"])
+
+
+# ----------------------------------------------------------------------------- DAG tasks
+
+
+def test_dag_tasks_emit_the_stages_under_the_dag_run(tmp_path: Path, demo_data: Path) -> None:
+    # The DAG's task functions (no Airflow needed): one stockbatch run, a task each.
+    from stockbatch.orchestrate import tasks
+    from stockbatch.settings import Settings
+
+    settings = Settings(home=tmp_path)
+    session = dt.date(2023, 6, 30)
+    run_id = tasks.begin(settings, "daily", "manual__1", {})
+    conf = tasks.DailyConf.of(settings, {"source": "kaggle", "path": str(demo_data)})
+    tasks.ingest(settings, run_id, "daily", conf, session)
+    tasks.process(settings, run_id, "daily", session)
+    tasks.load_warehouse(settings, run_id, "daily")
+    tasks.quality_gate(settings, run_id, "daily", session)
+    evs = events(tmp_path, run_id)
+    seq = [(e["job"]["name"], e["eventType"]) for e in evs]
+    dag = "stockbatch.dag.daily"
+    assert seq == [
+        (dag, "START"),
+        *[
+            (f"stockbatch.{s}", t)
+            for s in ("ingest", "process", "load")
+            for t in ("START", "COMPLETE")
+        ],
+        (dag, "COMPLETE"),
+    ]
+    parents = {e["run"]["facets"]["parent"]["run"]["runId"] for e in evs if e["job"]["name"] != dag}
+    assert parents == {lineage.run_uuid(run_id)}
+    doc = json.loads((tmp_path / "lake" / "runs" / f"{run_id}.json").read_text())
+    process = {d["name"]: rows(d) for d in of(evs, "stockbatch.process", "COMPLETE")["outputs"]}
+    assert process["gold/daily_features"] == doc["process"]["daily_rows"]
 
 
 # ----------------------------------------------------------------------------- failures, secrets
@@ -315,3 +351,40 @@ def test_transport_none_emits_nothing_and_never_imports_the_client(tmp_path: Pat
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert not (tmp_path / "lineage").exists()
+
+
+# ----------------------------------------------------------------------------- Airflow's provider
+
+
+def test_airflow_provider_config_follows_the_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stockbatch.services.airflow import AirflowService
+
+    def section(**env: str) -> dict[str, Any]:
+        for key in ("TRANSPORT", "URL", "API_KEY"):
+            monkeypatch.delenv(f"STOCKBATCH_LINEAGE__{key}", raising=False)
+        for key, value in env.items():
+            monkeypatch.setenv(f"STOCKBATCH_LINEAGE__{key}", value)
+        svc = AirflowService(tmp_path, 8080, metadata_db="sqlite", dags_folder=tmp_path)
+        return svc._openlineage()
+
+    file = section()
+    assert json.loads(file["transport"]) == {
+        "type": "file",
+        "log_file_path": str(tmp_path / "lineage" / "airflow.jsonl"),
+        "append": True,
+    }
+    assert file["namespace"] == "stockbatch"
+    http = json.loads(
+        section(TRANSPORT="http", URL="https://ol.example:8443/api/v1/lineage", API_KEY=API_KEY)[
+            "transport"
+        ]
+    )
+    assert (http["type"], http["url"], http["endpoint"]) == (
+        "http",
+        "https://ol.example:8443/",
+        "api/v1/lineage",
+    )
+    assert http["auth"] == {"type": "api_key", "apiKey": API_KEY}  # airflow.cfg is 0600
+    assert section(TRANSPORT="none") == {"disabled": "True"}
