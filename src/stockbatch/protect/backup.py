@@ -13,7 +13,9 @@ A backup is one folder::
 Consistency: :func:`create_backup` holds the home's run lock
 (:func:`stockbatch.runs.home_lock`) from the first file to the warehouse dump, so no
 run writes the lake or loads the warehouse meanwhile; the lake and the warehouse in
-the backup are those of one moment between two runs. (The API may still write its
+the backup are those of one moment between two runs. Kafka collectors, which run
+without that lock, are held off the bronze catalog by the bronze lock while the
+lake is linked. (The API may still write its
 users, tokens and audit rows: the dump is one transaction's image of them.)
 
 Lake files are hard-linked when the backup is on the same file system, copied
@@ -46,6 +48,7 @@ from typing import Any
 
 from stockbatch import __version__, lake, runs, snapshots
 from stockbatch.errors import PipelineError
+from stockbatch.lake import bronze
 from stockbatch.protect import dump
 from stockbatch.results import Progress, no_progress
 from stockbatch.settings import MASK, Settings, mask_secrets
@@ -193,9 +196,17 @@ def _create(settings: Settings, target: Path, progress: Progress) -> BackupResul
         *((LAKE, p) for p in _files_below(settings.lake_path)),
         *((EXPORTS, p) for p in _files_below(Path(settings.home) / snapshots.EXPORTS)),
     ]
+    if not sources:
+        raise PipelineError(
+            f"nothing to back up: {settings.lake_path} holds no lake yet "
+            "(run `stockbatch run` first, or check STOCKBATCH_HOME)"
+        )
     roots = {LAKE: settings.lake_path, EXPORTS: Path(settings.home) / snapshots.EXPORTS}
     placed = [(f"{prefix}/{p.relative_to(roots[prefix]).as_posix()}", p) for prefix, p in sources]
-    linked, copied = _place(placed, target, progress, "backing up lake")
+    # Kafka collectors run without the home lock; the bronze lock keeps them from
+    # changing the catalog and their ledger while the lake is linked.
+    with bronze.lock(settings):
+        linked, copied = _place(placed, target, progress, "backing up lake")
     copied += _copy_logs(settings, target / HOME)
     warehouse = dump.dump(settings, target / WAREHOUSE)
     _write_services(settings, target / SERVICES)
