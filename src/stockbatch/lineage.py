@@ -23,6 +23,7 @@ import logging
 import os
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -69,6 +70,8 @@ HTTP_TIMEOUT_S = 3.0
 """Per request (connect and read); no retries: a failing endpoint costs one timeout."""
 FLUSH_TIMEOUT_S = 10.0
 """The longest a block waits, at its end, for its events to be sent."""
+RETRY_AFTER_S = 300.0
+"""How long a process leaves an endpoint that failed alone (its events go to the file)."""
 
 
 def run_uuid(run_id: str, stage: str | None = None) -> str:
@@ -395,9 +398,8 @@ class _Sender:
 
     def __init__(self) -> None:
         self.queue: queue.Queue[tuple[Sink, Event] | threading.Event] = queue.Queue()
-        self.pid = os.getpid()
         self.clients: dict[tuple[str, str], Any] = {}
-        self.failed: set[str] = set()  # endpoints that failed: this process writes files
+        self.failed: dict[str, float] = {}  # endpoint -> when it failed (time.monotonic)
         threading.Thread(target=self._work, name="stockbatch-lineage", daemon=True).start()
 
     def put(self, sink: Sink, event: Event) -> None:
@@ -416,16 +418,21 @@ class _Sender:
 
     def _emit(self, sink: Sink, event: Event) -> None:
         built = _build(sink, event)
-        if sink.transport == "http" and sink.url and sink.url not in self.failed:
+        url = sink.url
+        # An endpoint that failed is left alone for a while (a long-lived process, the API,
+        # tries it again later): until then its events go to the file.
+        failed_at = self.failed.get(url or "")
+        resting = failed_at is not None and time.monotonic() - failed_at < RETRY_AFTER_S
+        if sink.transport == "http" and url and not resting:
             try:
                 self._client("http", sink).emit(built)
                 return
             except Exception as exc:
-                self.failed.add(sink.url)
+                self.failed[url] = time.monotonic()
                 _warn_once(
-                    f"http:{sink.url}",
-                    f"lineage endpoint {without_credentials(sink.url)} failed ({exc}); this "
-                    f"process writes its lineage events to {sink.file.parent} instead",
+                    f"http:{url}",
+                    f"lineage endpoint {without_credentials(url)} failed ({exc}); this "
+                    f"process writes its lineage events to {sink.file.parent} for now",
                 )
         sink.file.parent.mkdir(parents=True, exist_ok=True)
         self._client("file", sink).emit(built)
@@ -446,15 +453,24 @@ _sender_lock = threading.Lock()
 def _sender() -> _Sender:
     global _the_sender
     with _sender_lock:
-        if _the_sender is None or _the_sender.pid != os.getpid():  # a forked child: its own
+        if _the_sender is None:
             _the_sender = _Sender()
         return _the_sender
+
+
+def _forget_after_fork() -> None:
+    # A forked child has no sender thread, and a lock another thread held stays held.
+    global _the_sender, _sender_lock
+    _the_sender, _sender_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def flush(timeout: float = FLUSH_TIMEOUT_S) -> bool:
     """Wait (at most ``timeout`` seconds) until every event put so far is sent or dropped."""
     sender = _the_sender
-    if sender is None or sender.pid != os.getpid():
+    if sender is None:
         return True
     done = threading.Event()
     sender.queue.put(done)
