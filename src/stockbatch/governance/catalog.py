@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from stockbatch import dictionary, lake, runs, schema, snapshots
 from stockbatch.errors import PipelineError
 from stockbatch.lake import bronze, gold
-from stockbatch.settings import Settings
+from stockbatch.settings import Settings, mask_secrets
 
 OK = "ok"
 EMPTY = "empty"
@@ -197,6 +197,10 @@ class Dataset:
         """JSON-ready form (what ``--json`` and the API return)."""
         return asdict(self)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Notes quote backend errors, which may quote a URL with its password.
+        super().__setattr__(name, _safe(value) if name == "note" else value)
+
 
 @dataclass
 class Catalog:
@@ -220,6 +224,10 @@ class Catalog:
     def get(self, name: str) -> Dataset | None:
         """The entry called ``name`` (None if there is none)."""
         return next((d for d in self.datasets if d.name == name), None)
+
+
+def _safe(text: str | None) -> str | None:
+    return None if text is None else mask_secrets(text)
 
 
 def _columns(dataset: str, fields: Iterable[tuple[str, str]]) -> list[Column]:
