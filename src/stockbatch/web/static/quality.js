@@ -20,21 +20,25 @@
     var marks = rows.map(function (r) { return r.dataset.marks || ""; });
     var limit = 100 * Number(rows[0].dataset.limit);
     var bars = {
-      type: "bar", name: "quarantine rate", x: x, y: rate,
+      type: "bar", name: "quarantine rate", x: x, y: rate, showlegend: false,
       marker: { color: marks.map(function (m) { return m ? SB.colors.down : SB.colors.series[0]; }) },
+      text: rate.map(function (v, i) { return v.toFixed(2) + "%" + (marks[i] ? " \u2691" : ""); }),
+      textposition: "outside", cliponaxis: false, textfont: { size: 10 },
       customdata: marks.map(function (m) { return m ? "marked: " + m : "within the thresholds"; }),
       hovertemplate: "%{y:.2f}% quarantined<br>%{customdata}<extra></extra>",
     };
-    var line = {
-      type: "scatter", mode: "lines", name: "limit " + limit.toFixed(2) + "%", x: x,
-      y: x.map(function () { return limit; }), line: { color: SB.colors.muted, dash: "dash", width: 1 },
-      hoverinfo: "skip",
-    };
-    await window.Plotly.newPlot(el, [bars, line], SB.layout({
+    // The limit as a dashed line across the whole chart (a shape: one run has one x).
+    var top = Math.max(limit, Math.max.apply(null, rate)) * 1.2 || 1;
+    await window.Plotly.newPlot(el, [bars], SB.layout({
       bargap: 0.3,
-      margin: { l: 56, r: 16, t: 8, b: 48 },
+      hovermode: "closest",
+      margin: { l: 56, r: 16, t: 8, b: 40 },
       xaxis: { type: "category", tickvals: x, ticktext: ticks, tickfont: { size: 10 }, range: SB.categoryRange(x.length, 12) },
-      yaxis: { title: { text: "% of rows in", font: { size: 11 } }, gridcolor: SB.colors.grid, rangemode: "tozero", ticksuffix: "%" },
+      yaxis: { title: { text: "% of rows in", font: { size: 11 } }, gridcolor: SB.colors.grid, range: [0, top], ticksuffix: "%" },
+      shapes: [{ type: "line", xref: "paper", x0: 0, x1: 1, y0: limit, y1: limit,
+        line: { color: SB.colors.muted, dash: "dash", width: 1 } }],
+      annotations: [{ xref: "paper", x: 1, xanchor: "right", y: limit, yanchor: "bottom", showarrow: false,
+        text: "quarantine limit " + limit.toFixed(2) + "%", font: { size: 10, color: SB.colors.muted } }],
     }), SB.plotConfig);
   }
 
