@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.filesize import decimal
 from rich.markup import escape
 
 from stockbatch.cli.common import (
@@ -151,8 +152,6 @@ def gc(
         lambda: retention.gc(s, keep_runs, dry_run=dry_run, wait=not no_wait, on_wait=waiting)
     )
     if dry_run:
-        for folder in res.batches:
-            console.print(f"would remove {escape(str(folder))}")
-        for path in res.manifests:
-            console.print(f"would remove {escape(str(path))}")
+        for path in [*res.batches, *res.manifests]:
+            console.print(f"would remove {escape(str(path))} ({decimal(res.sizes[path])})")
     out.print(res.summary())

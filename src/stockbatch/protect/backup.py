@@ -46,6 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.filesize import decimal
+
 from stockbatch import __version__, lake, runs, snapshots
 from stockbatch.errors import PipelineError
 from stockbatch.lake import bronze
@@ -90,7 +92,7 @@ class BackupResult:
         how = f"{self.linked} hard-linked, {self.copied} copied"
         wh = f"{self.warehouse} warehouse dumped" if self.warehouse else "no warehouse yet"
         return (
-            f"backup {self.path}: {self.files} files, {_size(self.bytes)} ({how}); {wh}; "
+            f"backup {self.path}: {self.files} files, {decimal(self.bytes)} ({how}); {wh}; "
             f"newest run {self.newest_run_id or '-'}; in {self.duration_s:.1f}s"
         )
 
@@ -144,7 +146,7 @@ class RestoreResult:
         """One line for the CLI."""
         wh = f"warehouse restored into {self.warehouse}" if self.warehouse else "no warehouse"
         return (
-            f"restored {self.files} files ({_size(self.bytes)}) into {self.home}; {wh}; "
+            f"restored {self.files} files ({decimal(self.bytes)}) into {self.home}; {wh}; "
             f"newest run {self.newest_run_id or '-'}; in {self.duration_s:.1f}s"
         )
 
@@ -521,12 +523,3 @@ def _check_empty_home(settings: Settings, doc: dict[str, Any]) -> None:
             f"the home {settings.home} is not empty ({', '.join(held)} hold data): restore "
             "into a new STOCKBATCH_HOME (and an empty database), or move these away first"
         )
-
-
-def _size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.filesize import decimal
+
 from stockbatch import lake, runs, snapshots
 from stockbatch.errors import PipelineError
 from stockbatch.lake import bronze
@@ -55,6 +57,8 @@ class GcResult:
     manifest_bytes: int = 0
     kept_batches: int = 0
     kept_manifests: int = 0
+    sizes: dict[Path, int] = field(default_factory=dict)
+    """Bytes of each batch folder and manifest above (what the dry run lists)."""
 
     @property
     def bytes(self) -> int:
@@ -66,8 +70,8 @@ class GcResult:
         verb = "would remove" if self.dry_run else "removed"
         return (
             f"gc {verb} {len(self.batches)} superseded bronze batches ({self.batch_files} "
-            f"files, {_mib(self.batch_bytes)}) and {len(self.manifests)} run manifests "
-            f"({_mib(self.manifest_bytes)}); kept {self.kept_batches} batches and "
+            f"files, {decimal(self.batch_bytes)}) and {len(self.manifests)} run manifests "
+            f"({decimal(self.manifest_bytes)}); kept {self.kept_batches} batches and "
             f"{self.kept_manifests} manifests (newest {self.keep_runs} runs and every one "
             "gold, state or a snapshot refers to)"
         )
@@ -127,7 +131,8 @@ def plan(settings: Settings, keep_runs: int, *, dry_run: bool = True) -> GcResul
             files = [p for p in folder.rglob("*") if p.is_file()]
             result.batches.append(folder)
             result.batch_files += len(files)
-            result.batch_bytes += sum(p.stat().st_size for p in files)
+            result.sizes[folder] = sum(p.stat().st_size for p in files)
+            result.batch_bytes += result.sizes[folder]
     result.kept_batches = len(kept)
 
     # -- run manifests
@@ -138,7 +143,8 @@ def plan(settings: Settings, keep_runs: int, *, dry_run: bool = True) -> GcResul
             result.kept_manifests += 1
             continue
         result.manifests.append(path)
-        result.manifest_bytes += path.stat().st_size
+        result.sizes[path] = path.stat().st_size
+        result.manifest_bytes += result.sizes[path]
     return result
 
 
@@ -194,7 +200,3 @@ def _in_progress(path: Path) -> bool:
     except (OSError, ValueError):
         return True  # not ours to judge: `stockbatch runs` reports unreadable manifests
     return not isinstance(doc, dict) or doc.get("status") in (runs.RUNNING, runs.PENDING)
-
-
-def _mib(n: int) -> str:
-    return f"{n / 1048576:.1f} MiB"
