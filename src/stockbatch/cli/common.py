@@ -119,6 +119,7 @@ def _audit_command(
     if not args or any(a in ctx.help_option_names for a in args):
         return  # help reads no data
     import getpass
+    import pwd
 
     from stockbatch.governance import audit
 
@@ -127,10 +128,16 @@ def _audit_command(
     home = Path(home or ".stockbatch")
     if not home.is_dir() and code != 0:
         return  # a command that failed before making its home touched no data there
+    # Who: the account of the effective uid (getpass.getuser() reads LOGNAME/USER first,
+    # which any caller can set); the login name of the environment too when it differs.
     try:
-        user = getpass.getuser()
-    except (OSError, KeyError):  # no passwd entry (some containers)
-        user = f"uid:{os.getuid()}"
+        user = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:  # no passwd entry (some containers)
+        user = f"uid:{os.geteuid()}"
+    try:
+        login = getpass.getuser()
+    except (OSError, KeyError):
+        login = user
     outcome = {0: "ok", 2: "usage error", 3: "attention", EXIT_BUSY: "busy"}.get(code, "error")
     detail: dict[str, Any] = {
         "via": "cli",
@@ -141,6 +148,8 @@ def _audit_command(
         "host": os.uname().nodename,
         "pid": os.getpid(),
     }
+    if login != user:
+        detail["login"] = login
     if error or LAST_FAILURE:
         detail["error"] = error or LAST_FAILURE.get("class")
     if LAST_FAILURE.get("message"):
