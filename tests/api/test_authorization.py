@@ -65,6 +65,7 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/runs/{run_id}"): Rule("viewer", path="/api/v1/runs/{run_id}"),
     ("GET", "/api/v1/quality"): Rule("viewer"),
     ("GET", "/api/v1/quality/history"): Rule("viewer"),
+    ("GET", "/api/v1/catalog"): Rule("viewer"),
     ("GET", "/api/v1/me"): Rule("viewer"),
     ("GET", "/api/v1/openapi.json"): Rule("viewer"),
     # Admin: refused rows, the audit log, users and tokens.
@@ -87,6 +88,7 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("GET", "/quality/quarantine"): Rule("admin", page=True),
     ("GET", "/runs"): Rule("viewer", page=True),
     ("GET", "/runs/{run_id}"): Rule("viewer", page=True, path="/runs/{run_id}"),
+    ("GET", "/catalog"): Rule("viewer", page=True),
     ("GET", "/admin"): Rule("admin", page=True),
 }
 """Every route of the app and its decision. Add a route to the app: add it here."""
