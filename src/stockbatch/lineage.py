@@ -159,7 +159,9 @@ def sink_of(settings: Settings, run_id: str) -> Sink:
 
 
 def _lake(places: Places, key: str, rows: int | None = None) -> Data:
-    return Data(f"file://{places.lake_root}", places.lake[key], LAKE_SCHEMAS[key], rows)
+    # Absolute (the default home is relative to where a command ran), percent-encoded.
+    root = places.lake_root.resolve().as_uri()
+    return Data(root, places.lake[key], LAKE_SCHEMAS[key], rows)
 
 
 def _kafka(servers: str | None, topic: str, rows: int | None = None) -> Data:
