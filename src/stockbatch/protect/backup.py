@@ -210,7 +210,7 @@ def _create(settings: Settings, target: Path, progress: Progress) -> BackupResul
     with bronze.lock(settings):
         linked, copied = _place(placed, target, progress, "backing up lake")
     copied += _copy_logs(settings, target / HOME)
-    warehouse = dump.dump(settings, target / WAREHOUSE)
+    warehouse = dump.dump(settings, target / WAREHOUSE, progress)
     _write_services(settings, target / SERVICES)
     listed = _hash_tree(target, progress, "hashing backup")
     newest = _newest_run_id(settings)
@@ -476,7 +476,7 @@ def restore_backup(
             where = None
             if doc.get("warehouse"):
                 wh = doc["warehouse"]
-                where = dump.restore(settings, root / wh["file"], wh["kind"])
+                where = dump.restore(settings, root / wh["file"], wh["kind"], progress)
                 _repoint_loaded(settings, wh.get("loaded_as"))
         except BaseException:
             # Leave the home as empty as it was, so the restore can simply be run again.

@@ -24,6 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from stockbatch.errors import PipelineError
+from stockbatch.results import Progress, no_progress
 from stockbatch.settings import Settings
 from stockbatch.warehouse import db, models
 
@@ -59,7 +60,9 @@ def sqlite_path(url: str) -> Path:
     return Path(name).expanduser()
 
 
-def dump(settings: Settings, folder: Path) -> dict[str, Any] | None:
+def dump(
+    settings: Settings, folder: Path, progress: Progress = no_progress
+) -> dict[str, Any] | None:
     """Dump the configured warehouse into ``folder``; what the manifest records about it
     (``kind``, ``file`` relative to ``folder``'s parent), or None when there is none yet."""
     url = warehouse_url(settings)
@@ -69,7 +72,7 @@ def dump(settings: Settings, folder: Path) -> dict[str, Any] | None:
         if not source.exists() or source.stat().st_size == 0:
             return None
         target = folder / SQLITE_FILE
-        _sqlite_copy(source, target)
+        _sqlite_copy(source, target, progress, "backing up warehouse")
         return {
             "kind": "sqlite",
             "file": f"{folder.name}/{SQLITE_FILE}",
@@ -88,18 +91,37 @@ def dump(settings: Settings, folder: Path) -> dict[str, Any] | None:
     }
 
 
-def _sqlite_copy(source: Path, target: Path) -> None:
-    """A consistent copy of a live SQLite database (the online backup API), mode 0600."""
+SQLITE_STEP_PAGES = 4096
+"""Pages the online backup copies per step (16 MiB at SQLite's 4 KiB pages): a step
+holds the source's read lock, and the progress bar moves once per step."""
+
+
+def _sqlite_copy(
+    source: Path, target: Path, progress: Progress = no_progress, what: str = ""
+) -> None:
+    """A consistent copy of a live SQLite database (the online backup API), mode 0600.
+
+    A writer between two steps makes SQLite restart the copy, so the result is
+    always one transaction's image."""
     with contextlib.suppress(FileNotFoundError):
         target.unlink()
     os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     src = sqlite3.connect(source)
     dst = sqlite3.connect(target)
+    pages = int(src.execute("PRAGMA page_count").fetchone()[0])
+    task = progress(what or "copying warehouse", pages)
+    done = [0]
+
+    def step(_status: int, remaining: int, total: int) -> None:
+        task.advance(max(total - remaining - done[0], 0))
+        done[0] = total - remaining
+
     try:
-        src.backup(dst)
+        src.backup(dst, pages=SQLITE_STEP_PAGES, progress=step)
         # One self-contained file: no -wal beside it (the live database is in WAL mode).
         dst.execute("PRAGMA journal_mode=DELETE")
     finally:
+        task.close()
         dst.close()
         src.close()
 
@@ -129,7 +151,9 @@ def _sqlite_tables(path: Path) -> list[str]:
         conn.close()
 
 
-def restore(settings: Settings, dump_file: Path, kind: str) -> str:
+def restore(
+    settings: Settings, dump_file: Path, kind: str, progress: Progress = no_progress
+) -> str:
     """Restore ``dump_file`` (made by :func:`dump`) into the configured, empty warehouse;
     returns where it went. The caller checked emptiness (:func:`is_empty`)."""
     if kind != settings.warehouse.kind:
@@ -144,7 +168,7 @@ def restore(settings: Settings, dump_file: Path, kind: str) -> str:
         tmp = target.with_name(f".tmp-{target.name}")
         # A copy, never a hard link: SQLite changes its file in place, which would alter
         # the backup too.
-        _sqlite_copy(dump_file, tmp)
+        _sqlite_copy(dump_file, tmp, progress, "restoring warehouse")
         for stale in (f"{target}-wal", f"{target}-shm"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(stale)
