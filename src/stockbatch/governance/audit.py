@@ -35,6 +35,12 @@ CLI_AUDIT = Path("audit") / "cli.jsonl"
 
 _SECRET_NAME = re.compile(r"(?i)password|passwd|secret|token|api_?key|credential")
 _TEXT_MAX = 500
+_QUOTED_SECRET = re.compile(
+    r"""(?i)(["']?[\w.-]*(?:password|passwd|secret|token|api_?key)[\w.-]*["']?\s*[:=]\s*["'])"""
+    r"""([^"']*)(["'])"""
+)
+"""A secret-named key with a quoted value, as in a JSON ``--conf`` (``"password": "x"``),
+which :func:`mask_secrets` (``password=x``) does not see."""
 
 
 def cli_audit_path(home: Path) -> Path:
@@ -61,7 +67,7 @@ def scrub(value: Any, secrets: list[str] | None = None) -> Any:
     secret environment variables masked, and long text cut."""
     secrets = _env_secrets() if secrets is None else secrets
     if isinstance(value, str):
-        text = mask_secrets(value)
+        text = _QUOTED_SECRET.sub(lambda m: f"{m[1]}{MASK}{m[3]}", mask_secrets(value))
         for s in secrets:
             text = text.replace(s, MASK)
         return text if len(text) <= _TEXT_MAX else text[:_TEXT_MAX] + "..."

@@ -108,6 +108,7 @@ def test_parameters_named_like_a_secret_are_masked(monkeypatch: pytest.MonkeyPat
             "url": "postgresql://u:topsecret@db/x",
             "note": "with s3ssion-secret-value inside",
             "path": Path("/data/in"),
+            "conf": '{"source": "kaggle", "db_password": "hunter22"}',
         }
     )
     assert got == {
@@ -117,6 +118,7 @@ def test_parameters_named_like_a_secret_are_masked(monkeypatch: pytest.MonkeyPat
         "url": f"postgresql://u:{MASK}@db/x",
         "note": f"with {MASK} inside",
         "path": "/data/in",
+        "conf": '{"source": "kaggle", "db_password": "***"}',
     }
 
 
