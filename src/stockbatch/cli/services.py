@@ -3,6 +3,10 @@
 Registered in the main CLI as ``stockbatch services``; also runnable alone:
 ``python -m stockbatch.cli.services`` (scripts/services.sh).
 
+``services up`` makes the home's certificate authority first (once:
+``services/tls/ca.pem``, see :mod:`stockbatch.services.tls`); PostgreSQL then
+serves TCP over TLS only, unless ``--insecure``.
+
 Exit codes: 0 success; 1 a service failed (the message says why, with the tail of
 its log); 2 bad usage (unknown service); 3 ``status``: some service is degraded
 (alive but not answering, or gone while recorded as up). A service that was never
@@ -19,8 +23,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from stockbatch.services import tls
 from stockbatch.services.base import ServiceStatus
 from stockbatch.services.kafka import KAFKA_VERSION, ensure_kafka_jars, kafka_libs_dir
+from stockbatch.services.postgresql import PostgresService
 from stockbatch.services.registry import SERVICES, get_service, service_names
 from stockbatch.services.system import ServiceError
 
@@ -85,6 +91,8 @@ def _describe(status: ServiceStatus) -> str:
         )
     if ep.get("security_protocol"):
         extra.append(str(ep["security_protocol"]))
+    if "tls" in ep:  # PostgreSQL: say which of the two listeners runs
+        extra.append("TLS, verify with ca_file" if ep["tls"] else "NO TLS (--insecure)")
     if ep.get("sasl_username") or ep.get("username"):
         user = ep.get("sasl_username") or ep.get("username")
         extra.append(f"user {user}, password in services.json")
@@ -152,10 +160,25 @@ def up(
             show_default=False,
         ),
     ] = None,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            help="PostgreSQL: a plain TCP listener instead of TLS only (for old clients; "
+            "says so in a warning). Kafka, OpenSearch, Elasticsearch, Spark and Airflow "
+            "have no TLS yet either way.",
+        ),
+    ] = False,
 ) -> None:
     """Provision (first time: download, format), start, wait until healthy, record endpoints."""
     root = _home(home)
     failed = False
+    try:
+        ca = tls.ensure_ca(root)
+    except (OSError, ServiceError) as exc:
+        console.print(f"[bold red]error:[/] the local certificate authority: {exc}")
+        raise typer.Exit(1) from exc
+    console.print(f"TLS: certificates from the local CA {ca.cert_file} (clients trust this file)")
     for name in _names(names):
         t0 = time.monotonic()
         try:
@@ -176,6 +199,8 @@ def up(
                 worker_memory=worker_memory,
                 brokers=brokers,
             )
+            if insecure and isinstance(service, PostgresService):
+                service.insecure = True
             status = service.up()
         except ServiceError as exc:
             console.print(f"[bold red]error:[/] {name}: {exc}")

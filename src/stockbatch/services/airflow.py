@@ -25,7 +25,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar, Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 
@@ -315,7 +315,10 @@ class AirflowService(LocalService[str]):
         if pg_up:
             port = self._create_pg_database(postgres, state["db_password"])
             auth = f"{quote(DB_ROLE, safe='')}:{quote(state['db_password'], safe='')}"
-            where = f"{auth}@{HOST}:{port}/{DB_NAME}"
+            # The server's TLS parameters (verify-full against the home's CA) go in the
+            # URL: both psycopg drivers hand the query to libpq.
+            query = urlencode(postgres.tls_params, safe="/")
+            where = f"{auth}@{HOST}:{port}/{DB_NAME}" + (f"?{query}" if query else "")
             return (
                 "postgresql",
                 f"postgresql+psycopg://{where}",
