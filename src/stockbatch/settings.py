@@ -3,18 +3,30 @@
 Every field is also an environment variable: prefix ``STOCKBATCH_``, nested
 levels joined by ``__`` (``STOCKBATCH_PROCESS__ENGINE=polars``). CLI options
 override the environment, which overrides the defaults below.
+
+Secrets (:data:`SECRET_SETTINGS`: every ``SecretStr`` field and the URLs that hold
+passwords) may also come from a file named by ``<VARIABLE>_FILE``, the Docker
+secrets convention: ``STOCKBATCH_WAREHOUSE__URL_FILE=/run/secrets/wh_url`` reads
+the URL from that file (its final newline dropped). No CLI option takes a secret.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 Engine = Literal["polars", "spark"]
 Transport = Literal["direct", "kafka"]
@@ -101,16 +113,19 @@ class WarehouseSettings(BaseModel):
     kind: WarehouseKind = "sqlite"
     url: str | None = Field(
         None,
+        repr=False,  # it holds a password: not in reprs, tracebacks, debug prints
         description="SQLAlchemy URL the loads use; default: sqlite file "
         "$STOCKBATCH_HOME/warehouse.db, or the recorded PostgreSQL loader role.",
     )
     owner_url: str | None = Field(
         None,
+        repr=False,  # it holds a password: not in reprs, tracebacks, debug prints
         description="URL of the role that runs migrations (owns the schema); default: "
         "the recorded owner role, else ``url``.",
     )
     reader_url: str | None = Field(
         None,
+        repr=False,  # it holds a password: not in reprs, tracebacks, debug prints
         description="URL of the read-only role (API, exports); default: the recorded "
         "reader role, else ``url``.",
     )
@@ -225,6 +240,7 @@ class ApiSettings(BaseModel):
     port: int = Field(8000, ge=1, le=65535, description="Port to listen on.")
     auth_url: str | None = Field(
         None,
+        repr=False,  # it holds a password: not in reprs, tracebacks, debug prints
         description="SQLAlchemy URL of the store of users, tokens and the audit log (written "
         "by the API); default: the warehouse's loader URL. Data is always read through the "
         "warehouse's reader role.",
@@ -237,7 +253,17 @@ class ApiSettings(BaseModel):
     session_hours: float = Field(8.0, gt=0, description="A dashboard login lasts this long.")
     tls: bool = Field(
         False,
-        description="Served over TLS (directly or behind a proxy): session cookies get Secure.",
+        description="Served over TLS (directly or behind a proxy): session cookies get Secure. "
+        "`stockbatch serve` then speaks HTTPS itself, with cert_file/key_file or else a "
+        "certificate from the home's CA ($STOCKBATCH_HOME/services/tls/ca.pem).",
+    )
+    cert_file: Path | None = Field(
+        None,
+        description="PEM certificate (chain) `stockbatch serve` presents when tls is on; "
+        "default: one issued by the home's CA for 127.0.0.1 and localhost.",
+    )
+    key_file: Path | None = Field(
+        None, description="PEM private key of cert_file (both or neither)."
     )
     metrics_public: bool = Field(
         False, description="Serve /metrics without authentication (otherwise: admin)."
@@ -362,12 +388,102 @@ class QualitySettings(BaseModel):
     )
 
 
+# ----------------------------------------------------------------------------- secrets from files
+
+SECRET_URLS: tuple[tuple[str, str], ...] = (
+    ("warehouse", "url"),
+    ("warehouse", "owner_url"),
+    ("warehouse", "reader_url"),
+    ("api", "auth_url"),
+)
+"""URL settings that carry a password (``postgresql+psycopg://user:pw@...``)."""
+
+
+class SecretFileError(ValueError):
+    """A ``*_FILE`` variable names a file that cannot be used; the message names the variable."""
+
+
+def _is_secret(field: FieldInfo) -> bool:
+    return field.annotation is SecretStr or SecretStr in typing.get_args(field.annotation)
+
+
+def secret_settings() -> list[tuple[str, str]]:
+    """``(section, field)`` of every setting that may come from a ``*_FILE`` variable:
+    every ``SecretStr`` field of the tree (found, so a new one is covered) and
+    :data:`SECRET_URLS`."""
+    found = []
+    for section, info in Settings.model_fields.items():
+        model = info.annotation
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            found += [(section, n) for n, f in model.model_fields.items() if _is_secret(f)]
+    return found + [p for p in SECRET_URLS if p not in found]
+
+
+def read_secret_file(variable: str, path: str) -> str:
+    """The content of ``path`` without its final newline; errors name ``variable``."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise SecretFileError(f"{variable}={path}: cannot read the file ({reason})") from None
+    value = text.removesuffix("\n").removesuffix("\r")
+    if not value:
+        raise SecretFileError(f"{variable}={path}: the file is empty")
+    return value
+
+
+class SecretFilesSource(PydanticBaseSettingsSource):
+    """Reads every secret setting named by ``<VARIABLE>_FILE`` (the Docker secrets
+    convention). Setting both ``<VARIABLE>`` and ``<VARIABLE>_FILE`` is an error, since
+    which one wins would be a guess."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        """Unused: :meth:`__call__` reads the nested secrets at once."""
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        prefix = str(self.config.get("env_prefix", "")).upper()
+        delimiter = str(self.config.get("env_nested_delimiter") or "__")
+        # Variable names are case-insensitive, as for pydantic-settings' own env source.
+        env = {k.upper(): v for k, v in os.environ.items()}
+        values: dict[str, dict[str, str]] = {}
+        for section, name in secret_settings():
+            variable = f"{prefix}{section}{delimiter}{name}".upper()
+            path = env.get(f"{variable}_FILE")
+            if path is None:
+                continue
+            if variable in env:
+                raise SecretFileError(
+                    f"both {variable} and {variable}_FILE are set: set only one of them"
+                )
+            values.setdefault(section, {})[name] = read_secret_file(f"{variable}_FILE", path)
+        return values
+
+
 class Settings(BaseSettings):
     """All of stockbatch's configuration."""
 
     model_config = SettingsConfigDict(
         env_prefix="STOCKBATCH_", env_nested_delimiter="__", extra="ignore"
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The defaults' order, with ``*_FILE`` secrets right after the environment."""
+        return (
+            init_settings,
+            env_settings,
+            SecretFilesSource(settings_cls),
+            dotenv_settings,
+            file_secret_settings,
+        )
 
     home: Path = Field(Path(".stockbatch"), description="Holds the lake and embedded warehouse.")
     transport: Transport = "direct"
