@@ -1,4 +1,10 @@
-"""``stockbatch serve`` (the API and dashboard), ``stockbatch users`` and ``stockbatch tokens``."""
+"""``stockbatch serve`` (the API and dashboard), ``stockbatch users`` and ``stockbatch tokens``.
+
+``serve --tls`` (or ``api.tls``) speaks HTTPS with ``api.cert_file``/``api.key_file``,
+else with a certificate the home's CA issues (``$STOCKBATCH_HOME/services/tls/api.pem``;
+clients verify with ``ca.pem`` there). Passwords never come from an option: ``users
+add``/``passwd`` read a hidden prompt or ``--password-stdin``.
+"""
 
 from __future__ import annotations
 
@@ -36,6 +42,15 @@ def serve(
             "--search", help="none | opensearch | elasticsearch (env STOCKBATCH_SEARCH__KIND)."
         ),
     ] = None,
+    tls: Annotated[
+        bool | None,
+        typer.Option(
+            "--tls/--no-tls",
+            help="HTTPS with api.cert_file/key_file, else a certificate from the home's CA "
+            "(env STOCKBATCH_API__TLS).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve the REST API (/api/v1) and the dashboard (/) until Ctrl-C.
 
@@ -50,6 +65,9 @@ def serve(
         s.api.host = host
     if port is not None:
         s.api.port = port
+    if tls is not None:
+        s.api.tls = tls  # before the app is built: its session cookies get Secure
+    cert, key = _tls_files(s) if s.api.tls else (None, None)
 
     def build() -> object:
         from stockbatch.api.app import create_app
@@ -62,7 +80,37 @@ def serve(
         f"serving the dashboard at {scheme}://{s.api.host}:{s.api.port}/ and the API at "
         f"/api/v1 (OpenAPI: /api/v1/openapi.json); Ctrl-C stops"
     )
-    uvicorn.run(application, host=s.api.host, port=s.api.port, log_level="warning")
+    uvicorn.run(
+        application,
+        host=s.api.host,
+        port=s.api.port,
+        log_level="warning",
+        ssl_certfile=cert,
+        ssl_keyfile=key,
+    )
+
+
+def _tls_files(s: Settings) -> tuple[str, str]:
+    """uvicorn's ``ssl_certfile`` and ``ssl_keyfile``: the configured pair, else one issued by
+    the home's CA for loopback (and ``api.host`` when it names one address)."""
+    api = s.api
+    if (api.cert_file is None) != (api.key_file is None):
+        fail(
+            "api.cert_file and api.key_file go together (STOCKBATCH_API__CERT_FILE, "
+            "STOCKBATCH_API__KEY_FILE): set both, or neither for a certificate from the "
+            "home's CA",
+            code=2,
+        )
+    if api.cert_file is not None and api.key_file is not None:
+        return str(api.cert_file), str(api.key_file)
+    from stockbatch.services import tls
+
+    hosts = list(tls.DEFAULT_HOSTS)
+    if api.host not in ("0.0.0.0", "::", "", *hosts):  # a wildcard is no name to certify
+        hosts.append(api.host)
+    issued = guard(lambda: tls.issue(s.home, "api", hosts))
+    out.print(f"TLS: certificate {issued.cert_file}; clients verify it with {issued.ca_file}")
+    return str(issued.cert_file), str(issued.key_file)
 
 
 def _auth(s: Settings) -> sa.Engine:
