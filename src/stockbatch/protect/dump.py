@@ -239,9 +239,20 @@ def _libpq_env(url: str) -> dict[str, str]:
         "PGPASSWORD": parsed.password,
         "PGDATABASE": parsed.database,
         "PGCONNECT_TIMEOUT": str(db.CONNECT_TIMEOUT_S),
+        # The URL's TLS parameters (services.json records verify-full and the local CA),
+        # so the tools check the server's certificate like every other client.
+        "PGSSLMODE": _query_value(parsed.query.get("sslmode")),
+        "PGSSLROOTCERT": _query_value(parsed.query.get("sslrootcert")),
     }
     env.update({k: v for k, v in values.items() if v})
     return env
+
+
+def _query_value(value: str | tuple[str, ...] | None) -> str | None:
+    """One value of a URL query parameter (SQLAlchemy gives a tuple when repeated)."""
+    if isinstance(value, tuple):
+        return value[-1] if value else None
+    return value
 
 
 def _libpq_dbname(url: str) -> str:
