@@ -44,6 +44,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -336,53 +337,43 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    if args.whole_run:
-        wholes = []
-        for size in [s for s in args.sizes.split(",") if s]:
-            work = Path(tempfile.mkdtemp(prefix=f"bench-inc-run-{size}-"))
-            try:
-                wholes.append(bench_whole_run(size, work, args.search, args.heap))
-            finally:
-                if not args.keep:
-                    shutil.rmtree(work, ignore_errors=True)
-        print_whole_table(wholes)
-        doc = {"benchmark": "incremental-run", "created_utc": stamp, "results": wholes,
+    sizes = [s for s in args.sizes.split(",") if s]
+
+    def each(label: str, fn: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+        """``fn`` in a fresh work folder, removed afterwards unless ``--keep``."""
+        work = Path(tempfile.mkdtemp(prefix=f"bench-inc-{label}-"))
+        try:
+            return fn(work)
+        finally:
+            if not args.keep:
+                shutil.rmtree(work, ignore_errors=True)
+
+    def save(benchmark: str, stem: str, results: list[dict[str, Any]]) -> None:
+        doc = {"benchmark": benchmark, "created_utc": stamp, "results": results,
                "environment": environment()}  # fmt: skip
-        for name in (f"bench_incremental_run-{stamp}.json", "bench_incremental_run-latest.json"):
+        for name in (f"{stem}-{stamp}.json", f"{stem}-latest.json"):
             (OUT / name).write_text(json.dumps(doc, indent=2, default=str))
+
+    if args.whole_run:
+        wholes = [
+            each(f"run-{size}", lambda w, z=size: bench_whole_run(z, w, args.search, args.heap))
+            for size in sizes
+        ]
+        print_whole_table(wholes)
+        save("incremental-run", "bench_incremental_run", wholes)
         return 0
     if args.ingest_only:
-        ingests = []
-        for size in [s for s in args.sizes.split(",") if s]:
-            work = Path(tempfile.mkdtemp(prefix=f"bench-inc-ingest-{size}-"))
-            try:
-                ingests.append(bench_ingest(size, work))
-            finally:
-                if not args.keep:
-                    shutil.rmtree(work, ignore_errors=True)
+        ingests = [each(f"ingest-{size}", lambda w, z=size: bench_ingest(z, w)) for size in sizes]
         print_ingest_table(ingests)
-        doc = {"benchmark": "incremental-ingest", "created_utc": stamp, "results": ingests,
-               "environment": environment()}  # fmt: skip
-        for name in (
-            f"bench_incremental_ingest-{stamp}.json",
-            "bench_incremental_ingest-latest.json",
-        ):
-            (OUT / name).write_text(json.dumps(doc, indent=2, default=str))
+        save("incremental-ingest", "bench_incremental_ingest", ingests)
         return 0
-    results = []
-    for size in [s for s in args.sizes.split(",") if s]:
-        for engine in [e for e in args.engines.split(",") if e]:
-            work = Path(tempfile.mkdtemp(prefix=f"bench-inc-{size}-{engine}-"))
-            try:
-                results.append(bench(size, engine, work))
-            finally:
-                if not args.keep:
-                    shutil.rmtree(work, ignore_errors=True)
+    results = [
+        each(f"{size}-{engine}", lambda w, z=size, e=engine: bench(z, e, w))
+        for size in sizes
+        for engine in [e for e in args.engines.split(",") if e]
+    ]
     print_table(results)
-    report = {"benchmark": "incremental", "created_utc": stamp, "results": results,
-              "environment": environment()}  # fmt: skip
-    for name in (f"bench_incremental-{stamp}.json", "bench_incremental-latest.json"):
-        (OUT / name).write_text(json.dumps(report, indent=2, default=str))
+    save("incremental", "bench_incremental", results)
     return 0
 
 
