@@ -26,7 +26,6 @@ from rich.console import Console
 from stockbatch.services import tls
 from stockbatch.services.base import ServiceStatus
 from stockbatch.services.kafka import KAFKA_VERSION, ensure_kafka_jars, kafka_libs_dir
-from stockbatch.services.postgresql import PostgresService
 from stockbatch.services.registry import SERVICES, get_service, service_names
 from stockbatch.services.system import ServiceError
 
@@ -164,9 +163,8 @@ def up(
         bool,
         typer.Option(
             "--insecure",
-            help="PostgreSQL: a plain TCP listener instead of TLS only (for old clients; "
-            "says so in a warning). Kafka, OpenSearch, Elasticsearch, Spark and Airflow "
-            "have no TLS yet either way.",
+            help="Plain listeners without TLS (and, where TLS brings it, without "
+            "authentication): for old clients only; each service says so in a warning.",
         ),
     ] = False,
 ) -> None:
@@ -198,9 +196,8 @@ def up(
                 worker_cores=worker_cores,
                 worker_memory=worker_memory,
                 brokers=brokers,
+                insecure=insecure,
             )
-            if insecure and isinstance(service, PostgresService):
-                service.insecure = True
             status = service.up()
         except ServiceError as exc:
             console.print(f"[bold red]error:[/] {name}: {exc}")

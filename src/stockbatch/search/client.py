@@ -94,11 +94,11 @@ def connect(
 def connect_settings(settings: Settings, timeout: float | None = None) -> SearchBackend:
     """:func:`connect` to the node of ``settings`` (explicit URL, else the one recorded
     by ``stockbatch services up <kind>``); :class:`SearchUnavailable` if there is none."""
-    from stockbatch.services.endpoints import effective_search_url
+    from stockbatch.services.endpoints import effective_search_settings
 
-    search = settings.search
+    search = effective_search_settings(settings)
     kind = search.kind if search.kind != "none" else "opensearch"
-    url = effective_search_url(settings)
+    url = search.url
     if not url:
         raise SearchUnavailable(f"no {LABELS[kind]} URL is configured or recorded: {hint(kind)}")
     return connect(

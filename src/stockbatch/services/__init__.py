@@ -11,6 +11,7 @@ from stockbatch.services.base import LocalService, Service, ServiceStatus
 from stockbatch.services.elasticsearch import ELASTICSEARCH_VERSION, ElasticsearchService
 from stockbatch.services.endpoints import (
     effective_kafka_settings,
+    effective_search_settings,
     effective_search_url,
     effective_spark_settings,
     recorded_endpoints,
@@ -46,6 +47,7 @@ __all__ = [
     "ServiceStatus",
     "SparkService",
     "effective_kafka_settings",
+    "effective_search_settings",
     "effective_search_url",
     "effective_spark_settings",
     "ensure_kafka_jars",

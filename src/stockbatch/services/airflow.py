@@ -125,7 +125,10 @@ class AirflowService(LocalService[str]):
         dags_folder: Path | None = None,
         start_timeout: float = 150.0,
         stop_timeout: float = 30.0,
+        insecure: bool = False,
     ) -> None:
+        # TLS (and authentication) unless `services up --insecure`.
+        self.insecure = insecure
         if port is None or metadata_db is None or dags_folder is None:
             from stockbatch.settings import Settings
 

@@ -144,7 +144,10 @@ class ElasticsearchService(JvmService):
         start_timeout: float = 180.0,
         stop_timeout: float = 30.0,
         cache: Path | None = None,
+        insecure: bool = False,
     ) -> None:
+        # TLS (and authentication) unless `services up --insecure`.
+        self.insecure = insecure
         super().__init__(
             home,
             port,

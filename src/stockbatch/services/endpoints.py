@@ -24,7 +24,7 @@ from pydantic import SecretStr
 from stockbatch.services.system import ServiceError, file_lock, write_private
 
 if TYPE_CHECKING:
-    from stockbatch.settings import KafkaSettings, ProcessSettings, Settings
+    from stockbatch.settings import KafkaSettings, ProcessSettings, SearchSettings, Settings
 
 FILE_NAME = "services.json"
 
@@ -136,6 +136,40 @@ def effective_search_url(settings: Settings) -> str | None:
     record = recorded_endpoints(settings.home).get(kind) or {}
     url = record.get("url")
     return str(url) if url else None
+
+
+# What a search node's record may carry besides its URL (a secured node: the user
+# stockbatch loads with, its password and the CA file that signed the node's cert).
+_RECORDED_SEARCH_FIELDS = ("username", "password", "ca_file")
+
+
+def effective_search_settings(settings: Settings) -> SearchSettings:
+    """``settings.search`` completed from the node ``services up <kind>`` recorded.
+
+    Explicit settings win: with ``search.url`` set the record is ignored entirely (it
+    describes another node). Otherwise the recorded URL is used and the recorded
+    ``username``/``password``/``ca_file`` fill the fields still unset. Nothing
+    recorded: ``settings.search`` unchanged.
+    """
+    search = settings.search
+    if search.url:
+        return search
+    kind = search.kind if search.kind != "none" else "opensearch"
+    record = recorded_endpoints(settings.home).get(kind) or {}
+    if not record.get("url"):
+        return search
+    update: dict[str, Any] = {"url": str(record["url"])}
+    for name in _RECORDED_SEARCH_FIELDS:
+        value = record.get(name)
+        if value is None or getattr(search, name) is not None:
+            continue
+        if name == "password":
+            update[name] = SecretStr(str(value))
+        elif name == "ca_file":
+            update[name] = Path(str(value))
+        else:
+            update[name] = str(value)
+    return search.model_copy(update=update)
 
 
 def effective_spark_settings(settings: Settings) -> ProcessSettings:

@@ -227,7 +227,10 @@ class KafkaService(JvmService):
         stop_timeout: float = 30.0,
         cache: Path | None = None,
         class_cache: bool = True,
+        insecure: bool = False,
     ) -> None:
+        # TLS (and authentication) unless `services up --insecure`.
+        self.insecure = insecure
         super().__init__(
             home,
             port,
@@ -645,7 +648,10 @@ class KafkaCluster:
         stop_timeout: float = 30.0,
         cache: Path | None = None,
         class_cache: bool = True,
+        insecure: bool = False,
     ) -> None:
+        # TLS (and authentication) unless `services up --insecure`.
+        self.insecure = insecure
         self.home = Path(home).expanduser().resolve()
         size = brokers or self.stored_size(self.home) or CLUSTER_REPLICAS
         if size < CLUSTER_REPLICAS:
@@ -979,6 +985,7 @@ def kafka_service(
     port: int | None = None,
     scram: bool | None = None,
     brokers: int | None = None,
+    insecure: bool = False,
 ) -> KafkaService | KafkaCluster:
     """The registry's ``kafka``: a single broker, or a cluster of ``brokers`` nodes.
 
@@ -989,10 +996,10 @@ def kafka_service(
         raise ServiceError(f"--brokers must be at least 1, not {brokers}")
     size = brokers or last_brokers(home)
     if size == 1:
-        return KafkaService(home, port, scram)
+        return KafkaService(home, port, scram, insecure=insecure)
     if port is not None:
         raise ServiceError(
             "--port sets a single broker's port; a cluster's nodes take free ports "
             "(kept across restarts, listed in services.json)"
         )
-    return KafkaCluster(home, size, scram)
+    return KafkaCluster(home, size, scram, insecure=insecure)

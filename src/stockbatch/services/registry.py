@@ -40,12 +40,13 @@ SERVICES: dict[str, ServiceSpec] = {
         description=f"Apache Kafka {KAFKA_VERSION} broker, KRaft mode, on 127.0.0.1 "
         "(or a cluster of N broker+controller nodes)",
         factory=kafka_service,
-        options=("port", "scram", "brokers"),
+        options=("port", "scram", "brokers", "insecure"),
     ),
     "opensearch": ServiceSpec(
         name="opensearch",
         description=f"OpenSearch {OPENSEARCH_VERSION} single node, plain HTTP on 127.0.0.1",
         factory=OpenSearchService,
+        options=("insecure",),
         # No "port": the CLI's --port is Kafka's, and one port cannot serve both.
     ),
     "elasticsearch": ServiceSpec(
@@ -53,13 +54,14 @@ SERVICES: dict[str, ServiceSpec] = {
         description=f"Elasticsearch {ELASTICSEARCH_VERSION} single node, plain HTTP on 127.0.0.1 "
         "(security off; run as an unprivileged user when root)",
         factory=ElasticsearchService,
+        options=("insecure",),
         # No "port", as for OpenSearch.
     ),
     "postgresql": ServiceSpec(
         name="postgresql",
         description="PostgreSQL (Debian package) throwaway cluster on 127.0.0.1, three roles",
         factory=PostgresService,
-        options=("port",),
+        options=("port", "insecure"),
     ),
     "spark": ServiceSpec(
         name="spark",
@@ -67,14 +69,14 @@ SERVICES: dict[str, ServiceSpec] = {
         "PySpark): one master and N workers on 127.0.0.1",
         factory=SparkService,
         # No "port", as for OpenSearch: the CLI's --port would also go to Kafka's broker.
-        options=("workers", "worker_cores", "worker_memory"),
+        options=("workers", "worker_cores", "worker_memory", "insecure"),
     ),
     "airflow": ServiceSpec(
         name="airflow",
         description=f"Apache Airflow {airflow_version()}: API server (UI), scheduler, DAG "
         "processor, triggerer on 127.0.0.1; metadata in the PostgreSQL above (else SQLite)",
         factory=AirflowService,
-        options=("port",),
+        options=("port", "insecure"),
     ),
 }
 

@@ -126,7 +126,10 @@ class SparkService(LocalService[tuple[str, Path]]):
         worker_memory: str | None = None,
         start_timeout: float = 180.0,
         stop_timeout: float = 30.0,
+        insecure: bool = False,
     ) -> None:
+        # TLS (and authentication) unless `services up --insecure`.
+        self.insecure = insecure
         super().__init__(
             home,
             port,
