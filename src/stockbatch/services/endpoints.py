@@ -90,6 +90,8 @@ _RECORDED_KAFKA_FIELDS = (
     "sasl_mechanism",
     "sasl_username",
     "sasl_password",
+    # A TLS listener's: the local CA that signed the brokers' certificates.
+    "ssl_cafile",
     # A cluster's record: topics the pipeline creates get its replication (3, 2 in sync).
     "replication_factor",
     "min_insync_replicas",
@@ -122,7 +124,11 @@ def effective_kafka_settings(settings: Settings) -> KafkaSettings:
         value = record.get(name)
         if value is None or getattr(kafka, name) != fields[name].default:
             continue
-        update[name] = SecretStr(value) if name == "sasl_password" else value
+        if name == "sasl_password":
+            value = SecretStr(value)
+        elif name == "ssl_cafile":
+            value = Path(value)
+        update[name] = value
     return kafka.model_copy(update=update)
 
 
