@@ -9,10 +9,12 @@ ports: ``deploy/services/README.md``.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import urllib.error
 import urllib.request
@@ -114,19 +116,47 @@ def ensure_opensearch_jars(*, version: str = OPENSEARCH_VERSION, root: Path | No
 # ----------------------------------------------------------------------------- probing
 
 
-def cluster_health(url: str, timeout: float = 2.0) -> dict[str, Any] | None:
-    """``GET <url>/_cluster/health`` as a dict, or None when nothing answers in ``timeout`` s."""
+def cluster_health(
+    url: str,
+    timeout: float = 2.0,
+    *,
+    auth: tuple[str, str] | None = None,
+    ca_file: Path | None = None,
+) -> dict[str, Any] | None:
+    """``GET <url>/_cluster/health`` as a dict, or None when nothing answers in ``timeout`` s.
+
+    ``auth`` (user, password) is sent as HTTP basic auth; ``ca_file`` is the CA an
+    ``https://`` server certificate must chain to (hostname checked too). A refused
+    login, a failed TLS verification or an error status also give None.
+    """
+    request = urllib.request.Request(f"{url.rstrip('/')}/_cluster/health")
+    if auth is not None:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
+        request.add_header("Authorization", f"Basic {token}")
+    context = None
+    if url.startswith("https://"):
+        # Default context = certificate and hostname verification; only the trust changes.
+        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
     try:
-        with urllib.request.urlopen(f"{url.rstrip('/')}/_cluster/health", timeout=timeout) as r:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as r:
             body: dict[str, Any] = json.loads(r.read())
             return body
     except (OSError, ValueError, urllib.error.URLError):
         return None
 
 
-def probe_opensearch(url: str, timeout: float = 2.0) -> bool:
-    """True if an OpenSearch node at ``url`` reports cluster health yellow or green."""
-    health = cluster_health(url, timeout)
+def probe_opensearch(
+    url: str,
+    timeout: float = 2.0,
+    *,
+    auth: tuple[str, str] | None = None,
+    ca_file: Path | None = None,
+) -> bool:
+    """True if an OpenSearch node at ``url`` reports cluster health yellow or green.
+
+    ``auth`` and ``ca_file``: as for :func:`cluster_health` (a secured node).
+    """
+    health = cluster_health(url, timeout, auth=auth, ca_file=ca_file)
     return bool(health and health.get("status") in ("yellow", "green"))
 
 
