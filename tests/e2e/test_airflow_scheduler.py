@@ -90,7 +90,7 @@ class Stack:
 
     def client(self) -> AirflowClient:
         rec = recorded_endpoints(self.home)["airflow"]
-        return AirflowClient(rec["url"], rec["username"], rec["password"])
+        return AirflowClient(rec["url"], rec["username"], rec["password"], ca_file=rec["ca_file"])
 
     def arrive(self, session: str) -> None:
         """The session's lines land (appended to their files)."""

@@ -57,7 +57,7 @@ class BackfillAirflow:
 
     def client(self) -> AirflowClient:
         rec = recorded_endpoints(self.home)["airflow"]
-        return AirflowClient(rec["url"], rec["username"], rec["password"])
+        return AirflowClient(rec["url"], rec["username"], rec["password"], ca_file=rec["ca_file"])
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,9 @@
 One real Airflow 3 (API server, scheduler, DAG processor, triggerer) for the whole
 module, started with ``stockbatch services up airflow`` in the home of the session's
 PostgreSQL (its metadata database lives there), reading the test DAGs of
-``tests/fixtures/dags``; it is stopped at the end whatever happens. Tests run in file
+``tests/fixtures/dags``; it is stopped at the end whatever happens. It serves HTTPS
+with a certificate of the home's CA (the default): every client here verifies it
+against that CA, and the tasks' Execution API calls go over it. Tests run in file
 order; the last one stops it and checks that no process is left.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import ssl
 import stat
 import time
 from collections.abc import Iterator
@@ -27,7 +30,7 @@ from integration.conftest import Postgres
 from stockbatch.cli import app
 from stockbatch.cli.services import app as services_app
 from stockbatch.orchestrate.client import AirflowClient
-from stockbatch.services import ServiceError, recorded_endpoints
+from stockbatch.services import ServiceError, recorded_endpoints, tls
 from stockbatch.services.airflow import AirflowService
 from stockbatch.services.system import free_port, pid_alive
 from stockbatch.settings import Settings
@@ -57,9 +60,16 @@ class LocalAirflow:
     def record(self) -> dict[str, Any]:
         return recorded_endpoints(self.home)["airflow"]
 
+    @property
+    def verify(self) -> ssl.SSLContext:
+        """What an httpx call verifies the API server with: the recorded CA alone."""
+        return ssl.create_default_context(cafile=self.record["ca_file"])
+
     def client(self, password: str | None = None) -> AirflowClient:
         rec = self.record
-        return AirflowClient(rec["url"], rec["username"], password or rec["password"])
+        return AirflowClient(
+            rec["url"], rec["username"], password or rec["password"], ca_file=rec["ca_file"]
+        )
 
     def cli(self, *args: str) -> Result:
         return runner.invoke(app, list(args), env=self.env, catch_exceptions=False)
@@ -131,13 +141,15 @@ def airflow(pg: Postgres) -> Iterator[LocalAirflow]:
 
 
 def test_up_reports_running_with_url_and_records_credentials(airflow: LocalAirflow) -> None:
-    assert "airflow: running at http://127.0.0.1:" in airflow.up_output
+    assert "airflow: running at https://127.0.0.1:" in airflow.up_output
+    assert "TLS, verify with ca_file" in airflow.up_output
     assert "password in services.json" in airflow.up_output
-    assert "WARNING" not in airflow.up_output  # PostgreSQL is up: no SQLite fallback
+    assert "WARNING" not in airflow.up_output  # PostgreSQL is up, TLS on: nothing to warn
     assert airflow.up_seconds < 90, f"start took {airflow.up_seconds:.0f} s"
 
     rec = airflow.record
-    assert rec["url"].startswith("http://127.0.0.1:")
+    assert rec["url"].startswith("https://127.0.0.1:") and rec["url"] == airflow.service.url
+    assert rec["tls"] is True and rec["ca_file"] == str(tls.ca_file(airflow.home))
     assert rec["username"] == "admin" and len(rec["password"]) >= 32
     assert rec["metadata_db"] == "postgresql"
     assert rec["dags_folder"] == str(DAGS)
@@ -158,9 +170,43 @@ def test_up_reports_running_with_url_and_records_credentials(airflow: LocalAirfl
 
 
 def test_health_reports_every_component(airflow: LocalAirflow) -> None:
-    health = httpx.get(f"{airflow.record['url']}/api/v2/monitor/health", timeout=10).json()
+    health = httpx.get(
+        f"{airflow.record['url']}/api/v2/monitor/health", timeout=10, verify=airflow.verify
+    ).json()
     for part in ("metadatabase", "scheduler", "dag_processor", "triggerer"):
         assert health[part]["status"] == "healthy", health
+
+
+def test_the_api_server_speaks_https_only_and_is_verified_by_the_home_ca(
+    airflow: LocalAirflow, tmp_path: Path
+) -> None:
+    url = airflow.record["url"]
+    health = f"{url}/api/v2/monitor/health"
+    assert httpx.get(health, timeout=10, verify=airflow.verify).status_code == 200
+    # Plain HTTP to the same port gets no answer (a TLS server drops it).
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(health.replace("https://", "http://", 1), timeout=10)
+    # A client trusting another CA, or only the public ones, refuses the certificate.
+    other_ca = tls.ensure_ca(tmp_path / "other").cert_file
+    for verify in (ssl.create_default_context(cafile=str(other_ca)), True):
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            httpx.get(health, timeout=10, verify=verify)
+    # So does stockbatch orchestrate pointed at it without the recorded CA, in one line.
+    explicit = {
+        **airflow.env,
+        "STOCKBATCH_AIRFLOW__URL": url,
+        "STOCKBATCH_AIRFLOW__USERNAME": "admin",
+        "STOCKBATCH_AIRFLOW__PASSWORD": airflow.record["password"],
+    }
+    result = runner.invoke(app, ["orchestrate", "status"], env=explicit)
+    assert result.exit_code == 1
+    assert "TLS certificate is not trusted" in result.output
+    assert "Traceback" not in result.output
+    # The task runners' client trusts the home's CA alone, at the https Execution API.
+    cfg = airflow.service.config_file.read_text()
+    assert f"execution_api_server_url = {url}/execution/" in cfg
+    assert f"ssl_ca_file = {airflow.record['ca_file']}" in cfg
+    assert "client_use_public_certs = False" in cfg
 
 
 def test_metadata_lives_in_its_own_postgres_database(airflow: LocalAirflow, pg: Postgres) -> None:
@@ -178,22 +224,19 @@ def test_recorded_credentials_log_in_and_a_wrong_password_is_refused(
     airflow: LocalAirflow,
 ) -> None:
     url = airflow.record["url"]
-    good = httpx.post(
-        f"{url}/auth/token",
-        json={"username": "admin", "password": airflow.record["password"]},
-        timeout=10,
-    )
-    assert good.status_code == 201
-    token = good.json()["access_token"]
-    dags = httpx.get(f"{url}/api/v2/dags", headers={"Authorization": f"Bearer {token}"}, timeout=10)
-    assert dags.status_code == 200
-    assert {OK_DAG, FAIL_DAG} <= {d["dag_id"] for d in dags.json()["dags"]}
+    with httpx.Client(base_url=url, timeout=10, verify=airflow.verify) as http:
+        good = http.post(
+            "/auth/token", json={"username": "admin", "password": airflow.record["password"]}
+        )
+        assert good.status_code == 201
+        token = good.json()["access_token"]
+        dags = http.get("/api/v2/dags", headers={"Authorization": f"Bearer {token}"})
+        assert dags.status_code == 200
+        assert {OK_DAG, FAIL_DAG} <= {d["dag_id"] for d in dags.json()["dags"]}
 
-    bad = httpx.post(
-        f"{url}/auth/token", json={"username": "admin", "password": "wrong"}, timeout=10
-    )
-    assert bad.status_code == 401
-    assert httpx.get(f"{url}/api/v2/dags", timeout=10).status_code == 401  # no token
+        bad = http.post("/auth/token", json={"username": "admin", "password": "wrong"})
+        assert bad.status_code == 401
+        assert http.get("/api/v2/dags").status_code == 401  # no token
 
     result = runner.invoke(
         app,
@@ -211,6 +254,8 @@ def test_recorded_credentials_log_in_and_a_wrong_password_is_refused(
 def test_trigger_wait_succeeds_and_tasks_see_the_stockbatch_settings(
     airflow: LocalAirflow,
 ) -> None:
+    # The task runners reach the Execution API over https: a run succeeds only if their
+    # client verifies the server with the home's CA.
     result = airflow.cli(
         "orchestrate", "trigger", OK_DAG, "--conf", '{"symbols": ["AAPL"]}', "--wait"
     )
@@ -341,18 +386,44 @@ def test_down_stops_every_process(airflow: LocalAirflow) -> None:
     assert airflow.service.status().state == "stopped"
 
 
-def test_sqlite_fallback_starts_for_real_with_a_warning(tmp_path: Path) -> None:
-    """After the module's Airflow is down: a home without PostgreSQL gets SQLite and says so."""
+def test_sqlite_fallback_and_insecure_start_for_real_with_warnings(tmp_path: Path) -> None:
+    """After the module's Airflow is down (one start for two things): a home without
+    PostgreSQL gets SQLite and says so; ``--insecure`` serves plain HTTP and says so,
+    keeps that mode while it runs, and a later secure start says the URL changed."""
     env = {**_env(tmp_path), "STOCKBATCH_AIRFLOW__METADATA_DB": "auto"}
     service = AirflowService(tmp_path, metadata_db="auto", dags_folder=DAGS)
+    up = ["up", "airflow", "--home", str(tmp_path)]
     try:
-        result = runner.invoke(services_app, ["up", "airflow", "--home", str(tmp_path)], env=env)
+        result = runner.invoke(services_app, [*up, "--insecure"], env=env)
         assert result.exit_code == 0, result.output
         assert "WARNING:" in result.output and "for trying only" in result.output
         assert "stockbatch services up postgresql" in result.output
-        assert recorded_endpoints(tmp_path)["airflow"]["metadata_db"] == "sqlite"
+        assert "WITHOUT TLS (--insecure)" in result.output
+        rec = recorded_endpoints(tmp_path)["airflow"]
+        assert rec["metadata_db"] == "sqlite"
+        assert rec["url"].startswith("http://127.0.0.1:")
+        assert rec["tls"] is False and rec["ca_file"] is None
+        assert "NO TLS (--insecure)" in result.output
+        health = httpx.get(f"{rec['url']}/api/v2/monitor/health", timeout=10)
+        assert health.status_code == 200 and health.json()["scheduler"]["status"] == "healthy"
+        assert "ssl_cert" not in service.config_file.read_text()
         assert service.sqlite_file.exists()
         assert service.status().running
+
+        # HTTPS asked of the plain server while it runs: refused with what to do.
+        result = runner.invoke(services_app, up, env=env)
+        assert result.exit_code == 1
+        assert "already runs" in result.output and "services down airflow" in result.output
+
+        assert service.down()
+        result = runner.invoke(services_app, up, env=env)
+        assert result.exit_code == 0, result.output
+        assert "now serves HTTPS: its URL is now https://127.0.0.1:" in result.output
+        rec = recorded_endpoints(tmp_path)["airflow"]
+        assert rec["url"].startswith("https://") and rec["tls"] is True
+        verify = ssl.create_default_context(cafile=rec["ca_file"])
+        health = httpx.get(f"{rec['url']}/api/v2/monitor/health", timeout=10, verify=verify)
+        assert health.status_code == 200
     finally:
         service.down()
     assert service.status().state == "stopped"

@@ -10,6 +10,12 @@ one ``admin`` user whose generated password is recorded in services.json (0600).
 The components get the environment of the command that ran ``services up``
 (``STOCKBATCH_HOME`` set to this home, every ``STOCKBATCH_*`` kept), so DAG tasks
 read the same settings. Files, ports, credentials: ``deploy/services/README.md``.
+
+TLS: the API server (UI, REST API and the Execution API the tasks call) serves HTTPS
+with a certificate of the home's CA (:mod:`stockbatch.services.tls`); the task runners'
+client, the readiness probe and the recorded endpoint (``ca_file``) verify it against
+that CA only. ``insecure=True`` (``services up airflow --insecure``) serves plain HTTP,
+with a warning.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import os
 import secrets
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 from importlib import metadata
@@ -29,6 +36,7 @@ from urllib.parse import quote, urlencode
 
 import httpx
 
+from stockbatch.services import tls
 from stockbatch.services.base import Launch, LocalService
 from stockbatch.services.jvm import REPO_ROOT
 from stockbatch.services.postgresql import PostgresService
@@ -50,6 +58,12 @@ INSTALL_HINT = (
 START_PG_HINT = "start it with `stockbatch services up postgresql` (same STOCKBATCH_HOME)"
 
 MetadataDb = Literal["auto", "postgresql", "sqlite"]
+
+INSECURE_WARNING = (
+    "Airflow's API server runs WITHOUT TLS (--insecure): the admin password, JWTs and "
+    "task traffic cross 127.0.0.1 in clear text; run `stockbatch services down airflow && "
+    "stockbatch services up airflow` for HTTPS"
+)
 
 
 def find_airflow() -> str:
@@ -74,10 +88,21 @@ def default_dags_folder() -> Path:
     return REPO_ROOT / "dags"
 
 
-def airflow_health(url: str, timeout: float = 2.0) -> dict[str, Any] | None:
-    """``GET <url>/api/v2/monitor/health`` (no login needed), or None when nothing answers."""
+def verify_context(ca_file: Path | str | None) -> ssl.SSLContext | bool:
+    """What httpx verifies an https server with: ``ca_file`` alone (the local CA), else
+    the system's CAs (``True``)."""
+    return ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
+
+
+def airflow_health(
+    url: str, timeout: float = 2.0, ca_file: Path | str | None = None
+) -> dict[str, Any] | None:
+    """``GET <url>/api/v2/monitor/health`` (no login needed), or None when nothing answers
+    (an https server is verified against ``ca_file``: one it does not sign is no answer)."""
     try:
-        response = httpx.get(f"{url.rstrip('/')}{HEALTH_PATH}", timeout=timeout)
+        response = httpx.get(
+            f"{url.rstrip('/')}{HEALTH_PATH}", timeout=timeout, verify=verify_context(ca_file)
+        )
         if response.status_code != 200:
             return None
         body: dict[str, Any] = response.json()
@@ -100,8 +125,9 @@ class AirflowService(LocalService[str]):
 
     ``port``: the API server's port on 127.0.0.1 (default: ``airflow.port`` of the
     settings, else the one used last time, else a free one). ``metadata_db`` and
-    ``dags_folder`` default to the settings (``STOCKBATCH_AIRFLOW__*``).
-    :attr:`warnings` holds what an ``up()`` wants the user to know (SQLite fallback).
+    ``dags_folder`` default to the settings (``STOCKBATCH_AIRFLOW__*``). ``insecure``:
+    plain HTTP instead of HTTPS (see the module doc). :attr:`warnings` holds what an
+    ``up()`` wants the user to know (SQLite fallback, no TLS).
     """
 
     name = "airflow"
@@ -185,9 +211,31 @@ class AirflowService(LocalService[str]):
         return self.dir / "components.json"
 
     @property
+    def tls(self) -> bool:
+        """True when the API server serves HTTPS (as of the last start; a first start: TLS
+        unless ``insecure``)."""
+        was = self._tls_before(self._stored_state())
+        return not self.insecure if was is None else was
+
+    @staticmethod
+    def _tls_before(state: dict[str, Any]) -> bool | None:
+        """Whether the last start served HTTPS; None before a first start. A home started
+        before Airflow had TLS here has no ``tls`` in its state: plain HTTP."""
+        if "tls" in state:
+            return bool(state["tls"])
+        return False if state.get("admin_password") else None
+
+    @property
+    def ca_file(self) -> Path | None:
+        """The CA clients verify the API server with; None when it serves plain HTTP."""
+        state = self._stored_state()
+        return Path(state["ca_file"]) if state.get("tls") and state.get("ca_file") else None
+
+    @property
     def url(self) -> str:
-        """``http://127.0.0.1:<port>``: the UI and the REST API (``/api/v2``)."""
-        return f"http://{self.address}"
+        """``https://127.0.0.1:<port>`` (``http://`` with ``--insecure``): the UI, the REST
+        API (``/api/v2``) and the Execution API (``/execution/``)."""
+        return f"{'https' if self.tls else 'http'}://{self.address}"
 
     def component_pids(self) -> dict[str, int]:
         """Pids of the Airflow processes while they run ({} otherwise)."""
@@ -203,6 +251,8 @@ class AirflowService(LocalService[str]):
             raise ServiceError(f"Airflow under {self.dir} has never been started")
         return {
             "url": self.url,
+            "tls": bool(state.get("tls")),
+            "ca_file": state.get("ca_file") if state.get("tls") else None,
             "username": ADMIN,
             "password": state["admin_password"],
             "version": state.get("version"),
@@ -225,6 +275,7 @@ class AirflowService(LocalService[str]):
                 f"the DAGs folder {self.dags_folder} does not exist: create it, or set "
                 "STOCKBATCH_AIRFLOW__DAGS_FOLDER"
             )
+        tls_before = self._tls_before(state)  # before the first start's secrets are made
         for key in ("admin_password", "db_password", "jwt_secret", "api_secret_key"):
             state.setdefault(key, secrets.token_urlsafe(32))
         state.setdefault("fernet_key", base64.urlsafe_b64encode(os.urandom(32)).decode())
@@ -232,7 +283,8 @@ class AirflowService(LocalService[str]):
         log_port = self._second_port(state, "worker_log_port", port)
         state["worker_log_port"] = log_port
         state["trigger_log_port"] = self._second_port(state, "trigger_log_port", log_port)
-        kind, sync_url, async_url = self._metadata(state)
+        kind, sync_url, async_url = self._metadata(state)  # resets self.warnings
+        self._choose_tls(state, tls_before)
         state.update(
             metadata_db=kind,
             dags_folder=str(self.dags_folder),
@@ -261,18 +313,54 @@ class AirflowService(LocalService[str]):
         # cwd: where `services up` ran, so relative paths in STOCKBATCH_* mean the same thing.
         return Launch(command, cwd=Path(os.getcwd()), popen={"env": env})
 
+    def _choose_tls(self, state: dict[str, Any], was: bool | None) -> None:
+        """HTTPS with the CA's certificate (issued or reused), or plain HTTP with a warning;
+        a switch of a stopped home's mode (``was``: the last start's) is said too, since
+        its URL changes."""
+        if self.insecure:
+            state.update(tls=False, ca_file=None, ssl_cert=None, ssl_key=None)
+            self.warnings.append(INSECURE_WARNING)
+        else:
+            issued = tls.issue(self.home, self.name)
+            state.update(
+                tls=True,
+                ca_file=str(issued.ca_file),
+                ssl_cert=str(issued.cert_file),
+                ssl_key=str(issued.key_file),
+            )
+        if was is not None and was != state["tls"]:
+            now = "https" if state["tls"] else "http"
+            self.warnings.append(
+                f"this Airflow served {'HTTPS' if was else 'plain HTTP'} before and now serves "
+                f"{now.upper() if state['tls'] else 'plain HTTP'}: its URL is now "
+                f"{now}://{HOST}:{state['port']} (services.json has it); clients configured "
+                "with the old one must change"
+            )
+
+    def _check_options(self, state: dict[str, Any], pid: int) -> None:
+        super()._check_options(state, pid)
+        self.warnings = []
+        if bool(self._tls_before(state)) == self.insecure:
+            runs = "over HTTPS" if state.get("tls") else "over plain HTTP (--insecure)"
+            raise ServiceError(
+                f"Airflow already runs under {self.dir} {runs} (pid {pid}); run "
+                f"`stockbatch services down {self.name}` first to change it"
+            )
+        if self.insecure:
+            self.warnings.append(INSECURE_WARNING)
+
     def _owns(self, cmdline: list[str]) -> bool:
         return "stockbatch.services.supervisor" in cmdline and str(self._spec_file) in cmdline
 
     def _ready(self, timeout: float) -> bool:
-        health = airflow_health(self.url, timeout)
+        health = airflow_health(self.url, timeout, self.ca_file)
         return health is not None and not unhealthy_parts(health)
 
     def _awaiting(self) -> str:
         return f"report scheduler, DAG processor and triggerer healthy at {self.url}{HEALTH_PATH}"
 
     def _health(self) -> tuple[bool, str]:
-        health = airflow_health(self.url, timeout=3.0)
+        health = airflow_health(self.url, timeout=3.0, ca_file=self.ca_file)
         if health is None:
             return False, f"process alive but {self.url}{HEALTH_PATH} does not answer"
         bad = unhealthy_parts(health)
@@ -285,7 +373,8 @@ class AirflowService(LocalService[str]):
         db = state.get("metadata_db", "?")
         note = " (SQLite: for trying only)" if db == "sqlite" else ""
         return (
-            f"{self.label} at {self.url}, metadata {db}{note}; api-server, scheduler, "
+            f"{self.label} at {self.url}{'' if self.tls else ' (NO TLS)'}, metadata {db}{note}; "
+            "api-server, scheduler, "
             "dag-processor, triggerer healthy"
         )
 
@@ -437,8 +526,24 @@ class AirflowService(LocalService[str]):
         # airflow.cfg interpolates "%": a literal one is written "%%".
         return {"transport": json.dumps(transport).replace("%", "%%"), "namespace": cfg.namespace}
 
+    @staticmethod
+    def _api_tls(state: dict[str, Any]) -> dict[str, Any]:
+        """``[api]`` TLS options: the API server's pair, and what the task runners' client
+        (``airflow.sdk.api.client``) trusts: ``ssl_ca_file`` (the local CA) and no public
+        CAs from certifi, which have no business vouching for a loopback server. (That
+        client also loads ``ssl_cert`` as a trust anchor: the same server, harmless.)"""
+        if not state.get("tls"):
+            return {}
+        return {
+            "ssl_cert": state["ssl_cert"],
+            "ssl_key": state["ssl_key"],
+            "ssl_ca_file": state["ca_file"],
+            "client_use_public_certs": "False",
+        }
+
     def _airflow_cfg(self, state: dict[str, Any], sync_url: str, async_url: str) -> str:
-        url = f"http://{HOST}:{state['port']}"
+        scheme = "https" if state.get("tls") else "http"
+        url = f"{scheme}://{HOST}:{state['port']}"
         sections: dict[str, dict[str, Any]] = {
             "core": {
                 "dags_folder": self.dags_folder,
@@ -470,6 +575,7 @@ class AirflowService(LocalService[str]):
                 "base_url": url,
                 "secret_key": state["api_secret_key"],
                 "expose_config": "False",
+                **self._api_tls(state),
             },
             "api_auth": {"jwt_secret": state["jwt_secret"]},
             "logging": {
