@@ -10,6 +10,7 @@ import os
 import shutil
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -72,10 +73,12 @@ def spark_session(
     if master.startswith("local") or _on_loopback(master):
         settings.update({"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"})
     settings.update(conf or {})
+    _read_secret_file(settings, master)
     builder = SparkSession.builder.master(master).appName(app_name)
     for k, v in settings.items():
         builder = builder.config(k, v)
     try:
+        _launch_gateway_without_secrets(settings)
         session = builder.getOrCreate()
     except Exception as e:  # the JVM gateway raises plain Exceptions/RuntimeErrors
         raise SparkUnavailableError(f"could not start Spark ({e}); {JAVA_HINT}") from e
@@ -94,6 +97,48 @@ def session_for(settings: Settings) -> Any:
         return SparkSession.builder.getOrCreate()
     p = effective_spark_settings(settings)
     return spark_session(master=p.spark_master, conf=p.spark_conf)
+
+
+SECRET_FILE = "spark.authenticate.secret.file"
+
+
+def _read_secret_file(settings: dict[str, str], master: str) -> None:
+    """``spark.authenticate.secret.file`` becomes ``spark.authenticate.secret``, except
+    on Kubernetes: Spark 4 reads secret files there only, and a standalone master
+    needs the secret itself in the driver's conf (the cluster ``services up spark``
+    records gives a file's path, not the secret)."""
+    path = settings.get(SECRET_FILE)
+    if not path or master.startswith("k8s://") or "spark.authenticate.secret" in settings:
+        return
+    try:
+        secret = Path(path).read_text().strip()
+    except OSError as exc:
+        raise SparkUnavailableError(
+            f"cannot read the Spark secret file {path} ({exc.strerror}): run `stockbatch "
+            "services up spark` again, or set spark.authenticate.secret another way"
+        ) from exc
+    del settings[SECRET_FILE]
+    settings["spark.authenticate.secret"] = secret
+
+
+def _is_secret(key: str) -> bool:
+    return key == "spark.authenticate.secret" or key.lower().endswith("password")
+
+
+def _launch_gateway_without_secrets(settings: dict[str, str]) -> None:
+    """Start the JVM with the settings that are not secrets, when some are.
+
+    PySpark hands a new JVM its conf as ``spark-submit --conf key=value`` arguments,
+    which any local user sees in ``ps``; started here first, the secret settings
+    reach the driver's conf over the py4j gateway instead."""
+    from pyspark import SparkConf
+    from pyspark.core.context import SparkContext
+
+    if SparkContext._gateway is not None or not any(map(_is_secret, settings)):
+        return
+    public = SparkConf(loadDefaults=False)
+    public.setAll([(k, v) for k, v in settings.items() if not _is_secret(k)])
+    SparkContext._ensure_initialized(conf=public)
 
 
 def _on_loopback(master: str) -> bool:

@@ -7,6 +7,17 @@ process (:mod:`stockbatch.services.supervisor`), with everything under
 turns the record into the master URL and the executor settings that fit the workers.
 Ports, resources and how to run the same job on another cluster:
 ``docs/design/spark-cluster.md``.
+
+Security (unless ``insecure``, ``services up spark --insecure``): every RPC connection
+(master, workers, executors, the driver) is authenticated with a shared secret
+(``spark.authenticate``) and encrypted with TLS (``spark.ssl.rpc``, PEM files issued
+by the home's CA, :mod:`stockbatch.services.tls`); the master's and workers' web
+UIs serve HTTPS (``spark.ssl.standalone``, a PKCS#12 keystore of the same pair; their
+plain HTTP ports only redirect). The secret and the keystore password reach the
+daemons through a 0600 properties file (``--properties-file``), never their command
+lines; applications get the path of a 0600 secret file in the recorded ``app_conf``
+(``spark.authenticate.secret.file``, which :func:`stockbatch.process.spark_session.spark_session`
+reads). Details: ``docs/design/security.md``.
 """
 
 from __future__ import annotations
@@ -14,16 +25,26 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import signal
+import ssl
 import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, ClassVar
 
+from stockbatch.services import tls
 from stockbatch.services.base import Launch, LocalService
 from stockbatch.services.jvm import find_java
-from stockbatch.services.system import HOST, ServiceError, free_port, port_is_free, tail
+from stockbatch.services.system import (
+    HOST,
+    ServiceError,
+    free_port,
+    port_is_free,
+    tail,
+    write_private,
+)
 
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
@@ -40,6 +61,17 @@ INSTALL_HINT = (
     "requirements.lock) into the virtualenv that runs stockbatch"
 )
 _MEMORY = re.compile(r"^[1-9]\d*[mg]$", re.IGNORECASE)
+
+NO_HOSTNAME_CHECK = "-Dio.netty.handler.ssl.defaultEndpointVerificationAlgorithm=NONE"
+"""Netty 4.2 checks the server's host name by default, but Spark 4.3's RPC opens its TLS
+engines without a peer host, so every handshake fails ("Hostname or IP address is
+undefined", measured). The chain is still verified (against ``certChain``: the CA)."""
+
+INSECURE_WARNING = (
+    "Spark runs WITHOUT authentication or TLS (--insecure): any local process can submit "
+    "applications, and RPC and web UI traffic crosses 127.0.0.1 in clear text; run "
+    "`stockbatch services down spark && stockbatch services up spark` for a secured cluster"
+)
 
 
 def spark_home() -> Path:
@@ -81,10 +113,21 @@ def scala_version(home: Path) -> str:
     raise ServiceError(f"no spark-core jar in {home / 'jars'}: {INSTALL_HINT}")
 
 
-def master_state(web_ui: str, timeout: float = 2.0) -> dict[str, Any] | None:
-    """The master's ``GET <web_ui>/json/`` (workers, apps, status); None if nothing answers."""
+def ui_context(ca_file: str | Path | None) -> ssl.SSLContext | None:
+    """An SSL context verifying a web UI against ``ca_file`` (None: the system's default)."""
+    return ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
+
+
+def master_state(
+    web_ui: str, timeout: float = 2.0, ca_file: str | Path | None = None
+) -> dict[str, Any] | None:
+    """The master's ``GET <web_ui>/json/`` (workers, apps, status); None if nothing answers.
+
+    An ``https`` UI is verified against ``ca_file`` (the local CA)."""
+    context = ui_context(ca_file) if web_ui.startswith("https:") else None
     try:
-        with urllib.request.urlopen(f"{web_ui.rstrip('/')}/json/", timeout=timeout) as r:
+        url = f"{web_ui.rstrip('/')}/json/"
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as r:
             body: dict[str, Any] = json.loads(r.read())
             return body
     except (OSError, ValueError, urllib.error.URLError):
@@ -104,6 +147,8 @@ class SparkService(LocalService[tuple[str, Path]]):
     way. ``workers``, ``worker_cores`` and ``worker_memory`` (``1g``, ``512m``) size
     the cluster; None means as last time, else 2 workers of 1 core and 1 GB each (a
     share of a 2-core machine). One executor runs per worker, as big as the worker.
+    ``insecure``: no authentication and no TLS (see the module doc); :attr:`warnings`
+    then says so.
     """
 
     name = "spark"
@@ -130,6 +175,7 @@ class SparkService(LocalService[tuple[str, Path]]):
     ) -> None:
         # TLS (and authentication) unless `services up --insecure`.
         self.insecure = insecure
+        self.warnings: list[str] = []
         super().__init__(
             home,
             port,
@@ -179,16 +225,50 @@ class SparkService(LocalService[tuple[str, Path]]):
         return self.dir / "components.json"
 
     @property
+    def conf_dir(self) -> Path:
+        """The daemons' properties file and the secret file (0700 folder, 0600 files)."""
+        return self.dir / "conf"
+
+    @property
+    def secret_file(self) -> Path:
+        """The shared secret (``spark.authenticate``) of master, workers and applications."""
+        return self.conf_dir / "auth.secret"
+
+    @property
+    def _properties_file(self) -> Path:
+        return self.conf_dir / "daemons.properties"
+
+    @property
+    def _chain_file(self) -> Path:
+        """The RPC certificate followed by the CA: what RPC clients trust (Netty's PEM mode)."""
+        return self.conf_dir / "rpc-chain.pem"
+
+    @property
+    def tls(self) -> bool:
+        """True if the cluster was last started secured (authentication and TLS)."""
+        return bool(self._stored_state().get("tls"))
+
+    @property
+    def ca_file(self) -> Path | None:
+        """The CA the web UIs and RPC certificates are verified with; None without TLS."""
+        state = self._stored_state()
+        return Path(state["ca_file"]) if state.get("tls") and state.get("ca_file") else None
+
+    @property
     def master_url(self) -> str:
         """``spark://127.0.0.1:<port>`` (the port chosen at the last ``up``)."""
         return f"spark://{self.address}"
 
     @property
     def web_ui(self) -> str:
-        """The master's web UI, ``http://127.0.0.1:<port>`` (``/json/`` is its state)."""
-        port = self._stored_state().get("webui_port")
+        """The master's web UI (``/json/`` is its state): ``https://127.0.0.1:<port>``, or
+        ``http://`` on an insecure cluster."""
+        state = self._stored_state()
+        port = state.get("webui_port")
         if port is None:
             raise ServiceError(f"{self.title} under {self.dir} has never been started")
+        if state.get("tls") and state.get("webui_https_port"):
+            return f"https://{HOST}:{state['webui_https_port']}"
         return f"http://{HOST}:{port}"
 
     @staticmethod
@@ -211,10 +291,12 @@ class SparkService(LocalService[tuple[str, Path]]):
 
     def app_conf(self) -> dict[str, str]:
         """Spark settings an application needs to use every worker: one executor per worker,
-        as many cores and as much memory as one worker offers."""
-        workers, cores, memory = self._sizes(self._stored_state())
+        as many cores and as much memory as one worker offers; on a secured cluster also
+        authentication (the secret FILE's path, never the secret) and TLS on RPC."""
+        state = self._stored_state()
+        workers, cores, memory = self._sizes(state)
         total = workers * cores
-        return {
+        conf = {
             "spark.executor.cores": str(cores),
             "spark.executor.memory": memory,
             "spark.cores.max": str(total),
@@ -222,13 +304,47 @@ class SparkService(LocalService[tuple[str, Path]]):
             "spark.sql.shuffle.partitions": str(2 * total),
             "spark.default.parallelism": str(total),
         }
+        if state.get("tls"):
+            conf.update(
+                {
+                    "spark.authenticate": "true",
+                    # Spark itself reads secret files on Kubernetes only; spark_session()
+                    # turns this into spark.authenticate.secret inside the driver's JVM.
+                    "spark.authenticate.secret.file": str(self.secret_file),
+                    **self._rpc_tls_conf(),
+                }
+            )
+        return conf
+
+    def _rpc_tls_conf(self) -> dict[str, str]:
+        """TLS on every RPC connection, from PEM files (no keystore password to hand out).
+
+        Netty's PEM mode needs ``openSslEnabled`` (it falls back to the JDK provider when
+        OpenSSL is missing); a client trusts the certificates in ``certChain``, which
+        holds the CA, so any certificate of the local CA is accepted."""
+        issued = tls.issue(self.home, self.name)
+        return {
+            # The JVMs of the driver and executors need it from their start (Netty reads it
+            # once); the *default* Java options leave extraJavaOptions to the user.
+            "spark.driver.defaultJavaOptions": NO_HOSTNAME_CHECK,
+            "spark.executor.defaultJavaOptions": NO_HOSTNAME_CHECK,
+            "spark.ssl.rpc.enabled": "true",
+            "spark.ssl.rpc.openSslEnabled": "true",
+            "spark.ssl.rpc.privateKey": str(issued.key_file),
+            "spark.ssl.rpc.certChain": str(self._chain_file),
+        }
 
     def endpoint(self) -> dict[str, Any]:
         """What ``services.json`` records: master URL, web UI, the workers' size, app settings."""
         workers, cores, memory = self._sizes(self._stored_state())
+        state = self._stored_state()
         return {
             "master_url": self.master_url,
             "web_ui": self.web_ui,
+            "tls": bool(state.get("tls")),
+            "authenticate": bool(state.get("tls")),
+            "ca_file": state.get("ca_file") if state.get("tls") else None,
+            "secret_file": str(self.secret_file) if state.get("tls") else None,
             "workers": workers,
             "worker_cores": cores,
             "worker_memory": memory,
@@ -255,6 +371,14 @@ class SparkService(LocalService[tuple[str, Path]]):
                 f"worker(s) of {running[1]} core(s) and {running[2]}; run `stockbatch services "
                 "down spark` first to resize it"
             )
+        if bool(state.get("tls")) == self.insecure:
+            runs = "with authentication and TLS" if state.get("tls") else "without TLS (--insecure)"
+            raise ServiceError(
+                f"{self.title} already runs under {self.dir} {runs} (pid {pid}); run "
+                f"`stockbatch services down {self.name}` first to change it"
+            )
+        if self.insecure:
+            self.warnings.append(INSECURE_WARNING)
 
     def _prepare(self, state: dict[str, Any], tools: tuple[str, Path]) -> Launch:
         java, home = tools
@@ -262,11 +386,15 @@ class SparkService(LocalService[tuple[str, Path]]):
         port = int(state["port"])
         taken = {port}
         webui = self._free_kept(state.get("webui_port"), taken)
-        worker_uis = [self._free_kept(p, taken) for p in (state.get("worker_webui_ports") or [])]
-        worker_uis = (worker_uis + [self._free_kept(None, taken) for _ in range(workers)])[:workers]
+        worker_uis = self._free_ports(state.get("worker_webui_ports"), workers, taken)
+        # HTTPS ports of the UIs (Spark would take http + 400, which may be taken).
+        webui_https = self._free_kept(state.get("webui_https_port"), taken)
+        worker_https = self._free_ports(state.get("worker_webui_https_ports"), workers, taken)
         state.update(
             webui_port=webui,
             worker_webui_ports=worker_uis,
+            webui_https_port=webui_https,
+            worker_webui_https_ports=worker_https,
             workers=workers,
             worker_cores=cores,
             worker_memory=memory,
@@ -275,10 +403,19 @@ class SparkService(LocalService[tuple[str, Path]]):
         )
         for folder in (self.dir / "logs", self.work_dir, self.dir / "tmp"):
             folder.mkdir(parents=True, exist_ok=True)
+        if self.insecure:
+            state.update(tls=False, ca_file=None)
+            self.warnings.append(INSECURE_WARNING)
+            self._properties_file.unlink(missing_ok=True)
+        else:
+            self._write_security(state)
+            state.update(tls=True, ca_file=str(tls.ca_file(self.home)))
         self._save_state(state)
-        components = {"master": self._master_command(java, home, port, webui)}
-        for i, ui in enumerate(worker_uis, start=1):
-            components[f"worker-{i}"] = self._worker_command(java, home, i, ui, cores, memory)
+        components = {"master": self._master_command(java, home, port, webui, webui_https)}
+        for i, (ui, https) in enumerate(zip(worker_uis, worker_https, strict=True), start=1):
+            components[f"worker-{i}"] = self._worker_command(
+                java, home, i, ui, https, cores, memory
+            )
         spec = {
             "components": components,
             "log_dir": str(self.dir / "logs"),
@@ -293,7 +430,7 @@ class SparkService(LocalService[tuple[str, Path]]):
         return "stockbatch.services.supervisor" in cmdline and str(self._spec_file) in cmdline
 
     def _ready(self, timeout: float) -> bool:
-        state = master_state(self.web_ui, timeout)
+        state = master_state(self.web_ui, timeout, self.ca_file)
         want = self._sizes(self._stored_state())[0]
         return bool(state and state.get("status") == "ALIVE" and alive_workers(state) >= want)
 
@@ -302,7 +439,7 @@ class SparkService(LocalService[tuple[str, Path]]):
         return f"report ALIVE with {want} worker(s) at {self.web_ui}/json/"
 
     def _health(self) -> tuple[bool, str]:
-        state = master_state(self.web_ui, timeout=3.0)
+        state = master_state(self.web_ui, timeout=3.0, ca_file=self.ca_file)
         if state is None:
             return False, f"process alive but the master's {self.web_ui}/json/ does not answer"
         want = self._sizes(self._stored_state())[0]
@@ -316,9 +453,10 @@ class SparkService(LocalService[tuple[str, Path]]):
 
     def _running_detail(self) -> str:
         workers, cores, memory = self._sizes(self._stored_state())
+        security = "authentication + TLS" if self.tls else "INSECURE: no authentication, no TLS"
         return (
             f"Spark {self.version} at {self.master_url} (UI {self.web_ui}), {workers} "
-            f"worker(s) of {cores} core(s), {memory}"
+            f"worker(s) of {cores} core(s), {memory}; {security}"
         )
 
     def _log_tails(self) -> str:
@@ -343,9 +481,44 @@ class SparkService(LocalService[tuple[str, Path]]):
         taken.add(port)
         return int(port)
 
-    def _java(self, java: str, home: Path, main: str) -> list[str]:
+    @classmethod
+    def _free_ports(cls, kept: list[int] | None, count: int, taken: set[int]) -> list[int]:
+        """``count`` ports: the ``kept`` ones still free first, then new ones."""
+        ports = [cls._free_kept(p, taken) for p in (kept or [])][:count]
+        return ports + [cls._free_kept(None, taken) for _ in range(count - len(ports))]
+
+    def _write_security(self, state: dict[str, Any]) -> None:
+        """The secret (kept across restarts), the RPC chain and the daemons' 0600
+        properties file: authentication, TLS on RPC, HTTPS web UIs."""
+        self.conf_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.conf_dir, 0o700)
+        if not self.secret_file.exists():
+            write_private(self.secret_file, secrets.token_hex(32))
+        issued = tls.issue(self.home, self.name)
+        write_private(self._chain_file, issued.cert_file.read_text() + issued.ca_file.read_text())
+        password = state.get("keystore_password") or secrets.token_urlsafe(24)
+        state["keystore_password"] = password
+        keystore = tls.write_pkcs12(issued, password, self.conf_dir / "ui-keystore.p12")
+        settings = {
+            "spark.authenticate": "true",
+            "spark.authenticate.secret": self.secret_file.read_text().strip(),
+            **self._rpc_tls_conf(),
+            "spark.ssl.standalone.enabled": "true",
+            "spark.ssl.standalone.keyStore": str(keystore),
+            "spark.ssl.standalone.keyStoreType": "PKCS12",
+            "spark.ssl.standalone.keyStorePassword": password,
+            "spark.ssl.standalone.keyPassword": password,
+            "spark.ssl.standalone.protocol": "TLSv1.2",
+        }
+        # Java properties syntax: backslashes and leading spaces would be mangled; the
+        # values here are paths and generated tokens ([A-Za-z0-9_-]), so none occur.
+        lines = [f"{key}={value}" for key, value in settings.items()]
+        write_private(self._properties_file, "\n".join(lines) + "\n")
+
+    def _java(self, java: str, home: Path, main: str, options: list[str]) -> list[str]:
         return [
             java,
+            *options,
             f"-Xms{DAEMON_HEAP}",
             f"-Xmx{DAEMON_HEAP}",
             # Spark 4 starts the submission REST server on the fixed port 6066 by default:
@@ -357,22 +530,38 @@ class SparkService(LocalService[tuple[str, Path]]):
             main,
         ]
 
-    def _master_command(self, java: str, home: Path, port: int, webui: int) -> list[str]:
+    def _secured(self, https_port: int) -> tuple[list[str], list[str]]:
+        """JVM options and arguments of a secured daemon: its HTTPS port (a -D option: the
+        properties file is shared) and the properties file holding the secrets."""
+        if self.insecure:
+            return [], []
+        return (
+            [NO_HOSTNAME_CHECK, f"-Dspark.ssl.standalone.port={https_port}"],
+            ["--properties-file", str(self._properties_file)],
+        )
+
+    def _master_command(
+        self, java: str, home: Path, port: int, webui: int, https: int
+    ) -> list[str]:
+        options, args = self._secured(https)
         return [
-            *self._java(java, home, MASTER_CLASS),
+            *self._java(java, home, MASTER_CLASS, options),
             "--host",
             HOST,
             "--port",
             str(port),
             "--webui-port",
             str(webui),
+            *args,
         ]
 
     def _worker_command(
-        self, java: str, home: Path, index: int, webui: int, cores: int, memory: str
+        self, java: str, home: Path, index: int, webui: int, https: int, cores: int, memory: str
     ) -> list[str]:
+        options, args = self._secured(https)
         return [
-            *self._java(java, home, WORKER_CLASS),
+            *self._java(java, home, WORKER_CLASS, options),
+            *args,
             "--host",
             HOST,
             "--webui-port",
@@ -394,7 +583,7 @@ class SparkService(LocalService[tuple[str, Path]]):
         env.update(
             SPARK_HOME=str(home),
             SPARK_SCALA_VERSION=scala_version(home),
-            # Web UIs bind here (they default to 0.0.0.0); there is no authentication.
+            # Web UIs bind here (they default to 0.0.0.0): they have no login of their own.
             SPARK_LOCAL_IP=HOST,
             SPARK_LOCAL_DIRS=str(self.dir / "tmp"),
         )

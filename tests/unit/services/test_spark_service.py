@@ -4,15 +4,17 @@ records, no JVM; the real cluster: tests/integration/test_spark_cluster.py)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from stockbatch.process import spark_session as spark_session_module
+from stockbatch.services import tls
 from stockbatch.services.endpoints import effective_spark_settings, record_endpoint
-from stockbatch.services.spark import SparkService, scala_version, spark_home
-from stockbatch.services.system import ServiceError
+from stockbatch.services.spark import NO_HOSTNAME_CHECK, SparkService, scala_version, spark_home
+from stockbatch.services.system import ServiceError, free_port
 from stockbatch.settings import ProcessSettings, Settings
 
 RECORD = {
@@ -104,7 +106,7 @@ def test_sizes_app_conf_and_status_before_any_start(tmp_path: Path) -> None:
 
 
 def test_a_running_cluster_is_not_resized(tmp_path: Path) -> None:
-    state = {"port": 40001, "workers": 2, "worker_cores": 1, "worker_memory": "1g"}
+    state = {"port": 40001, "workers": 2, "worker_cores": 1, "worker_memory": "1g", "tls": True}
     SparkService(tmp_path, workers=2)._check_options(state, pid=1)  # same size: kept
     with pytest.raises(ServiceError, match="services down spark"):
         SparkService(tmp_path, workers=3)._check_options(state, pid=1)
@@ -122,3 +124,100 @@ def test_the_installed_distribution_is_found() -> None:
     home = spark_home()
     assert (home / "jars").is_dir()
     assert scala_version(home) == "2.13"
+
+
+# ----------------------------------------------------------------------------- security
+
+
+def _prepared(home: Path, insecure: bool) -> tuple[SparkService, dict[str, Any]]:
+    """A cluster configured but not launched: its state and the supervisor's spec."""
+    service = SparkService(home, workers=2, insecure=insecure)
+    state: dict[str, Any] = {"port": free_port()}
+    service._prepare(state, ("java", spark_home()))
+    return service, json.loads((service.dir / "supervisor.json").read_text())
+
+
+def test_a_secured_cluster_keeps_its_secrets_off_command_lines(tmp_path: Path) -> None:
+    service, spec = _prepared(tmp_path, insecure=False)
+    secret = service.secret_file.read_text().strip()
+    assert len(secret) == 64 and service.secret_file.stat().st_mode & 0o777 == 0o600
+    properties = service.conf_dir / "daemons.properties"
+    assert properties.stat().st_mode & 0o777 == 0o600
+    text = properties.read_text()
+    assert f"spark.authenticate.secret={secret}\n" in text
+    password = service._stored_state()["keystore_password"]
+    assert "spark.ssl.standalone.enabled=true" in text and password in text
+    for argv in spec["components"].values():
+        assert argv[argv.index("--properties-file") + 1] == str(properties)
+        assert NO_HOSTNAME_CHECK in argv
+        assert not any(secret in a or password in a for a in argv)
+    argvs = spec["components"].values()
+    https_ports = {a for argv in argvs for a in argv if "standalone.port" in a}
+    assert len(https_ports) == 3  # master and two workers, each its own HTTPS port
+    # The record: TLS, the CA, the HTTPS UI, the secret FILE for applications.
+    endpoint = service.endpoint()
+    assert endpoint["tls"] is True and endpoint["ca_file"] == str(tls.ca_file(tmp_path))
+    assert endpoint["web_ui"].startswith("https://127.0.0.1:")
+    assert endpoint["secret_file"] == str(service.secret_file)
+    assert secret not in json.dumps(endpoint) and password not in json.dumps(endpoint)
+    conf = endpoint["app_conf"]
+    assert conf["spark.authenticate"] == "true"
+    assert conf["spark.authenticate.secret.file"] == str(service.secret_file)
+    assert conf["spark.ssl.rpc.enabled"] == "true"
+    assert Path(conf["spark.ssl.rpc.certChain"]).read_text().count("BEGIN CERTIFICATE") == 2
+    # A restart keeps the secret (applications holding the file's path keep working).
+    service._prepare({"port": free_port()}, ("java", spark_home()))
+    assert service.secret_file.read_text().strip() == secret
+
+
+def test_an_insecure_cluster_says_so(tmp_path: Path) -> None:
+    service, spec = _prepared(tmp_path, insecure=True)
+    assert service.warnings and "WITHOUT authentication or TLS" in service.warnings[0]
+    for argv in spec["components"].values():
+        assert "--properties-file" not in argv and NO_HOSTNAME_CHECK not in argv
+    endpoint = service.endpoint()
+    assert endpoint["tls"] is False and endpoint["ca_file"] is None
+    assert endpoint["web_ui"].startswith("http://")
+    assert not any(k.startswith(("spark.ssl", "spark.auth")) for k in endpoint["app_conf"])
+
+
+def test_a_running_cluster_is_not_switched_between_tls_and_plain(tmp_path: Path) -> None:
+    secured = {"port": 40001, "workers": 2, "worker_cores": 1, "worker_memory": "1g", "tls": True}
+    SparkService(tmp_path)._check_options(secured, pid=1)
+    with pytest.raises(ServiceError, match="with authentication and TLS"):
+        SparkService(tmp_path, insecure=True)._check_options(secured, pid=1)
+    plain = {**secured, "tls": False}
+    with pytest.raises(ServiceError, match="services down spark"):
+        SparkService(tmp_path)._check_options(plain, pid=1)
+    insecure = SparkService(tmp_path, insecure=True)
+    insecure._check_options(plain, pid=1)
+    assert insecure.warnings
+
+
+def test_the_session_reads_the_secret_file_for_a_standalone_master(tmp_path: Path) -> None:
+    secret_file = tmp_path / "auth.secret"
+    secret_file.write_text("s3cret\n")
+    settings = {"spark.authenticate": "true", "spark.authenticate.secret.file": str(secret_file)}
+    spark_session_module._read_secret_file(settings, "spark://127.0.0.1:7077")
+    assert settings == {"spark.authenticate": "true", "spark.authenticate.secret": "s3cret"}
+    # Kubernetes reads secret files itself; an explicit secret wins.
+    k8s = {"spark.authenticate.secret.file": str(secret_file)}
+    spark_session_module._read_secret_file(k8s, "k8s://https://k:6443")
+    assert k8s == {"spark.authenticate.secret.file": str(secret_file)}
+    missing = {"spark.authenticate.secret.file": str(tmp_path / "gone")}
+    with pytest.raises(spark_session_module.SparkUnavailableError, match="services up spark"):
+        spark_session_module._read_secret_file(missing, "spark://127.0.0.1:7077")
+
+
+@pytest.mark.parametrize(
+    ("key", "secret"),
+    [
+        ("spark.authenticate.secret", True),
+        ("spark.ssl.keyStorePassword", True),
+        ("spark.ssl.rpc.privateKeyPassword", True),
+        ("spark.authenticate", False),
+        ("spark.ssl.rpc.privateKey", False),
+    ],
+)
+def test_secret_settings_are_kept_off_the_gateway_command_line(key: str, secret: bool) -> None:
+    assert spark_session_module._is_secret(key) is secret
