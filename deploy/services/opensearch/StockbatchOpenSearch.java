@@ -8,8 +8,11 @@
  * from Maven Central sit on one classpath and the modules are loaded as classpath
  * plugins, the way OpenSearch's own test clusters (and the codelibs runner) do.
  *
- * Usage: java -cp 'libs/*:launcher' StockbatchOpenSearch <path.home> <config dir>
- * The config dir holds opensearch.yml and log4j2.properties. SIGTERM closes the node
+ * Usage: java -cp 'libs/*[:security/*]:launcher' StockbatchOpenSearch <path.home> <config dir>
+ *            [<plugin class>...]
+ * The config dir holds opensearch.yml and log4j2.properties. Extra arguments name more
+ * classpath plugins to load after the modules: the secured node passes
+ * org.opensearch.security.OpenSearchSecurityPlugin (its jars in security/). SIGTERM closes the node
  * cleanly (shutdown hook); the exit code is 1 when the node cannot start.
  */
 
@@ -47,8 +50,8 @@ public final class StockbatchOpenSearch {
     }
 
     public static void main(String[] args) throws Exception {
-        if (args.length != 2) {
-            System.err.println("usage: StockbatchOpenSearch <path.home> <config dir>");
+        if (args.length < 2) {
+            System.err.println("usage: StockbatchOpenSearch <path.home> <config dir> [<plugin class>...]");
             System.exit(2);
         }
         Path home = Paths.get(args[0]).toAbsolutePath();
@@ -56,6 +59,9 @@ public final class StockbatchOpenSearch {
         List<Class<? extends Plugin>> plugins = new ArrayList<>();
         for (String name : MODULES) {
             plugins.add(Class.forName(name).asSubclass(Plugin.class));
+        }
+        for (int i = 2; i < args.length; i++) {
+            plugins.add(Class.forName(args[i]).asSubclass(Plugin.class));
         }
         Settings input = Settings.builder().put("path.home", home.toString()).build();
         Environment env = InternalSettingsPreparer.prepareEnvironment(

@@ -53,6 +53,13 @@ def token(home: Path) -> str:
         engine.dispose()
 
 
+def _node_fields(node: SearchNode) -> dict[str, Any]:
+    """The search settings reaching ``node``: a secured node's also carry the user,
+    password and CA (``search_fields``), an open node's only its kind and URL."""
+    fields = getattr(node, "search_fields", None)
+    return dict(fields()) if fields else {"kind": node.kind, "url": node.url}
+
+
 def _client(home: Path, **search: Any) -> Iterator[TestClient]:
     base = Settings(home=home)
     settings = base.model_copy(update={"search": base.search.model_copy(update=search)})
@@ -62,7 +69,7 @@ def _client(home: Path, **search: Any) -> Iterator[TestClient]:
 
 @pytest.fixture
 def on_node(home: Path, search_node: SearchNode) -> Iterator[TestClient]:
-    yield from _client(home, kind=search_node.kind, url=search_node.url, index_prefix=PREFIX)
+    yield from _client(home, **_node_fields(search_node), index_prefix=PREFIX)
 
 
 @pytest.fixture
@@ -118,5 +125,5 @@ def test_an_unreachable_node_falls_back_to_sql(
 def test_a_missing_index_falls_back_to_sql(
     home: Path, sql_only: TestClient, token: str, search_node: SearchNode
 ) -> None:
-    for client in _client(home, kind=search_node.kind, url=search_node.url, index_prefix="sbnone"):
+    for client in _client(home, **_node_fields(search_node), index_prefix="sbnone"):
         assert _search(client, token, "aapl") == _search(sql_only, token, "aapl")
