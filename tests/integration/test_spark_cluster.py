@@ -8,18 +8,30 @@
    exactly, features within 1e-8), and the application must have run its tasks in
    one executor on each of the two workers (the master's and workers' JSON, and
    the executors' own logs in the workers' folders).
-2. Lifecycle through the CLI on a second, one-worker cluster: up, status, refusal
-   to resize a running cluster, idempotent up, down (no process left behind).
+   The session cluster is secured (the default): shared-secret authentication and
+   TLS on RPC, HTTPS web UIs; the application finds the secret file and the TLS
+   settings in the record alone.
+2. Security of that cluster: the record says TLS and names the CA; the master's UI
+   answers HTTPS verified with the CA only (plain HTTP gets a redirect or nothing);
+   an application without the secret is refused by the master; the secret is in no
+   command line of the daemons or executors and in none of their logs.
+3. Lifecycle through the CLI on a second, one-worker, ``--insecure`` cluster: up (with
+   its warning), status, refusal to resize or to secure a running cluster, idempotent
+   up, down (no process left behind).
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
+import textwrap
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -32,8 +44,9 @@ from integration.conftest import SparkCluster
 from stockbatch import runs
 from stockbatch.cli import app
 from stockbatch.cli.services import app as services_app
+from stockbatch.services import tls
 from stockbatch.services.endpoints import record_endpoint, recorded_endpoints
-from stockbatch.services.system import pid_alive
+from stockbatch.services.system import pid_alive, process_cmdline
 from stockbatch.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
@@ -41,8 +54,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.spark]
 AS_OF = "2023-06-30"
 
 
-def _json(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{url.rstrip('/')}/json/", timeout=10) as response:
+def _json(url: str, ca_file: Path | str | None = None) -> dict[str, Any]:
+    """A web UI's ``/json/``; an https UI is verified against ``ca_file``."""
+    context = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
+    with urllib.request.urlopen(
+        f"{url.rstrip('/')}/json/", timeout=10, context=context
+    ) as response:
         body: dict[str, Any] = json.loads(response.read())
         return body
 
@@ -73,6 +90,8 @@ def test_spark_engine_on_the_cluster_matches_polars(
     # `stockbatch services up spark` in that home.
     record = recorded_endpoints(spark_cluster.home)["spark"]
     assert record["master_url"] == spark_cluster.master_url
+    assert record["tls"] is True and record["web_ui"].startswith("https://")
+    ca = record["ca_file"]
     record_endpoint(spark_home, "spark", record)
     env = {
         k: v
@@ -80,7 +99,7 @@ def test_spark_engine_on_the_cluster_matches_polars(
         if not k.startswith(("STOCKBATCH_PROCESS__", "SPARK_", "PYSPARK_"))
     }
     env["STOCKBATCH_HOME"] = str(spark_home)
-    before = {a["id"] for a in _json(spark_cluster.web_ui)["completedapps"]}
+    before = {a["id"] for a in _json(spark_cluster.web_ui, ca)["completedapps"]}
     t0 = time.monotonic()
     command = ["process", "--full", "--engine", "spark", "--as-of", AS_OF, "-q"]
     done = subprocess.run(
@@ -96,7 +115,7 @@ def test_spark_engine_on_the_cluster_matches_polars(
     print(f"process --full --engine spark on the cluster: {elapsed:.1f} s")
 
     # One new application, finished, that had both workers' cores.
-    master = _json(spark_cluster.web_ui)
+    master = _json(spark_cluster.web_ui, ca)
     apps = [a for a in master["completedapps"] if a["id"] not in before]
     assert len(apps) == 1, apps
     application = apps[0]
@@ -106,7 +125,8 @@ def test_spark_engine_on_the_cluster_matches_polars(
     workers = [w for w in master["workers"] if w["state"] == "ALIVE"]
     assert len(workers) == 2
     for worker in workers:
-        state = _json(worker["webuiaddress"])
+        assert worker["webuiaddress"].startswith("https://"), worker
+        state = _json(worker["webuiaddress"], ca)
         executors = [
             e
             for e in state["executors"] + state["finishedexecutors"]
@@ -124,18 +144,115 @@ def test_spark_engine_on_the_cluster_matches_polars(
     assert_lakes(polars_home / "lake", spark_home / "lake")
 
 
-def test_services_up_status_down_spark(tmp_path: Path) -> None:
+# An application in its own process (a failed driver leaves a JVM behind otherwise):
+# the cluster's TLS settings, but no secret and no authentication.
+_NO_SECRET_APP = textwrap.dedent(
+    """
+    import json, sys
+    from stockbatch.process.spark_session import spark_session
+    record = json.loads(sys.argv[1])
+    conf = {k: v for k, v in record["app_conf"].items() if not k.startswith("spark.authenticate")}
+    conf["spark.app.name"] = "no-secret"
+    try:
+        spark_session(master=record["master_url"], app_name="no-secret", conf=conf)
+    except Exception as exc:
+        print("REFUSED", type(exc).__name__)
+        sys.exit(3)
+    print("ACCEPTED")
+    """
+)
+
+
+def _secret_free(path: Path, secret: str) -> bool:
+    return secret not in path.read_text(errors="replace")
+
+
+def test_the_secured_cluster_refuses_strangers_and_hides_its_secret(
+    spark_cluster: SparkCluster,
+) -> None:
+    service = spark_cluster.service
+    record = recorded_endpoints(spark_cluster.home)["spark"]
+    ca = tls.ca_file(spark_cluster.home)
+    assert record["tls"] is True and record["authenticate"] is True
+    assert record["ca_file"] == str(ca)
+    assert record["web_ui"] == service.web_ui and record["web_ui"].startswith("https://127.0.0.1:")
+    # The record points at the secret FILE (0600); the secret itself is nowhere in it.
+    secret_file = Path(record["secret_file"])
+    assert secret_file.stat().st_mode & 0o077 == 0
+    secret = secret_file.read_text().strip()
+    assert len(secret) >= 32 and secret not in json.dumps(record)
+    assert record["app_conf"]["spark.ssl.rpc.enabled"] == "true"
+
+    # The master's UI: HTTPS verified with the CA; unverifiable without it; no plain HTTP.
+    assert _json(record["web_ui"], ca)["status"] == "ALIVE"
+    with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+        urllib.request.urlopen(f"{record['web_ui']}/json/", timeout=10)
+    https_port = int(record["web_ui"].rsplit(":", 1)[1])
+    with pytest.raises((OSError, http.client.HTTPException)):
+        plain = http.client.HTTPConnection("127.0.0.1", https_port, timeout=10)
+        plain.request("GET", "/json/")
+        assert plain.getresponse().status != 200
+    # Spark keeps an HTTP port, which only redirects to the HTTPS one (no state served).
+    state = json.loads((service.dir / "state.json").read_text())
+    redirect = http.client.HTTPConnection("127.0.0.1", state["webui_port"], timeout=10)
+    redirect.request("GET", "/json/")
+    response = redirect.getresponse()
+    assert response.status in (301, 302, 307, 308)
+    assert response.getheader("Location", "").startswith(f"https://127.0.0.1:{https_port}")
+    assert b"workers" not in response.read()
+
+    # An application without the secret is refused by the master.
+    before = {a["id"] for a in _json(record["web_ui"], ca)["completedapps"]}
+    master_log = service.component_log("master")
+    refused_before = master_log.read_text(errors="replace").count("Expected SaslMessage")
+    t0 = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", _NO_SECRET_APP, json.dumps(record)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    print(f"application without the secret refused in {time.monotonic() - t0:.1f} s")
+    assert done.returncode == 3 and "REFUSED" in done.stdout, done.stdout + done.stderr[-3000:]
+    assert "All masters are unresponsive" in done.stderr, done.stderr[-3000:]
+    master = _json(record["web_ui"], ca)
+    new = [a for a in master["activeapps"] + master["completedapps"] if a["id"] not in before]
+    assert new == [], new
+    # ... by its SASL handshake (the client offered none).
+    refusals = service.component_log("master").read_text(errors="replace")
+    assert refusals.count("Expected SaslMessage") > refused_before
+
+    # The secret is on no command line (supervisor, master, workers, executors still up)
+    # and in no log of the cluster (supervisor, daemons, executors' stdout/stderr).
+    components = json.loads((service.dir / "components.json").read_text())
+    pids = [record["pid"], *components.values()]
+    for pid in pids:
+        cmdline = process_cmdline(pid)
+        assert cmdline and secret not in " ".join(cmdline), pid
+    logs = [service.log_file, *(service.dir / "logs").glob("*.log")]
+    logs += [p for p in service.work_dir.rglob("*") if p.is_file()]
+    assert len(logs) >= 4
+    leaked = [str(p) for p in logs if not _secret_free(p, secret)]
+    assert leaked == []
+
+
+def test_services_up_status_down_spark_insecure(tmp_path: Path) -> None:
     runner = CliRunner()
     home = str(tmp_path / "home")
-    up = ["up", "spark", "--home", home, "--workers", "1", "--worker-memory", "512m"]
+    up = ["up", "spark", "--home", home, "--insecure", "--workers", "1", "--worker-memory", "512m"]
     try:
         t0 = time.monotonic()
         result = runner.invoke(services_app, up)
         assert result.exit_code == 0, result.output
-        print(f"services up spark (1 worker): {time.monotonic() - t0:.1f} s")
+        print(f"services up spark --insecure (1 worker): {time.monotonic() - t0:.1f} s")
         assert "spark: running at spark://127.0.0.1:" in result.output
+        assert "WITHOUT authentication or TLS" in " ".join(result.output.split())
 
         record = recorded_endpoints(Path(home))["spark"]
+        assert record["tls"] is False and record["ca_file"] is None
+        assert record["web_ui"].startswith("http://")
+        assert not any(k.startswith(("spark.ssl", "spark.auth")) for k in record["app_conf"])
         assert record["workers"] == 1 and record["worker_memory"] == "512m"
         assert record["app_conf"]["spark.executor.memory"] == "512m"
         assert record["app_conf"]["spark.cores.max"] == "1"
@@ -149,12 +266,15 @@ def test_services_up_status_down_spark(tmp_path: Path) -> None:
         assert status["state"] == "running"
         assert status["pid"] == record["pid"]
 
-        # A running cluster is not resized behind the user's back ...
+        # A running cluster is not resized behind the user's back, nor secured ...
         result = runner.invoke(services_app, [*up[:-4], "--workers", "2"])
         assert result.exit_code == 1
         assert "services down spark" in result.output
-        # ... and `up` with the same (or no) options keeps it.
         result = runner.invoke(services_app, ["up", "spark", "--home", home])
+        assert result.exit_code == 1
+        assert "without TLS (--insecure)" in " ".join(result.output.split())
+        # ... and `up` with the same options keeps it.
+        result = runner.invoke(services_app, ["up", "spark", "--home", home, "--insecure"])
         assert result.exit_code == 0, result.output
         assert recorded_endpoints(Path(home))["spark"]["pid"] == record["pid"]
 
