@@ -508,7 +508,8 @@ class SparkService(LocalService[tuple[str, Path]]):
             "spark.ssl.standalone.keyStoreType": "PKCS12",
             "spark.ssl.standalone.keyStorePassword": password,
             "spark.ssl.standalone.keyPassword": password,
-            "spark.ssl.standalone.protocol": "TLSv1.2",
+            # The JDK's choice: TLS 1.3 or 1.2 (older versions are disabled in Java 17).
+            "spark.ssl.standalone.protocol": "TLS",
         }
         # Java properties syntax: backslashes and leading spaces would be mangled; the
         # values here are paths and generated tokens ([A-Za-z0-9_-]), so none occur.
