@@ -197,11 +197,21 @@ def bench_whole_run(size: str, work: Path, search: str, heap: str) -> dict[str, 
     service = None
     if search != "none":
         import bench_search
+        from stockbatch.services.system import write_private
 
         service = bench_search.make_service(search, work / "search-home", heap)
         service.up()
         base["STOCKBATCH_SEARCH__KIND"] = search
         base["STOCKBATCH_SEARCH__URL"] = service.url
+        # A secured node: its user and CA; the password through a 0600 file, never argv.
+        access = bench_search.node_access(service)
+        if access.get("username"):
+            secret = work / "search-password"
+            write_private(secret, access["password"])
+            base["STOCKBATCH_SEARCH__USERNAME"] = access["username"]
+            base["STOCKBATCH_SEARCH__PASSWORD_FILE"] = str(secret)
+        if access.get("ca_file"):
+            base["STOCKBATCH_SEARCH__CA_FILE"] = access["ca_file"]
     else:
         base["STOCKBATCH_SEARCH__KIND"] = "none"
     cmd = stockbatch("run", "--source", "kaggle", "--path", str(data), "--as-of", AS_OF, "-q")

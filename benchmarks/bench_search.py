@@ -156,7 +156,14 @@ def raw_bulk(url: str, index: str, bodies: Bodies, threads: int) -> dict[str, An
     from stockbatch.search.indices import DAILY_BARS
     from stockbatch.search.load import LOAD_SETTINGS, SERVE_SETTINGS
 
-    http = urllib3.PoolManager(maxsize=threads + 1)
+    # A secured node: the same user and CA as stockbatch's client (node_access).
+    access = _ACCESS.get(url, {})
+    http = urllib3.PoolManager(maxsize=threads + 1, ca_certs=access.get("ca_file"))
+    auth = (
+        urllib3.make_headers(basic_auth=f"{access['username']}:{access['password']}")
+        if access.get("username")
+        else {}
+    )
     template = DAILY_BARS.template(PREFIX)["template"]
     body = {
         "settings": {"index": {**template["settings"]["index"], **LOAD_SETTINGS}},
@@ -165,7 +172,8 @@ def raw_bulk(url: str, index: str, bodies: Bodies, threads: int) -> dict[str, An
     json_headers = {"Content-Type": "application/json"}
 
     def call(method: str, target: str, data: bytes | None = None, **kw: Any) -> Any:
-        r = http.request(method, f"{url}{target}", body=data, timeout=300.0, **kw)
+        headers = {**auth, **kw.pop("headers", {})}
+        r = http.request(method, f"{url}{target}", body=data, timeout=300.0, headers=headers, **kw)
         if r.status >= 300:
             raise RuntimeError(f"{method} {target}: {r.status} {r.data[:300]!r}")
         return json.loads(r.data)
@@ -273,6 +281,28 @@ def make_service(engine: str, home: Path, heap: str) -> LocalService[Any]:
     from stockbatch.services.elasticsearch import ElasticsearchService
 
     return ElasticsearchService(home, heap=heap)
+
+
+_ACCESS: dict[str, dict[str, Any]] = {}
+"""node_access() of each started node, by URL (raw_bulk's credentials and CA)."""
+
+
+def node_access(service: LocalService[Any]) -> dict[str, Any]:
+    """:func:`stockbatch.search.connect` keywords for the node ``service`` runs, from its
+    record: a secured node's admin user (the benchmarks' own index prefixes are outside
+    the loader's role; the record's ``username`` if it names no admin), password and CA
+    file; {} for an open node."""
+    from stockbatch.services import recorded_endpoints
+
+    record = recorded_endpoints(service.home).get(service.name) or {}
+    user = record.get("admin_username") or record.get("username")
+    password = record.get("admin_password") or record.get("password")
+    access: dict[str, Any] = {}
+    if user and password:
+        access |= {"username": str(user), "password": str(password)}
+    if record.get("ca_file"):
+        access["ca_file"] = str(record["ca_file"])
+    return access
 
 
 def node_cpu_s(pid: int | None) -> float:
@@ -417,7 +447,10 @@ def bench_engine(
     }
     results = []
     try:
-        backend = connect(service.url, timeout=60, kind=engine, pool_size=args.threads + 1)
+        _ACCESS[service.url] = access = node_access(service)
+        backend = connect(
+            service.url, timeout=60, kind=engine, pool_size=args.threads + 1, **access
+        )
         try:
             info["rss_mb_after_start"] = round(node_rss_mb(status.pid), 0)
             for size in sizes:

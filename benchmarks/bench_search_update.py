@@ -96,7 +96,7 @@ def bench_engine(engine: str, gold: Settings, work: Path, heap: str) -> dict[str
     service = bench_search.make_service(engine, work / f"home-{engine}", heap)
     service.up()
     try:
-        backend = connect(service.url, 60, kind=engine)
+        backend = connect(service.url, 60, kind=engine, **bench_search.node_access(service))
         common = {
             "instruments": gold_layer.instruments_table(gold),
             "quarterly": gold_layer.read_quarterly(gold),
