@@ -185,3 +185,16 @@ def test_insecure_node_is_plain_http_with_a_warning(tmp_path: Path) -> None:
             OpenSearchService(service.home).up()
     finally:
         service.down()
+
+
+def test_data_of_a_newer_release_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    # A home made before the move from 2.19.6 to 2.19.4: the node cannot open its data.
+    service = OpenSearchService(tmp_path / "home")
+    (service.data_dir / "nodes").mkdir(parents=True)
+    (service.dir / "state.json").write_text(json.dumps({"version": "2.19.6"}))
+    try:
+        with pytest.raises(ServiceError, match=r"written by 2\.19\.6.*down --purge opensearch"):
+            service.up()
+        assert service.status().pid is None  # nothing was started
+    finally:
+        service.down()

@@ -424,6 +424,7 @@ class OpenSearchService(JvmService):
 
     def _prepare(self, state: dict[str, Any], tools: tuple[str, Path]) -> Launch:
         java, base = tools
+        self._refuse_downgrade(state)
         state.update(
             transport_port=self._second_port(state, "transport_port", state["port"]),
             version=self.version,
@@ -444,6 +445,24 @@ class OpenSearchService(JvmService):
         write_private(self.config_dir / "opensearch.yml", yml)
         write_private(self.config_dir / "log4j2.properties", _LOG4J2)
         return Launch(self._java_command(java, base), cwd=self.dir)
+
+    def _refuse_downgrade(self, state: dict[str, Any]) -> None:
+        """A node cannot open data a newer release wrote (homes made before the move from
+        2.19.6 to 2.19.4, the newest with a security plugin on Maven Central): say what to do
+        instead of letting it fail with a stack trace."""
+
+        def key(version: str) -> tuple[int, ...]:
+            return tuple(int(p) for p in re.findall(r"\d+", version))
+
+        before = str(state.get("version") or "")
+        if before and key(before) > key(self.version) and any(self.data_dir.glob("*")):
+            raise ServiceError(
+                f"the OpenSearch data under {self.data_dir} was written by {before}, newer "
+                f"than this node ({self.version}), which cannot open it: run `stockbatch "
+                "services down --purge opensearch`, then `services up opensearch` and "
+                "`stockbatch load --search-only --search opensearch` to rebuild the indices "
+                "from gold"
+            )
 
     def _install_security(self, state: dict[str, Any]) -> str:
         """Certificate, users and roles of the security plugin; its ``opensearch.yml`` lines.
