@@ -205,7 +205,9 @@ def run_dag_side(land: Path, work: Path, session: str) -> dict[str, Any]:
             started.append(service)
             out[f"{service}_up_s"] = round(secs, 1)
         rec = recorded_endpoints(home)["airflow"]
-        with AirflowClient(rec["url"], rec["username"], rec["password"]) as client:
+        with AirflowClient(
+            rec["url"], rec["username"], rec["password"], ca_file=rec.get("ca_file")
+        ) as client:
             deadline = time.monotonic() + 120
             while DAG not in client.dag_ids():
                 if time.monotonic() > deadline:

@@ -2,17 +2,20 @@
 
 Where and who: :func:`resolve_target` (``STOCKBATCH_AIRFLOW__URL`` / ``__USERNAME`` /
 ``__PASSWORD`` win; else what ``stockbatch services up airflow`` recorded in
-``$STOCKBATCH_HOME/services.json``). Login: ``POST /auth/token`` gives a JWT sent as a
-bearer token (renewed once when a call gets 401). Every failure is an
-:class:`AirflowError` whose message says what to do; the CLI prints it as one line.
+``$STOCKBATCH_HOME/services.json``, with the CA file that verifies its https). Login:
+``POST /auth/token`` gives a JWT sent as a bearer token (renewed once when a call gets
+401). Every failure is an :class:`AirflowError` whose message says what to do; the CLI
+prints it as one line.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -58,6 +61,9 @@ class AirflowTarget:
     password: str
     source: str
     """Where it came from: ``settings`` or the services.json path."""
+    ca_file: str | None = None
+    """The CA that verifies an https server (the local CA ``services up`` recorded);
+    None: the system's CAs."""
 
 
 def resolve_target(settings: Settings) -> AirflowTarget:
@@ -82,11 +88,13 @@ def resolve_target(settings: Settings) -> AirflowTarget:
             f"no credentials for the Airflow at {url}: set STOCKBATCH_AIRFLOW__USERNAME and "
             "STOCKBATCH_AIRFLOW__PASSWORD"
         )
+    ca_file = None if explicit_url else record.get("ca_file")
     return AirflowTarget(
         url=str(url).rstrip("/"),
         username=str(username),
         password=str(password),
         source="settings" if explicit_url else str(settings.home / "services.json"),
+        ca_file=str(ca_file) if ca_file else None,
     )
 
 
@@ -134,18 +142,23 @@ class AirflowClient:
         password: str,
         *,
         timeout: float = 30.0,
+        ca_file: str | Path | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.username = username
         self._password = password
-        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+        self.ca_file = str(ca_file) if ca_file else None
+        # https: the server is verified against ca_file alone (the local CA), else the
+        # system's CAs.
+        verify = ssl.create_default_context(cafile=self.ca_file) if self.ca_file else True
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, verify=verify)
         self._token: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AirflowClient:
         """The client of :func:`resolve_target`."""
         target = resolve_target(settings)
-        return cls(target.url, target.username, target.password)
+        return cls(target.url, target.username, target.password, ca_file=target.ca_file)
 
     def close(self) -> None:
         """Close the HTTP connections."""
@@ -163,6 +176,13 @@ class AirflowClient:
         try:
             return self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
+            if (untrusted := _cert_error(exc)) is not None:
+                trusted = self.ca_file or "the system's CAs"
+                raise AirflowError(
+                    f"Airflow at {self.url}: its TLS certificate is not trusted by {trusted} "
+                    f"({untrusted.verify_message}): for the local Airflow use the URL and "
+                    "ca_file recorded in services.json (unset STOCKBATCH_AIRFLOW__URL)"
+                ) from exc
             raise AirflowUnavailable(
                 f"Airflow at {self.url} does not answer ({type(exc).__name__}: {exc}): {START_HINT}"
             ) from exc
@@ -551,6 +571,16 @@ class AirflowClient:
 def _parse_time(value: str) -> dt.datetime:
     moment = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def _cert_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification failure behind a transport error (httpx wraps it)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _detail(response: httpx.Response) -> str:
