@@ -3,7 +3,11 @@
 For each size (``sample``: the shared 10% Kaggle Huge sample; ``10x``: its
 deterministic 10x scale-up from synth.py), against a real Apache Kafka broker
 that this script starts (``stockbatch.services.KafkaService``, the same jars as
-the tests) and stops:
+the tests) and stops. The broker is secured as ``services up kafka`` sets it up:
+every client below talks SASL_SSL (SCRAM-SHA-512 over TLS, the broker's CA
+verified), stockbatch's commands finding the broker, its CA and their credentials
+in services.json alone, Kafka's perf tool reading the same settings from the
+broker's 0600 ``client.properties``:
 
 1. direct: ``stockbatch ingest --path DIR`` (CSV -> bronze Parquet), fresh home;
 2. kafka produce: ``stockbatch ingest --transport kafka --path DIR``, fresh home
@@ -15,7 +19,8 @@ the tests) and stops:
 5. Kafka's own ``org.apache.kafka.tools.ProducerPerformance`` sending the same
    number of bytes in records of the same size (records = stockbatch's record
    count, size = its mean value size), with the same producer settings
-   (acks=all, idempotence, compression, linger.ms, batch.size), same partitions;
+   (acks=all, idempotence, compression, linger.ms, batch.size), same partitions,
+   same listener (``--producer.config client.properties``: SASL_SSL);
 6. ``sample`` only: the per-bar alternative format (one JSON record per bar,
    produced with the same client settings), for the codec decision.
 
@@ -87,12 +92,15 @@ def measured(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
     return report
 
 
-def base_env(home: Path, bootstrap: str, topic: str) -> dict[str, str]:
-    """A clean environment pointing stockbatch at one home, broker and topic."""
+def base_env(home: Path, broker_home: Path, topic: str) -> dict[str, str]:
+    """A clean environment pointing stockbatch at one home and topic; the broker (its
+    address, protocol, CA file and SCRAM user) comes from the services.json that
+    ``services up kafka`` wrote in ``broker_home``, copied into ``home``: no setting."""
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(broker_home / "services.json", home / "services.json")
     env = {k: v for k, v in os.environ.items() if not k.startswith("STOCKBATCH_")}
     env |= {
         "STOCKBATCH_HOME": str(home),
-        "STOCKBATCH_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
         "STOCKBATCH_KAFKA__TOPIC": topic,
         "STOCKBATCH_KAFKA__DEAD_LETTER_TOPIC": topic + ".dlq",
         "STOCKBATCH_KAFKA__CONSUMER_GROUP": topic + "-collector",
@@ -110,20 +118,25 @@ def last_manifest(home: Path) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- in-process phases
 
 
-def produce_phase(data_dir: Path, bootstrap: str, topic: str) -> dict[str, Any]:
+def broker_settings(broker_home: Path, topic: str) -> Any:
+    """KafkaSettings reaching the broker ``broker_home`` recorded (security included)."""
+    from stockbatch.services.endpoints import effective_kafka_settings
+    from stockbatch.settings import Settings
+
+    found = effective_kafka_settings(Settings(home=broker_home))
+    return found.model_copy(update={"topic": topic, "timeout_s": 120})
+
+
+def produce_phase(data_dir: Path, broker_home: Path, topic: str) -> dict[str, Any]:
     """Read every unit into memory, then time only the publishing (child process)."""
     from stockbatch.bus.producer import UnitPublisher
-    from stockbatch.settings import KafkaSettings, Settings
+    from stockbatch.settings import Settings
     from stockbatch.sources.kaggle import KaggleSource
 
     src = KaggleSource(data_dir)
     tables = [(u, src.read(u)) for u in src.units()]
     with tempfile.TemporaryDirectory() as home:
-        s = Settings(
-            home=Path(home),
-            transport="kafka",
-            kafka=KafkaSettings(bootstrap_servers=bootstrap, topic=topic, timeout_s=120),
-        )
+        s = Settings(home=Path(home), transport="kafka", kafka=broker_settings(broker_home, topic))
         pub = UnitPublisher(s, "bench")
         started = time.perf_counter()
         for unit, table in tables:
@@ -138,16 +151,15 @@ def produce_phase(data_dir: Path, bootstrap: str, topic: str) -> dict[str, Any]:
     }
 
 
-def per_bar_phase(data_dir: Path, bootstrap: str, topic: str) -> dict[str, Any]:
+def per_bar_phase(data_dir: Path, broker_home: Path, topic: str) -> dict[str, Any]:
     """The alternative format: one JSON record per bar, same client settings (child process)."""
     from stockbatch.bus.codec import Envelope
     from stockbatch.bus.producer import BarProducer
-    from stockbatch.settings import KafkaSettings
     from stockbatch.sources.kaggle import KaggleSource
 
     src = KaggleSource(data_dir)
     tables = [src.read(u) for u in src.units()]
-    producer = BarProducer(KafkaSettings(bootstrap_servers=bootstrap, topic=topic, timeout_s=120))
+    producer = BarProducer(broker_settings(broker_home, topic))
     headers = [("stockbatch-schema", b"bar-json.experiment")]
     started = time.perf_counter()
     for table in tables:
@@ -165,10 +177,12 @@ def per_bar_phase(data_dir: Path, bootstrap: str, topic: str) -> dict[str, Any]:
     }
 
 
-def child(phase: str, data_dir: Path, bootstrap: str, topic: str) -> dict[str, Any]:
-    """Run one in-process phase in a fresh interpreter (memory released after)."""
+def child(phase: str, data_dir: Path, broker_home: Path, topic: str) -> dict[str, Any]:
+    """Run one in-process phase in a fresh interpreter (memory released after); it finds
+    the broker and its credentials in ``broker_home``'s services.json, none on its
+    command line."""
     cmd = [PYTHON, __file__, "--phase", phase, "--path", str(data_dir)]
-    cmd += ["--bootstrap", bootstrap, "--topic", topic]
+    cmd += ["--broker-home", str(broker_home), "--topic", topic]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"phase {phase} failed:\n{done.stderr[-3000:]}")
@@ -184,9 +198,11 @@ _PERF_RE = re.compile(
 
 
 def perf_tool(
-    bootstrap: str, topic: str, records: int, record_size: int, partitions: int
+    service: Any, topic: str, records: int, record_size: int, partitions: int
 ) -> dict[str, Any]:
-    """Kafka's ProducerPerformance with stockbatch's producer settings."""
+    """Kafka's ProducerPerformance with stockbatch's producer settings, on the same
+    listener: its client settings (SASL_SSL, the CA, the SCRAM login) come from the
+    broker's 0600 ``client.properties`` (``--producer.config``), never the command line."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
     from stockbatch.bus.producer import PRODUCER_BATCH_BYTES
@@ -194,10 +210,10 @@ def perf_tool(
     from stockbatch.settings import KafkaSettings
 
     k = KafkaSettings()
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(service.client_config())
     admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(30)
     props = {
-        "bootstrap.servers": bootstrap,
+        "bootstrap.servers": service.bootstrap_servers,
         "acks": "all",
         "enable.idempotence": "true",
         "compression.type": k.compression,
@@ -217,6 +233,8 @@ def perf_tool(
         str(record_size),
         "--throughput",
         "-1",
+        "--producer.config",
+        str(service.client_properties_file),
         "--producer-props",
         *[f"{key}={value}" for key, value in props.items()],
     ]
@@ -238,10 +256,12 @@ def perf_tool(
         "avg_latency_ms": float(latency),
         "process_wall_s": round(wall, 3),  # JVM start included; the rate above excludes it
         "props": props,
+        "security_protocol": service.security_protocol,
+        "client_config_file": str(service.client_properties_file),
     }
 
 
-def warm_up(bootstrap: str) -> None:
+def warm_up(config: dict[str, Any]) -> None:
     """First use of a fresh broker: create its internal topics before anything is timed.
 
     The first idempotent producer and the first consumer group make the broker
@@ -252,19 +272,13 @@ def warm_up(bootstrap: str) -> None:
     from confluent_kafka.admin import AdminClient, NewTopic
 
     topic = "bench.warmup"
-    admin = AdminClient({"bootstrap.servers": bootstrap})  # kept alive until the result
+    admin = AdminClient(config)  # kept alive until the result
     admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    producer = Producer({**config, "enable.idempotence": True})
     producer.produce(topic, b"warm-up")
     if producer.flush(60):
         raise SystemExit("warm-up record was not delivered")
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "bench-warmup",
-            "auto.offset.reset": "earliest",
-        }
-    )
+    consumer = Consumer({**config, "group.id": "bench-warmup", "auto.offset.reset": "earliest"})
     consumer.subscribe([topic])
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -278,17 +292,22 @@ def warm_up(bootstrap: str) -> None:
 # ----------------------------------------------------------------------------- one size
 
 
-def bench_size(size: str, bootstrap: str, per_bar: bool) -> dict[str, Any]:
-    """Every measurement of one size."""
+def bench_size(size: str, service: Any, per_bar: bool) -> dict[str, Any]:
+    """Every measurement of one size, against the running broker ``service``."""
     data_dir = dataset(size)
     exe = str(Path(PYTHON).with_name("stockbatch"))
     tag = f"{size}-{uuid.uuid4().hex[:6]}"
     work = Path(tempfile.mkdtemp(prefix=f"bench-kafka-{size}-", dir=OUT))
-    res: dict[str, Any] = {"size": size, "data_dir": str(data_dir)}
+    broker_home = service.home
+    res: dict[str, Any] = {
+        "size": size,
+        "data_dir": str(data_dir),
+        "security_protocol": service.security_protocol,
+    }
     try:
         print(f"[{size}] direct ingest ...", flush=True)
         direct_home = work / "direct"
-        env = base_env(direct_home, bootstrap, f"unused.{tag}")
+        env = base_env(direct_home, broker_home, f"unused.{tag}")
         res["direct"] = measured([exe, "ingest", "--path", str(data_dir), "-q"], env)
         res["direct"]["rows"] = last_manifest(direct_home)["ingest"]["rows"]
         shutil.rmtree(direct_home, ignore_errors=True)
@@ -296,7 +315,7 @@ def bench_size(size: str, bootstrap: str, per_bar: bool) -> dict[str, Any]:
         print(f"[{size}] kafka ingest (produce) ...", flush=True)
         home = work / "kafka"
         topic = f"bench.bars.{tag}"
-        env = base_env(home, bootstrap, topic)
+        env = base_env(home, broker_home, topic)
         cmd = [exe, "ingest", "--transport", "kafka", "--path", str(data_dir), "-q"]
         res["produce"] = measured(cmd, env)
         produced = last_manifest(home)["ingest"]
@@ -312,16 +331,16 @@ def bench_size(size: str, bootstrap: str, per_bar: bool) -> dict[str, Any]:
         shutil.rmtree(home, ignore_errors=True)
 
         print(f"[{size}] produce phase (in memory) ...", flush=True)
-        res["produce_phase"] = child("produce", data_dir, bootstrap, f"bench.phase.{tag}")
+        res["produce_phase"] = child("produce", data_dir, broker_home, f"bench.phase.{tag}")
         messages = res["produce"]["messages"]
         value_bytes = res["produce"]["value_bytes"]
         print(f"[{size}] ProducerPerformance ...", flush=True)
         res["perf_tool"] = perf_tool(
-            bootstrap, f"bench.perf.{tag}", messages, round(value_bytes / messages), 6
+            service, f"bench.perf.{tag}", messages, round(value_bytes / messages), 6
         )
         if per_bar:
             print(f"[{size}] per-bar format ...", flush=True)
-            res["per_bar"] = child("per-bar", data_dir, bootstrap, f"bench.perbar.{tag}")
+            res["per_bar"] = child("per-bar", data_dir, broker_home, f"bench.perbar.{tag}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     res["counts_agree"] = (
@@ -387,7 +406,8 @@ def print_table(results: list[dict[str, Any]]) -> None:
         r = res["ratios"]
         print(
             f"{size:<7} records: {p['messages']:,} of {vb / p['messages'] / 1000:.0f} kB "
-            f"mean ({vb / MIB:,.0f} MiB); counts agree: {res['counts_agree']}"
+            f"mean ({vb / MIB:,.0f} MiB); counts agree: {res['counts_agree']}; every "
+            f"client on {res.get('security_protocol', 'PLAINTEXT')}"
         )
         print(
             f"{size:<7} produce phase / perf tool bytes/s = "
@@ -431,28 +451,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-per-bar", action="store_true", help="skip the per-bar format run")
     parser.add_argument("--phase", choices=["produce", "per-bar"], help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
+    parser.add_argument("--broker-home", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--topic", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.phase:  # a child process of this script
         fn = produce_phase if args.phase == "produce" else per_bar_phase
-        print(json.dumps(fn(args.path, args.bootstrap, args.topic)))
+        print(json.dumps(fn(args.path, args.broker_home, args.topic)))
         return 0
 
     from stockbatch.services import KafkaService
 
     OUT.mkdir(parents=True, exist_ok=True)
     broker_home = OUT / "kafka-bench-home"
-    service = KafkaService(broker_home)
+    service = KafkaService(broker_home)  # secured, as `services up kafka`: SASL_SSL
     service.purge()  # a fresh broker: no topics or data from earlier runs
     print("starting a local Kafka broker ...", flush=True)
     service.up()
-    warm_up(service.bootstrap_servers)
+    print(f"broker: {service.bootstrap_servers} ({service.security_protocol})", flush=True)
+    warm_up(service.client_config())
     results = []
     try:
         for size in [s.strip() for s in args.sizes.split(",") if s.strip()]:
             per_bar = size == "sample" and not args.no_per_bar
-            results.append(bench_size(size, service.bootstrap_servers, per_bar))
+            results.append(bench_size(size, service, per_bar))
     finally:
         service.purge()
     print_table(results)

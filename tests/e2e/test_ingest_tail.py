@@ -261,9 +261,10 @@ def test_force_relands_whole_and_process_sees_nothing_new(grown: Grown) -> None:
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaService]:
-    """A real local Kafka broker (provisioned by the project) for this module."""
+    """A real local Kafka broker (provisioned by the project, SASL_SSL as `services up`
+    makes it) for this module."""
     home = tmp_path_factory.mktemp("kafka-home")
-    with session_service(RunningService(KafkaService(home, scram=False), home), "Kafka") as b:
+    with session_service(RunningService(KafkaService(home), home), "Kafka") as b:
         yield b.service
 
 
@@ -275,12 +276,19 @@ def test_kafka_publishes_grown_files_whole_and_reconciles(
     versions); unchanged files are still skipped by their fingerprint, and what is
     collected equals a direct ingest of the same files."""
     tag = uuid.uuid4().hex[:8]
+    creds = broker.credentials
+    assert creds is not None, "the default broker authenticates"
     settings = Settings(
         home=grown.tmp / "kafka",
         transport="kafka",
         progress=False,
         kafka=KafkaSettings(
             bootstrap_servers=broker.bootstrap_servers,
+            security_protocol=broker.security_protocol,
+            sasl_mechanism=creds.mechanism,
+            sasl_username=creds.username,
+            sasl_password=creds.password,
+            ssl_cafile=broker.ca_file,
             topic=f"test.bars.{tag}",
             dead_letter_topic=f"test.dlq.{tag}",
             consumer_group=f"test-collector-{tag}",

@@ -9,9 +9,12 @@ tests of every folder below (tests/integration/search runs on both search nodes)
 the installed PySpark, for the Spark engine's cluster tests.
 
 ``kafka_broker`` is a real Apache Kafka 4 broker (KRaft) on 127.0.0.1, provisioned
-from Maven Central on first use (see deploy/services/README.md); ``kafka_broker_scram``
-is a second one with SASL/SCRAM-SHA-512 on its client listener. Both are stopped at
-the end of the session, whatever happened. A machine without Java or Maven fails
+from Maven Central on first use (see deploy/services/README.md), secured as
+``services up kafka`` sets it up: SASL_SSL (SCRAM-SHA-512 over TLS, certificate of
+its home's CA) for clients, mutual TLS on the controller listener.
+``kafka_broker_insecure`` is a second one started with ``--insecure`` (PLAINTEXT),
+for the one smoke test of that mode. Both are stopped at the end of the session,
+whatever happened. A machine without Java or Maven fails
 these fixtures with what to install: integration tests never skip silently.
 
 Fault tests may stop, kill or restart ``kafka_broker.service`` (or ``pg.service``,
@@ -49,42 +52,48 @@ class KafkaBroker(RunningService[KafkaService]):
 
     @property
     def credentials(self) -> ScramCredentials | None:
-        """The client SCRAM user (SCRAM broker only)."""
+        """The client SCRAM user (None on a PLAINTEXT broker)."""
         return self.service.credentials
 
     def client_config(self, **overrides: Any) -> dict[str, Any]:
-        """confluent-kafka config reaching this broker (with SCRAM settings when on)."""
+        """confluent-kafka config reaching this broker (SASL_SSL settings and its CA file
+        on the secured broker)."""
         return self.service.client_config(**overrides)
 
     def env(self) -> dict[str, str]:
         """STOCKBATCH_KAFKA__* variables pointing a stockbatch command at this broker."""
-        values = {"STOCKBATCH_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap_servers}
+        values = {
+            "STOCKBATCH_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap_servers,
+            "STOCKBATCH_KAFKA__SECURITY_PROTOCOL": self.service.security_protocol,
+        }
         creds = self.credentials
         if creds:
             values |= {
-                "STOCKBATCH_KAFKA__SECURITY_PROTOCOL": self.service.security_protocol,
                 "STOCKBATCH_KAFKA__SASL_MECHANISM": creds.mechanism,
                 "STOCKBATCH_KAFKA__SASL_USERNAME": creds.username,
                 "STOCKBATCH_KAFKA__SASL_PASSWORD": creds.password,
             }
+        if (ca := self.service.ca_file) is not None:
+            values["STOCKBATCH_KAFKA__SSL_CAFILE"] = str(ca)
         return values
 
 
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
-    """A PLAINTEXT Kafka broker for the whole session (its home is a fresh temp folder)."""
+    """The default (secured: SASL_SSL) Kafka broker for the whole session, in a fresh
+    temp home (its own CA)."""
     home = tmp_path_factory.mktemp("kafka-home")
-    broker = KafkaBroker(KafkaService(home, scram=False), home)
+    broker = KafkaBroker(KafkaService(home), home)
     with session_service(broker, "Kafka broker") as b:
         yield b
 
 
 @pytest.fixture(scope="session")
-def kafka_broker_scram(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
-    """A Kafka broker whose client listener requires SASL/SCRAM-SHA-512."""
-    home = tmp_path_factory.mktemp("kafka-scram-home")
-    broker = KafkaBroker(KafkaService(home, scram=True), home)
-    with session_service(broker, "Kafka broker (SCRAM)") as b:
+def kafka_broker_insecure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    """A Kafka broker started with --insecure: PLAINTEXT listeners."""
+    home = tmp_path_factory.mktemp("kafka-insecure-home")
+    broker = KafkaBroker(KafkaService(home, insecure=True), home)
+    with session_service(broker, "Kafka broker (--insecure)") as b:
         yield b
 
 
@@ -126,7 +135,9 @@ def opensearch_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenSe
 
 @pytest.fixture(scope="session")
 def elasticsearch_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ElasticsearchNode]:
-    """An Elasticsearch node for the whole session (its home is a fresh temp folder)."""
+    """An Elasticsearch node for the whole session (its home is a fresh temp folder),
+    secured as ``services up elasticsearch`` sets it up: x-pack security, TLS with its
+    home's CA, file realm users (``node.backend()`` logs in as ``admin``)."""
     home = server_home(tmp_path_factory, "elasticsearch-home")
     node = ElasticsearchNode(ElasticsearchService(home), home)
     try:

@@ -1,4 +1,5 @@
-"""Helpers of the Kafka transport tests: isolated settings, and what bronze holds."""
+"""Helpers of the Kafka transport tests: isolated settings (with the broker's security:
+SASL_SSL and its CA on the secured brokers), and what bronze holds."""
 
 from __future__ import annotations
 
@@ -21,8 +22,28 @@ from stockbatch.sources.kaggle import KaggleSource
 KEY = ["symbol", "trade_date", "source_file", "line_no"]
 
 
+def security_settings(broker: Any) -> dict[str, Any]:
+    """The KafkaSettings fields that reach ``broker`` (a conftest ``KafkaBroker`` or a
+    ``KafkaCluster``): protocol, SCRAM user and password, CA file, from its client config."""
+    conf = broker.client_config()
+    values: dict[str, Any] = {"security_protocol": conf["security.protocol"]}
+    if "sasl.username" in conf:
+        values |= {
+            "sasl_mechanism": conf["sasl.mechanism"],
+            "sasl_username": conf["sasl.username"],
+            "sasl_password": conf["sasl.password"],
+        }
+    if "ssl.ca.location" in conf:
+        values["ssl_cafile"] = Path(conf["ssl.ca.location"])
+    return values
+
+
 def kafka_settings(broker: Any, home: Path, **kafka: Any) -> Settings:
-    """Settings on the session broker with a topic, dead-letter topic and group of their own."""
+    """Settings on the session broker with a topic, dead-letter topic and group of their own.
+
+    The broker's security settings come along, unless ``bootstrap_servers=None`` is
+    asked for: then everything about the broker comes from the home's services.json.
+    """
     tag = uuid.uuid4().hex[:8]
     values: dict[str, Any] = {
         "bootstrap_servers": broker.bootstrap_servers,
@@ -31,6 +52,8 @@ def kafka_settings(broker: Any, home: Path, **kafka: Any) -> Settings:
         "consumer_group": f"test-collector-{tag}",
         "timeout_s": 20.0,
     }
+    if kafka.get("bootstrap_servers", values["bootstrap_servers"]) is not None:
+        values.update(security_settings(broker))
     values.update(kafka)
     return Settings(home=home, transport="kafka", progress=False, kafka=KafkaSettings(**values))
 
@@ -51,6 +74,15 @@ def env_of(settings: Settings) -> dict[str, str]:
         "STOCKBATCH_KAFKA__TIMEOUT_S": str(k.timeout_s),
         "STOCKBATCH_KAFKA__BATCH_ROWS": str(k.batch_rows),
     }
+    if k.security_protocol != "PLAINTEXT":
+        env["STOCKBATCH_KAFKA__SECURITY_PROTOCOL"] = k.security_protocol
+    if k.sasl_username is not None:
+        env["STOCKBATCH_KAFKA__SASL_MECHANISM"] = k.sasl_mechanism
+        env["STOCKBATCH_KAFKA__SASL_USERNAME"] = k.sasl_username
+    if k.sasl_password is not None:
+        env["STOCKBATCH_KAFKA__SASL_PASSWORD"] = k.sasl_password.get_secret_value()
+    if k.ssl_cafile is not None:
+        env["STOCKBATCH_KAFKA__SSL_CAFILE"] = str(k.ssl_cafile)
     return env
 
 

@@ -1,7 +1,9 @@
 """The DAGs with every real backend: ``dag.test()`` of the daily DAG with Kafka as the
-transport, PostgreSQL as the warehouse and OpenSearch as the search index, on files
-of the shared Huge sample, over two consecutive sessions with the second one's rows
-appended in between; then the quarterly DAG's snapshot of a closed quarter.
+transport (the secured session broker: SASL_SSL, its CA file and SCRAM user passed as
+STOCKBATCH_KAFKA__* settings), PostgreSQL as the warehouse and OpenSearch as the
+search index, on files of the shared Huge sample, over two consecutive sessions with
+the second one's rows appended in between; then the quarterly DAG's snapshot of a
+closed quarter.
 
 The lake equals one ``stockbatch run`` over the same files; the warehouse and the
 index hold what gold holds; the snapshot equals ``stockbatch export quarterly``.

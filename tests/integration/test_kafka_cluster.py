@@ -1,10 +1,12 @@
 """A real three-node Kafka cluster (KRaft, every node broker and controller) on loopback.
 
 The module's cluster is started with ``KafkaCluster`` (what ``stockbatch services up
-kafka --brokers 3`` runs) in its own temporary home. Checked: the quorum forms with
-three brokers; the topic the pipeline creates from the recorded endpoint has three
-replicas, ``min.insync.replicas=2`` and every replica in sync; ``run --transport
-kafka`` through the cluster gives the direct transport's gold bytes and bronze rows;
+kafka --brokers 3`` runs) in its own temporary home, secured as by default: clients on
+SASL_SSL, brokers to each other on the same listener (SCRAM over TLS), the controller
+quorum over mutual TLS. Checked: the quorum forms with three brokers over TLS; the
+topic the pipeline creates from the recorded endpoint has three replicas,
+``min.insync.replicas=2`` and every replica in sync; ``run --transport kafka``
+through the cluster gives the direct transport's gold bytes and bronze rows;
 one node SIGKILLed in the middle of an ingest and another in the middle of a collect
 lose and double nothing.
 """
@@ -38,8 +40,9 @@ from stockbatch import lake, pipeline, runs
 from stockbatch.cli import app
 from stockbatch.cli.services import services_app
 from stockbatch.results import ProgressTask
+from stockbatch.services import tls
 from stockbatch.services.endpoints import effective_kafka_settings, recorded_endpoints
-from stockbatch.services.kafka import KafkaCluster
+from stockbatch.services.kafka import KafkaCluster, probe_kafka
 from stockbatch.services.system import ServiceError, process_cmdline
 from stockbatch.settings import Settings
 from stockbatch.sources.kaggle import KaggleSource
@@ -54,7 +57,7 @@ AS_OF = "2023-06-30"
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
     """Three nodes for this module (a fresh home), always stopped at the end."""
     home = tmp_path_factory.mktemp("kafka-cluster-home")
-    service = KafkaCluster(home, brokers=3, scram=False)
+    service = KafkaCluster(home, brokers=3)
     try:
         error = None
         t0 = time.monotonic()
@@ -149,6 +152,13 @@ def test_three_brokers_form_one_cluster(cluster: KafkaCluster) -> None:
         props = node.properties_file.read_text()
         assert f"node.id={node.node_id}\n" in props
         assert props.count("@127.0.0.1:") == 3  # the quorum: all three controllers
+        # Every link over TLS: clients and brokers on SASL_SSL, controllers on mutual TLS.
+        assert "listener.security.protocol.map=CONTROLLER:SSL,SASL_SSL:SASL_SSL\n" in props
+        assert "inter.broker.listener.name=SASL_SSL\n" in props
+        assert "listener.name.controller.ssl.client.auth=required\n" in props
+        controller = f"127.0.0.1:{node._stored_state()['controller_port']}"
+        assert not probe_kafka(controller, 2)  # plain TCP: no answer
+        assert probe_kafka(node.address, 2, ssl_context=node.probe_context())
 
 
 def test_services_json_records_every_node_and_the_topic_settings(cluster: KafkaCluster) -> None:
@@ -157,11 +167,14 @@ def test_services_json_records_every_node_and_the_topic_settings(cluster: KafkaC
     assert servers == [node.address for node in cluster.nodes] and len(set(servers)) == 3
     assert record["brokers"] == 3
     assert record["replication_factor"] == 3 and record["min_insync_replicas"] == 2
+    assert record["security_protocol"] == "SASL_SSL" and record["sasl_username"] == "stockbatch"
+    assert record["ssl_cafile"] == str(tls.ca_file(cluster.home))
     assert [n["node_id"] for n in record["nodes"]] == [1, 2, 3]
     assert record["pid"] == record["nodes"][0]["pid"]
     # Settings left at their defaults take the cluster's; explicit ones win.
     found = effective_kafka_settings(Settings(home=cluster.home))
     assert found.bootstrap_servers == record["bootstrap_servers"]
+    assert found.security_protocol == "SASL_SSL" and found.ssl_cafile == tls.ca_file(cluster.home)
     assert (found.replication_factor, found.min_insync_replicas) == (3, 2)
     explicit = Settings.model_validate(
         {"home": cluster.home, "kafka": {"replication_factor": 2, "min_insync_replicas": 1}}
@@ -178,6 +191,7 @@ def test_cli_status_shows_the_cluster(cluster: KafkaCluster) -> None:
     assert status["state"] == "running"
     assert status["endpoint"]["bootstrap_servers"] == cluster.bootstrap_servers
     assert "sasl_password" not in status["endpoint"]
+    assert status["endpoint"]["security_protocol"] == "SASL_SSL"
     # `up kafka` again (no --brokers: as last time) keeps the running cluster.
     result = runner.invoke(services_app, ["up", "kafka", "--home", home])
     assert result.exit_code == 0, result.output

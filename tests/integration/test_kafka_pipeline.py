@@ -1,9 +1,11 @@
 """The Kafka transport end to end on a real local broker (started by the session fixture).
 
+The session broker is the secured one (SASL_SSL, SCRAM-SHA-512, its home's CA).
 What is checked against the direct transport and the input files themselves:
 the same gold bytes, every row exactly once in bronze, per-symbol partitioning,
-offsets in the manifest, reruns that do nothing, settings resolution, two
-collectors splitting the partitions, and SCRAM authentication.
+offsets in the manifest, reruns that do nothing, settings resolution (the broker,
+its CA and credentials found from services.json alone), two collectors splitting
+the partitions, and SCRAM authentication over TLS.
 """
 
 from __future__ import annotations
@@ -130,10 +132,11 @@ def test_ingest_and_collect_as_separate_services_find_the_recorded_broker(
     home = tmp_path / "home"
     home.mkdir()
     # What `stockbatch services up kafka` recorded for this broker, and nothing else:
-    # no bootstrap servers in the environment.
+    # no bootstrap servers, protocol, credentials or CA file in the environment.
     shutil.copy(kafka_broker.home / "services.json", home / "services.json")
-    s = kafka_settings(kafka_broker, home)
+    s = kafka_settings(kafka_broker, home, bootstrap_servers=None)
     env = {k: v for k, v in env_of(s).items() if k != "STOCKBATCH_KAFKA__BOOTSTRAP_SERVERS"}
+    assert not [k for k in env if k.startswith("STOCKBATCH_KAFKA__S")]  # no security
     nasdaq = demo_data / "nasdaq"
     ing = stockbatch_proc(env, "ingest", "--path", str(nasdaq), "-q")
     assert ing.returncode == 0, ing.stderr
@@ -201,25 +204,17 @@ def test_two_collectors_in_one_group_split_the_partitions(
     assert key_digest(bronze) == key_digest(source_keys(huge_subset))
 
 
-def test_scram_authentication(kafka_broker_scram: Any, demo_data: Path, tmp_path: Path) -> None:
-    creds = kafka_broker_scram.credentials
+def test_scram_authentication(kafka_broker: Any, demo_data: Path, tmp_path: Path) -> None:
+    creds = kafka_broker.credentials
     assert creds is not None
-    auth = {
-        "security_protocol": "SASL_PLAINTEXT",
-        "sasl_mechanism": "SCRAM-SHA-512",
-        "sasl_username": creds.username,
-    }
-    s = kafka_settings(kafka_broker_scram, tmp_path / "ok", sasl_password=creds.password, **auth)
+    s = kafka_settings(kafka_broker, tmp_path / "ok")
+    assert s.kafka.security_protocol == "SASL_SSL" and s.kafka.sasl_username == creds.username
     ing = pipeline.ingest(s, KaggleSource(demo_data / "huge"))
     col = pipeline.collect(s)
     assert col.stats.rows == ing.rows == len(active_bronze(s)) > 0
 
     wrong = kafka_settings(
-        kafka_broker_scram,
-        tmp_path / "wrong",
-        sasl_password="not-the-password",
-        timeout_s=10.0,
-        **auth,
+        kafka_broker, tmp_path / "wrong", sasl_password="not-the-password", timeout_s=10.0
     )
     for stage in (
         lambda: pipeline.ingest(wrong, KaggleSource(demo_data / "huge")),

@@ -1,14 +1,26 @@
 """The local Kafka broker that the project provisions itself: real broker, real client.
 
+The session broker is secured as ``services up kafka`` sets it up (SASL_SSL with
+SCRAM-SHA-512, certificate of its home's CA, mutual TLS on the controller listener):
+what it records, what it refuses (another CA, a host name its certificate lacks, a
+wrong password, PLAINTEXT, a controller client without TLS), where its passwords never
+appear. One smoke test runs the ``--insecure`` broker (PLAINTEXT).
+
 Tests run in file order and share the session broker; any test that stops it
 starts it again before it ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import ssl
+import subprocess
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +29,10 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from typer.testing import CliRunner
 
+from integration.kafka_checks import env_of, kafka_settings, stockbatch_proc
+from stockbatch import pipeline
+from stockbatch.bus import TransportError
+from stockbatch.bus.client import ClientErrors, client_config, connect
 from stockbatch.cli.services import app as services_app
 from stockbatch.services import (
     KafkaService,
@@ -25,10 +41,13 @@ from stockbatch.services import (
     ensure_kafka_jars,
     probe_kafka,
     recorded_endpoints,
+    tls,
     wait_for_kafka,
 )
+from stockbatch.services.kafka import find_java, kafka_libs_dir, kafka_ssl_context
 from stockbatch.services.system import free_port, process_cmdline
 from stockbatch.settings import KafkaSettings, Settings
+from stockbatch.sources.kaggle import KaggleSource
 
 pytestmark = pytest.mark.integration
 
@@ -96,6 +115,10 @@ def _records(n: int, tag: str) -> list[tuple[bytes, bytes]]:
 def test_up_then_produce_and_consume(kafka_broker: Any) -> None:
     config = kafka_broker.client_config()
     assert kafka_broker.bootstrap_servers.startswith("127.0.0.1:")
+    assert config["security.protocol"] == "SASL_SSL"
+    assert config["ssl.ca.location"] == str(tls.ca_file(kafka_broker.home))
+    # Host names are checked: librdkafka's default, which nothing turns off.
+    assert "ssl.endpoint.identification.algorithm" not in config
     topic = _create_topic(config)
     records = _records(5, "roundtrip")
     _produce(config, topic, records)
@@ -116,8 +139,10 @@ def test_services_json_records_the_running_broker(kafka_broker: Any) -> None:
     home: Path = kafka_broker.home
     record = recorded_endpoints(home)["kafka"]
     assert record["bootstrap_servers"] == kafka_broker.bootstrap_servers
-    assert record["security_protocol"] == "PLAINTEXT"
-    assert record["sasl_username"] is None
+    assert record["security_protocol"] == "SASL_SSL"
+    assert record["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert record["sasl_username"] == "stockbatch" and len(record["sasl_password"]) >= 16
+    assert record["ssl_cafile"] == str(tls.ca_file(home)) and Path(record["ssl_cafile"]).exists()
     assert "kafka.Kafka" in process_cmdline(record["pid"])
     assert oct((home / "services.json").stat().st_mode & 0o777) == "0o600"
     assert Path(record["data_dir"], "meta.properties").exists()
@@ -125,7 +150,11 @@ def test_services_json_records_the_running_broker(kafka_broker: Any) -> None:
     # A later command with the same STOCKBATCH_HOME finds the broker without configuration...
     found = effective_kafka_settings(Settings(home=home))
     assert found.bootstrap_servers == kafka_broker.bootstrap_servers
-    assert found.security_protocol == "PLAINTEXT"
+    assert found.security_protocol == "SASL_SSL"
+    assert found.ssl_cafile == tls.ca_file(home)
+    assert found.sasl_username == "stockbatch"
+    assert found.sasl_password is not None
+    assert found.sasl_password.get_secret_value() == record["sasl_password"]
     # ...and explicit settings win.
     explicit = Settings(home=home, kafka=KafkaSettings(bootstrap_servers="elsewhere:9092"))
     assert effective_kafka_settings(explicit).bootstrap_servers == "elsewhere:9092"
@@ -174,7 +203,8 @@ def test_killed_broker_comes_back_with_its_data(kafka_broker: Any) -> None:
     assert killed.state == "died" and killed.degraded  # still recorded as up: a crash
     result = CliRunner().invoke(services_app, ["status", "kafka", "--home", str(kafka_broker.home)])
     assert result.exit_code == 3 and "kafka: died" in result.stdout
-    assert not probe_kafka(kafka_broker.bootstrap_servers, timeout=1)
+    tls_probe = kafka_broker.service.probe_context()
+    assert not probe_kafka(kafka_broker.bootstrap_servers, timeout=1, ssl_context=tls_probe)
 
     assert service.up().running
     assert _consume_all(config, topic, 10) == records
@@ -221,42 +251,36 @@ def test_cli_status_down_up(kafka_broker: Any) -> None:
     assert "kafka: stopped" in result.stdout
     assert "opensearch: not started" in result.stdout
 
+    # A TLS home is never restarted with plain listeners silently (stopped or running).
+    result = runner.invoke(services_app, ["up", "kafka", "--insecure", "--home", home])
+    assert result.exit_code == 1, result.output
+    assert "set up with TLS" in result.output and "down --purge kafka" in result.output
+    result = runner.invoke(services_app, ["up", "kafka", "--no-scram", "--home", home])
+    assert result.exit_code == 1 and "--no-scram needs --insecure" in result.output
+    assert not kafka_broker.service.status().running
+
     result = runner.invoke(services_app, ["up", "kafka", "--home", home])
     assert result.exit_code == 0, result.output
-    assert f"kafka: running at {kafka_broker.bootstrap_servers}" in result.stdout
-    assert recorded_endpoints(kafka_broker.home)["kafka"]["security_protocol"] == "PLAINTEXT"
+    assert f"kafka: running at {kafka_broker.bootstrap_servers} (SASL_SSL" in result.stdout
+    assert "WARNING" not in result.output
+    assert recorded_endpoints(kafka_broker.home)["kafka"]["security_protocol"] == "SASL_SSL"
+    # Running too: asking for plain listeners is refused the same way.
+    result = runner.invoke(services_app, ["up", "kafka", "--insecure", "--home", home])
+    assert result.exit_code == 1 and "set up with TLS" in result.output
 
     result = runner.invoke(services_app, ["up", "postgres-typo", "--home", home])
     assert result.exit_code == 2
     kafka_broker.ensure_running()
 
 
-# --------------------------------------------------------------------------- SCRAM
+# --------------------------------------------------------------------------- security
 
 
-def test_scram_right_credentials_work(kafka_broker_scram: Any) -> None:
-    record = recorded_endpoints(kafka_broker_scram.home)["kafka"]
-    assert record["security_protocol"] == "SASL_PLAINTEXT"
-    assert record["sasl_mechanism"] == "SCRAM-SHA-512"
-    assert record["sasl_username"] == "stockbatch" and len(record["sasl_password"]) >= 16
-
-    found = effective_kafka_settings(Settings(home=kafka_broker_scram.home))
-    assert found.security_protocol == "SASL_PLAINTEXT"
-    assert found.sasl_password is not None
-    assert found.sasl_password.get_secret_value() == record["sasl_password"]
-
-    config = kafka_broker_scram.client_config()
-    topic = _create_topic(config)
-    records = _records(4, "scram")
-    _produce(config, topic, records)
-    assert _consume_all(config, topic, 4) == records
-
-
-def test_scram_wrong_password_fails_fast_with_auth_error(kafka_broker_scram: Any) -> None:
+def test_wrong_password_fails_fast_with_auth_error(kafka_broker: Any) -> None:
     errors: list[KafkaError] = []
     delivered: list[Any] = []
     producer = Producer(
-        kafka_broker_scram.client_config(
+        kafka_broker.client_config(
             **{
                 "sasl.password": "not-the-password",
                 "message.timeout.ms": 3000,
@@ -279,12 +303,251 @@ def test_scram_wrong_password_fails_fast_with_auth_error(kafka_broker_scram: Any
     assert delivered and all(e is not None for e in delivered)  # nothing got through
 
 
-def test_scram_listener_refuses_unauthenticated_clients(kafka_broker_scram: Any) -> None:
-    plain = AdminClient({"bootstrap.servers": kafka_broker_scram.bootstrap_servers})
-    t0 = time.monotonic()
-    with pytest.raises(KafkaException):
-        plain.list_topics(timeout=5)
-    assert time.monotonic() - t0 < 10
+def test_plaintext_clients_cannot_use_the_tls_listener(kafka_broker: Any) -> None:
+    # No TLS at all, and TLS without a SCRAM login: both refused, within bounded time.
+    for config in (
+        {"bootstrap.servers": kafka_broker.bootstrap_servers},
+        {
+            "bootstrap.servers": kafka_broker.bootstrap_servers,
+            "security.protocol": "SSL",
+            "ssl.ca.location": str(kafka_broker.service.ca_file),
+        },
+    ):
+        client = AdminClient(config)
+        t0 = time.monotonic()
+        with pytest.raises(KafkaException):
+            client.list_topics(timeout=5)
+        assert time.monotonic() - t0 < 10
+    # The raw probe too: it answers only over TLS with the right CA.
+    assert not probe_kafka(kafka_broker.bootstrap_servers, timeout=2)
+    assert probe_kafka(
+        kafka_broker.bootstrap_servers, timeout=2, ssl_context=kafka_broker.service.probe_context()
+    )
+
+
+@pytest.fixture(scope="module")
+def other_ca(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The CA of another home: a valid CA that never signed the session broker's certificate."""
+    return tls.ensure_ca(tmp_path_factory.mktemp("other-ca-home")).cert_file
+
+
+def test_a_client_trusting_another_ca_fails_the_handshake_clearly(
+    kafka_broker: Any, other_ca: Path, demo_data: Path, tmp_path: Path
+) -> None:
+    ca = kafka_broker.service.ca_file
+    assert probe_kafka(kafka_broker.bootstrap_servers, 2, ssl_context=kafka_ssl_context(ca))
+    assert not probe_kafka(
+        kafka_broker.bootstrap_servers, 2, ssl_context=kafka_ssl_context(other_ca)
+    )
+    # stockbatch's bus client: a TransportError naming the fix, fast (no waiting for the
+    # timeout: a certificate that does not verify will not verify on the next try).
+    s = kafka_settings(kafka_broker, tmp_path / "home", ssl_cafile=other_ca, timeout_s=15.0)
+    started = time.monotonic()
+    with pytest.raises(TransportError) as info:
+        pipeline.ingest(s, KaggleSource(demo_data / "huge"))
+    assert time.monotonic() - started < 10
+    text = str(info.value)
+    assert "TLS handshake" in text and "certificate verify failed" in text
+    assert str(other_ca) in text and "STOCKBATCH_KAFKA__SSL_CAFILE" in text
+    # The CLI: one message, exit code 1, no traceback, no password.
+    res = stockbatch_proc(env_of(s), "collect", "-q")
+    assert res.returncode == 1, res.stderr
+    assert "TLS handshake" in res.stderr and "Traceback" not in res.stderr
+    assert kafka_broker.credentials.password not in res.stderr + res.stdout
+
+
+@contextlib.contextmanager
+def tls_listener(cert: tls.ServerCertificate) -> Iterator[tuple[int, list[str]]]:
+    """A TLS server on 127.0.0.1 presenting ``cert``: its port, and per connection
+    ``"request"`` (the client accepted the certificate and sent a Kafka request) or
+    ``"refused"`` (the handshake failed)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert.cert_file, cert.key_file)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    outcomes: list[str] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            conn.settimeout(5)
+            try:
+                with context.wrap_socket(conn, server_side=True) as tls_conn:
+                    outcomes.append("request" if len(tls_conn.recv(4)) == 4 else "refused")
+            except OSError:  # the client aborted the handshake
+                outcomes.append("refused")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1], outcomes
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+
+def test_clients_verify_the_host_name(kafka_broker: Any, tmp_path: Path) -> None:
+    # A certificate of the broker's own CA, valid in every other way, whose SANs lack
+    # 127.0.0.1: a client that connects to 127.0.0.1 must refuse it.
+    wrong = tls.issue(kafka_broker.home, "kafka-without-127", hosts=("localhost",))
+    ca = kafka_broker.service.ca_file
+    assert wrong.ca_file == ca
+    with tls_listener(wrong) as (port, outcomes):
+        k = kafka_settings(kafka_broker, tmp_path, bootstrap_servers=f"127.0.0.1:{port}")
+        k = k.kafka.model_copy(update={"timeout_s": 10.0})
+        started = time.monotonic()
+        with pytest.raises(TransportError, match="does not name the host") as info:
+            connect(k, ClientErrors())
+        assert time.monotonic() - started < 8
+        assert "certificate verify failed" in str(info.value)
+        assert outcomes and set(outcomes) == {"refused"}
+        # The control: the very same client with the host name check turned off accepts
+        # the certificate and sends its first request, so the check is what refused it.
+        outcomes.clear()
+        unchecked = AdminClient(
+            {**client_config(k), "ssl.endpoint.identification.algorithm": "none"}
+        )
+        deadline = time.monotonic() + 10
+        while "request" not in outcomes and time.monotonic() < deadline:
+            with contextlib.suppress(KafkaException):
+                unchecked.list_topics(timeout=1)
+        assert "request" in outcomes
+        # Python's probe checks the name the same way.
+        assert not probe_kafka(f"127.0.0.1:{port}", 2, ssl_context=kafka_ssl_context(ca))
+    # The broker's Java side (inter-broker and controller connections) checks names too.
+    props = kafka_broker.service.properties_file.read_text()
+    assert "ssl.endpoint.identification.algorithm=https\n" in props
+
+
+def test_the_controller_listener_takes_mutual_tls_only(kafka_broker: Any) -> None:
+    service: KafkaService = kafka_broker.service
+    controller = f"127.0.0.1:{service._stored_state()['controller_port']}"
+    props = service.properties_file.read_text()
+    assert "listener.security.protocol.map=CONTROLLER:SSL,SASL_SSL:SASL_SSL\n" in props
+    assert "listener.name.controller.ssl.client.auth=required\n" in props
+    ca = service.ca_file
+    assert ca is not None
+    # Plain TCP: no answer. TLS without a client certificate: refused.
+    assert not probe_kafka(controller, 2)
+    assert not probe_kafka(controller, 2, ssl_context=kafka_ssl_context(ca))
+    # With a certificate of the home's CA (what the nodes present): it answers.
+    pair = tls.issue(kafka_broker.home, "kafka")
+    assert probe_kafka(
+        controller, 2, ssl_context=kafka_ssl_context(ca, pair.cert_file, pair.key_file)
+    )
+
+
+def test_passwords_never_on_a_command_line_nor_in_the_logs(kafka_broker: Any) -> None:
+    service: KafkaService = kafka_broker.service
+    passwords = list(service._stored_state()["users"].values())
+    assert len(passwords) == 2
+    pid = service.status().pid
+    assert pid is not None
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode()
+    assert "kafka.Kafka" in cmdline
+    logs = [service.log_file, service.stdout_file]
+    assert all(p.exists() for p in logs)
+    for password in passwords:
+        assert password not in cmdline
+        for log in service.log_file.parent.glob("*"):
+            assert password not in log.read_text(errors="replace"), log
+        assert password not in service.stdout_file.read_text(errors="replace")
+    # Where they are: files of mode 0600 only.
+    for private in (
+        service.properties_file,
+        service.client_properties_file,
+        service.keystore_file,
+        service._state_file,
+    ):
+        assert oct(private.stat().st_mode & 0o777) == "0o600", private
+    assert not (service.dir / ".format.args").exists()
+
+
+def test_format_gets_the_scram_users_from_an_argument_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # kafka-storage format (run for real) with the spy below: the passwords reach it
+    # through a 0600 `java @file`, never its command line.
+    service = KafkaService(tmp_path / "home")
+    state = service._state_for_start()
+    state["port"] = free_port()
+    seen: list[tuple[list[str], str, int]] = []
+    real_run = subprocess.run
+
+    def spy(cmd: list[str], **kwargs: Any) -> Any:
+        if "-cp" in cmd:  # the tool (not `java -version`)
+            arg_file = Path(cmd[-1].removeprefix("@"))
+            seen.append((list(cmd), arg_file.read_text(), arg_file.stat().st_mode & 0o777))
+        return real_run(cmd, **kwargs)
+
+    tools = (find_java(), ensure_kafka_jars())
+    monkeypatch.setattr(subprocess, "run", spy)
+    service._prepare(state, tools)
+    assert (service.data_dir / "meta.properties").exists()
+    assert len(seen) == 1
+    cmd, args, mode = seen[0]
+    for password in state["users"].values():
+        assert not any(password in part for part in cmd)
+        assert password in args
+    assert mode == 0o600 and "--add-scram" in args and "kafka.tools.StorageTool" in args
+    assert not Path(cmd[-1][1:]).exists()  # deleted after the run
+
+
+def test_kafka_java_tools_use_the_client_properties_file(kafka_broker: Any) -> None:
+    # What the benchmark's ProducerPerformance relies on: Kafka's own Java client,
+    # SASL_SSL with the home's CA (host name checked), from the 0600 file.
+    topic = _create_topic(kafka_broker.client_config())
+    service: KafkaService = kafka_broker.service
+    cmd = [
+        find_java(),
+        "-cp",
+        f"{kafka_libs_dir()}/*",
+        "org.apache.kafka.tools.TopicCommand",
+        "--bootstrap-server",
+        kafka_broker.bootstrap_servers,
+        "--command-config",
+        str(service.client_properties_file),
+        "--list",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert topic in done.stdout.split()
+    props = service.client_properties_file.read_text()
+    assert "security.protocol=SASL_SSL\n" in props
+    assert "ssl.endpoint.identification.algorithm=https\n" in props
+
+
+def test_insecure_broker_smoke(kafka_broker_insecure: Any) -> None:
+    service: KafkaService = kafka_broker_insecure.service
+    assert any("WITHOUT TLS" in w for w in service.warnings)
+    record = recorded_endpoints(kafka_broker_insecure.home)["kafka"]
+    assert record["security_protocol"] == "PLAINTEXT"
+    assert record["ssl_cafile"] is None and record["sasl_username"] is None
+    config = kafka_broker_insecure.client_config()
+    assert config == {
+        "bootstrap.servers": kafka_broker_insecure.bootstrap_servers,
+        "security.protocol": "PLAINTEXT",
+    }
+    topic = _create_topic(config)
+    records = _records(3, "insecure")
+    _produce(config, topic, records)
+    assert _consume_all(config, topic, 3) == records
+    assert "CONTROLLER:PLAINTEXT" in service.properties_file.read_text()
+    # The CLI says so every time; and never switches this home to TLS silently.
+    home = str(kafka_broker_insecure.home)
+    runner = CliRunner()
+    result = runner.invoke(services_app, ["up", "kafka", "--insecure", "--home", home])
+    assert result.exit_code == 0, result.output
+    assert "WARNING: kafka: Kafka runs WITHOUT TLS (--insecure)" in result.output
+    result = runner.invoke(services_app, ["up", "kafka", "--home", home])
+    assert result.exit_code == 1
+    assert "without TLS (PLAINTEXT, --insecure)" in result.output
+    assert "down --purge kafka" in result.output
 
 
 # --------------------------------------------------------------------------- failures

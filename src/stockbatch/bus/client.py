@@ -82,6 +82,7 @@ class ClientErrors:
         self.last: Any = None
         self.fatal: Any = None
         self.auth: Any = None
+        self.tls: Any = None
 
     def __call__(self, err: Any) -> None:
         from confluent_kafka import KafkaError
@@ -91,11 +92,19 @@ class ClientErrors:
             self.fatal = err
         if err.code() in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
             self.auth = err
+        if err.code() == KafkaError._SSL:
+            self.tls = err
         log.debug("kafka client error: %s", err)
+
+    @property
+    def certificate_rejected(self) -> bool:
+        """True once a TLS handshake failed because the broker's certificate did not
+        verify (unknown CA, or a host name it does not name): retrying cannot help."""
+        return self.tls is not None and "certificate verify failed" in self.tls.str()
 
     def describe(self) -> str:
         """``": <the most telling error>"`` to append to a message, or ``""``."""
-        err = self.auth or self.fatal or self.last
+        err = self.auth or self.fatal or self.tls or self.last
         return f": {err.str()}" if err is not None else ""
 
 
@@ -114,6 +123,15 @@ def connect(k: KafkaSettings, errors: ClientErrors) -> tuple[Any, Any]:
             return admin, admin.list_topics(timeout=max(0.1, min(1.0, remaining)))
         except KafkaException as exc:
             admin.poll(0)  # serves error_cb: an authentication failure is reported there
+            if errors.certificate_rejected:
+                raise TransportError(
+                    f"the TLS handshake with Kafka at {k.bootstrap_servers} failed: the "
+                    f"broker's certificate is not signed by {k.ssl_cafile or 'a system CA'}, "
+                    f"or does not name the host connected to{errors.describe()}. Set "
+                    "STOCKBATCH_KAFKA__SSL_CAFILE to the CA that signed it (`stockbatch "
+                    "services up kafka` records its own as ssl_cafile in services.json) and "
+                    "connect by a name the certificate holds."
+                ) from None
             if errors.auth is not None:
                 raise TransportError(
                     f"Kafka at {k.bootstrap_servers} refused the credentials "

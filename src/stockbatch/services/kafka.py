@@ -1,8 +1,16 @@
 """A real Apache Kafka 4 broker (KRaft, one node that is both broker and controller)
-on loopback: :class:`KafkaService`, its jars (:func:`ensure_kafka_jars`) and a
-dependency-free readiness probe (:func:`probe_kafka`).
+on loopback: :class:`KafkaService`, a cluster of them (:class:`KafkaCluster`), their
+jars (:func:`ensure_kafka_jars`) and a dependency-free readiness probe
+(:func:`probe_kafka`).
 
-With ``scram=True`` the client listener is ``SASL_PLAINTEXT`` with SCRAM-SHA-512.
+By default every listener uses TLS with a certificate of the home's CA
+(:mod:`stockbatch.services.tls`): the client listener is ``SASL_SSL`` with
+SCRAM-SHA-512 (clients verify the broker's certificate and host name against
+``ca.pem``), the KRaft controller listener ``SSL`` with mutual TLS, and a cluster's
+brokers talk to each other over the same ``SASL_SSL`` listener. ``insecure=True``
+(``services up kafka --insecure``) keeps plain listeners: ``PLAINTEXT``, or
+``SASL_PLAINTEXT`` with ``scram=True``. Passwords live in 0600 files only
+(``state.json``, ``server.properties``, ``client.properties``), never on a command line.
 Files, ports and the provisioning steps: ``deploy/services/README.md``.
 """
 
@@ -16,6 +24,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import threading
@@ -25,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from stockbatch.services import tls
 from stockbatch.services.base import Launch, ServiceStatus, State
 from stockbatch.services.endpoints import forget_endpoint, record_endpoint, recorded_endpoints
 from stockbatch.services.jvm import (
@@ -48,6 +58,7 @@ from stockbatch.services.system import (
     process_cmdline,
     read_state,
     wait_exit,
+    write_private,
     write_state,
 )
 
@@ -60,6 +71,15 @@ KAFKA_VERSION = "4.1.1"
 CLIENT_USER = "stockbatch"
 BROKER_USER = "kafka-broker"
 SCRAM_MECHANISM = "SCRAM-SHA-512"
+CERT_NAME = "kafka"
+"""The brokers' certificate in the home's CA folder (``services/tls/kafka.pem``): one
+for every node, its SANs are the loopback names they all listen on."""
+
+INSECURE_WARNING = (
+    "Kafka runs WITHOUT TLS (--insecure): records, and SCRAM logins with --scram, cross "
+    "127.0.0.1 in clear text; run `stockbatch services down --purge kafka && stockbatch "
+    "services up kafka` for SASL_SSL (the purge deletes the topics)"
+)
 
 POM = DEPLOY_DIR / "kafka" / "pom.xml"
 
@@ -117,13 +137,29 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
-def probe_kafka(bootstrap_servers: str, timeout: float = 2.0) -> bool:
+def kafka_ssl_context(
+    cafile: Path | str, certfile: Path | str | None = None, keyfile: Path | str | None = None
+) -> ssl.SSLContext:
+    """A client TLS context that trusts ``cafile`` only and checks the host name (what
+    :func:`probe_kafka` uses on a TLS listener); with ``certfile``/``keyfile`` it also
+    presents that pair (the controller listener wants a client certificate)."""
+    context = ssl.create_default_context(cafile=str(cafile))
+    if certfile is not None:
+        context.load_cert_chain(str(certfile), str(keyfile) if keyfile else None)
+    return context
+
+
+def probe_kafka(
+    bootstrap_servers: str, timeout: float = 2.0, ssl_context: ssl.SSLContext | None = None
+) -> bool:
     """True if some ``host:port`` of ``bootstrap_servers`` answers a Kafka ApiVersions request.
 
     Pure sockets, no client library. ApiVersions is allowed before SASL
     authentication, so this also works on a SCRAM listener; a KRaft broker only
     enables its listeners once it has caught up with the metadata log, so an
-    answer means it is ready for clients.
+    answer means it is ready for clients. With ``ssl_context`` (a TLS listener,
+    :func:`kafka_ssl_context`) the socket is wrapped first, so the broker's
+    certificate and host name are verified before anything is sent.
     """
     client_id = b"stockbatch-probe"
     # Request header v1 (api_key=18 ApiVersions, version 0, correlation id, client id); empty body.
@@ -131,13 +167,17 @@ def probe_kafka(bootstrap_servers: str, timeout: float = 2.0) -> bool:
     frame = struct.pack(">i", len(request)) + request
     for server in bootstrap_servers.split(","):
         host, _, port = server.strip().rpartition(":")
+        host = host.strip("[]") or HOST
         try:
-            with socket.create_connection((host.strip("[]") or HOST, int(port)), timeout) as sock:
+            with contextlib.ExitStack() as stack:
+                sock = stack.enter_context(socket.create_connection((host, int(port)), timeout))
                 sock.settimeout(timeout)
+                if ssl_context is not None:  # the handshake runs here, within the timeout
+                    sock = stack.enter_context(ssl_context.wrap_socket(sock, server_hostname=host))
                 sock.sendall(frame)
                 (size,) = struct.unpack(">i", _recv_exact(sock, 4))
                 correlation, error = struct.unpack(">ih", _recv_exact(sock, size)[:6])
-        except (OSError, ValueError, struct.error, ConnectionError):
+        except (OSError, ValueError, struct.error, ConnectionError):  # ssl.SSLError is an OSError
             continue
         # 35 = UNSUPPORTED_VERSION: still a live Kafka answering (it lists its versions).
         if correlation == 7 and error in (0, 35):
@@ -145,12 +185,17 @@ def probe_kafka(bootstrap_servers: str, timeout: float = 2.0) -> bool:
     return False
 
 
-def wait_for_kafka(bootstrap_servers: str, timeout: float) -> None:
-    """Wait until a broker answers at ``bootstrap_servers``; ServiceError after ``timeout`` s."""
+def wait_for_kafka(
+    bootstrap_servers: str, timeout: float, ssl_context: ssl.SSLContext | None = None
+) -> None:
+    """Wait until a broker answers at ``bootstrap_servers`` (over TLS with ``ssl_context``);
+    ServiceError after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while True:
         remaining = deadline - time.monotonic()
-        if probe_kafka(bootstrap_servers, timeout=max(0.1, min(2.0, remaining))):
+        if probe_kafka(
+            bootstrap_servers, timeout=max(0.1, min(2.0, remaining)), ssl_context=ssl_context
+        ):
             return
         if time.monotonic() >= deadline:
             raise ServiceError(
@@ -180,6 +225,74 @@ def new_cluster_id() -> str:
             return value
 
 
+def security_protocol_of(tls_on: bool, scram: bool) -> str:
+    """``SASL_SSL`` with TLS (SCRAM is then always on); else ``SASL_PLAINTEXT`` or ``PLAINTEXT``."""
+    if tls_on:
+        return "SASL_SSL"
+    return "SASL_PLAINTEXT" if scram else "PLAINTEXT"
+
+
+def _jaas(user: str, password: str) -> str:
+    """A SCRAM login line (``sasl.jaas.config``): only ever written to 0600 files."""
+    return (
+        "org.apache.kafka.common.security.scram.ScramLoginModule required "
+        f'username="{user}" password="{password}";'
+    )
+
+
+def librdkafka_config(
+    bootstrap_servers: str,
+    protocol: str,
+    creds: ScramCredentials | None,
+    cafile: str | None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """A confluent-kafka / librdkafka config dict for a listener of this module's brokers.
+
+    The host name check stays librdkafka's default
+    (``ssl.endpoint.identification.algorithm=https``): the certificates name 127.0.0.1.
+    """
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap_servers, "security.protocol": protocol}
+    if creds is not None and protocol.startswith("SASL"):
+        config.update(
+            {
+                "sasl.mechanism": creds.mechanism,
+                "sasl.username": creds.username,
+                "sasl.password": creds.password,
+            }
+        )
+    if cafile and protocol.endswith("SSL"):
+        config["ssl.ca.location"] = cafile
+    config.update(overrides)
+    return config
+
+
+def java_client_properties(
+    bootstrap_servers: str, protocol: str, creds: ScramCredentials | None, cafile: str | None
+) -> str:
+    """Kafka's Java client settings for the same listener (``--command-config``,
+    ``--producer.config`` of Kafka's tools): written to a 0600 file, never passed on a
+    command line."""
+    lines = [
+        "# Generated by stockbatch at each start: Kafka's Java tools' client settings",
+        "# (holds a password: mode 0600).",
+        f"bootstrap.servers={bootstrap_servers}",
+        f"security.protocol={protocol}",
+    ]
+    if creds is not None and protocol.startswith("SASL"):
+        lines += [
+            f"sasl.mechanism={creds.mechanism}",
+            f"sasl.jaas.config={_jaas(creds.username, creds.password)}",
+        ]
+    if cafile and protocol.endswith("SSL"):
+        lines += [
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={cafile}",
+            "ssl.endpoint.identification.algorithm=https",
+        ]
+    return "\n".join(lines) + "\n"
+
+
 _LOG4J2 = log4j2_rolling_file(
     "broker", "warn", "${sys:kafka.logs.dir}/server.log", "[%d] %p %m (%c)%n", "INFO"
 )
@@ -201,9 +314,13 @@ class KafkaService(JvmService):
     """One local Kafka broker under ``home/services/kafka``.
 
     ``port`` is the client port on 127.0.0.1 (default: the one used last time, else
-    a free one). ``scram=True`` puts SASL/SCRAM-SHA-512 on the client listener;
-    :attr:`credentials` then holds the client user; ``scram=None`` (the default)
-    means as at the last start, PLAINTEXT for a new broker.
+    a free one). By default the client listener is ``SASL_SSL`` (SCRAM-SHA-512 over
+    TLS, certificate from the home's CA) and the controller listener ``SSL`` (mutual
+    TLS); :attr:`credentials` holds the client user and :attr:`ca_file` what clients
+    trust. ``insecure=True`` keeps plain listeners (:attr:`warnings` says so), where
+    ``scram=True`` puts SASL/SCRAM-SHA-512 on the client listener and ``scram=None``
+    means as at the last start (PLAINTEXT for a new broker). A home set up with TLS
+    is never silently restarted without it, nor the reverse.
     ``heap`` is the JVM heap (-Xms = -Xmx). ``class_cache`` keeps a JVM class-data
     sharing archive of Kafka's classes next to the jars (written at the first clean
     stop, used by every later start: about a third off the start-up time).
@@ -229,8 +346,6 @@ class KafkaService(JvmService):
         class_cache: bool = True,
         insecure: bool = False,
     ) -> None:
-        # TLS (and authentication) unless `services up --insecure`.
-        self.insecure = insecure
         super().__init__(
             home,
             port,
@@ -240,35 +355,68 @@ class KafkaService(JvmService):
             stop_timeout=stop_timeout,
             cache=cache,
         )
+        self.insecure = insecure
         self._scram = scram
         self.class_cache = class_cache
+        self.warnings: list[str] = []
 
     @property
     def properties_file(self) -> Path:
-        """``server.properties``, regenerated at each start."""
+        """``server.properties`` (0600: the broker's SCRAM password), regenerated at each start."""
         return self.dir / "server.properties"
+
+    @property
+    def client_properties_file(self) -> Path:
+        """``client.properties`` (0600), regenerated at each start: the client settings for
+        Kafka's Java tools (``--command-config`` / ``--producer.config``)."""
+        return self.dir / "client.properties"
+
+    @property
+    def keystore_file(self) -> Path:
+        """The broker's PEM keystore (0600): its private key (PKCS#8), certificate and CA."""
+        return self.dir / "tls" / "keystore.pem"
 
     # -- options and endpoint --------------------------------------------------
 
+    def _wanted_protocol(self, state: dict[str, Any]) -> str:
+        """The client listener's protocol the options ask for (``state``: the last start's)."""
+        if not self.insecure:
+            return security_protocol_of(True, True)
+        scram = self._scram
+        if scram is None:
+            scram = state.get("security_protocol") == "SASL_PLAINTEXT"
+        return security_protocol_of(False, scram)
+
+    @property
+    def security_protocol(self) -> str:
+        """The client listener's protocol: as last started (``SASL_SSL``, ``SASL_PLAINTEXT``
+        or ``PLAINTEXT``), else what the options ask for."""
+        state = self._stored_state()
+        return str(state.get("security_protocol") or self._wanted_protocol(state))
+
+    @property
+    def tls(self) -> bool:
+        """Whether the listeners use TLS (as last started, else the options)."""
+        return self.security_protocol.endswith("SSL")
+
     @property
     def scram(self) -> bool:
-        """Whether the client listener uses SASL/SCRAM (the option, else as last started)."""
-        if self._scram is not None:
-            return self._scram
-        return bool(self._stored_state().get("security_protocol") == "SASL_PLAINTEXT")
+        """Whether the client listener uses SASL/SCRAM (always with TLS)."""
+        return self.security_protocol.startswith("SASL")
+
+    @property
+    def ca_file(self) -> Path | None:
+        """The CA clients verify the broker with (``ssl_cafile``); None without TLS."""
+        value = self._stored_state().get("ca_file")
+        return Path(value) if value and self.tls else None
 
     @property
     def credentials(self) -> ScramCredentials | None:
-        """The client SCRAM user when ``scram`` is on (None before the first ``up``)."""
+        """The client SCRAM user when SCRAM is on (None before the first ``up``)."""
         if not self.scram:
             return None
         password = self._stored_state().get("users", {}).get(CLIENT_USER)
         return ScramCredentials(CLIENT_USER, password) if password else None
-
-    @property
-    def security_protocol(self) -> str:
-        """``SASL_PLAINTEXT`` with SCRAM on, else ``PLAINTEXT``."""
-        return "SASL_PLAINTEXT" if self.scram else "PLAINTEXT"
 
     @property
     def bootstrap_servers(self) -> str:
@@ -278,32 +426,36 @@ class KafkaService(JvmService):
     def endpoint(self) -> dict[str, Any]:
         """What ``services.json`` records for this broker."""
         creds = self.credentials
+        ca = self.ca_file
         return {
             "bootstrap_servers": self.bootstrap_servers,
             "security_protocol": self.security_protocol,
             "sasl_mechanism": SCRAM_MECHANISM if creds else None,
             "sasl_username": creds.username if creds else None,
             "sasl_password": creds.password if creds else None,
+            "ssl_cafile": str(ca) if ca else None,
             "version": self.version,
             "data_dir": str(self.data_dir),
             "log_file": str(self.log_file),
         }
 
     def client_config(self, **overrides: Any) -> dict[str, Any]:
-        """A confluent-kafka / librdkafka config dict that reaches this broker."""
-        config: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers}
-        creds = self.credentials
-        if creds:
-            config.update(
-                {
-                    "security.protocol": self.security_protocol,
-                    "sasl.mechanism": creds.mechanism,
-                    "sasl.username": creds.username,
-                    "sasl.password": creds.password,
-                }
-            )
-        config.update(overrides)
-        return config
+        """A confluent-kafka / librdkafka config dict that reaches this broker (security
+        settings included)."""
+        ca = self.ca_file
+        return librdkafka_config(
+            self.bootstrap_servers,
+            self.security_protocol,
+            self.credentials,
+            str(ca) if ca else None,
+            **overrides,
+        )
+
+    def up(self) -> ServiceStatus:
+        """Provision, start (or keep) the broker, wait until it answers, record it
+        (see :meth:`LocalService.up`); :attr:`warnings` says what the user should know."""
+        self.warnings = []
+        return super().up()
 
     # -- what differs from the other services ------------------------------------
 
@@ -313,6 +465,7 @@ class KafkaService(JvmService):
             state: dict[str, Any] = json.loads(self._state_file.read_text())
         except FileNotFoundError:
             state = {}
+        refuse_switch(self.dir, state, insecure=self.insecure, scram=self._scram)
         if not state.get("cluster_id"):
             # Passwords are generated once, at format time: the SCRAM users live in the
             # metadata log, so they must stay the same for as long as data_dir does.
@@ -327,33 +480,64 @@ class KafkaService(JvmService):
 
     def _check_options(self, state: dict[str, Any], pid: int) -> None:
         if (
-            self._scram is not None and state.get("security_protocol") != self.security_protocol
+            self._scram is not None
+            and state.get("security_protocol") != self._wanted_protocol(state)
         ) or (self.port is not None and self.port != state.get("port")):
             raise ServiceError(
                 f"Kafka already runs under {self.dir} (pid {pid}, "
                 f"{state.get('security_protocol')} on port {state.get('port')}); "
                 "run `stockbatch services down kafka` before changing its options"
             )
+        if self.insecure:
+            self.warnings.append(INSECURE_WARNING)
 
     def _ensure_jars(self) -> Path:
         return ensure_kafka_jars(version=self.version, root=self.cache)
 
     def _prepare(self, state: dict[str, Any], tools: tuple[str, Path]) -> Launch:
         java, libs = tools
+        tls_on = not self.insecure
         state.update(
             controller_port=self._controller_port(state),
-            security_protocol=self.security_protocol,
+            security_protocol=self._wanted_protocol(state),
+            ca_file=str(tls.ca_file(self.home)) if tls_on else None,
             version=self.version,
         )
         self.dir.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        if tls_on:
+            self._install_certificate()
+        else:
+            self.warnings.append(INSECURE_WARNING)
+            self.keystore_file.unlink(missing_ok=True)
         self._save_state(state)
-        self.properties_file.write_text(self._server_properties(state))
+        write_private(self.properties_file, self._server_properties(state))
+        self._write_client_properties(state)
         (self.dir / "log4j2.properties").write_text(_LOG4J2)
         (self.dir / "log4j2-tool.properties").write_text(_LOG4J2_TOOL)
         if not (self.data_dir / "meta.properties").exists():
             self._format(java, libs, state)
         return Launch(self._java_command(java, libs), cwd=self.dir)
+
+    def _install_certificate(self) -> None:
+        """Issue (or reuse) the brokers' certificate and write this node's PEM keystore:
+        the key (PKCS#8, as Kafka's PEM keystore wants it), the certificate, the CA."""
+        issued = tls.issue(self.home, CERT_NAME)
+        pem = issued.key_file.read_text() + issued.cert_file.read_text()
+        write_private(self.keystore_file, pem + issued.ca_file.read_text())
+
+    def _write_client_properties(self, state: dict[str, Any]) -> None:
+        password = state["users"][CLIENT_USER]
+        creds = ScramCredentials(CLIENT_USER, password)
+        write_private(
+            self.client_properties_file,
+            java_client_properties(
+                f"{HOST}:{state['port']}",
+                state["security_protocol"],
+                creds,
+                state.get("ca_file"),
+            ),
+        )
 
     def _controller_port(self, state: dict[str, Any]) -> int:
         """The KRaft controller port (the one of the last start if still free)."""
@@ -377,8 +561,15 @@ class KafkaService(JvmService):
     def _owns(self, cmdline: list[str]) -> bool:
         return "kafka.Kafka" in cmdline and str(self.properties_file) in cmdline
 
+    def probe_context(self) -> ssl.SSLContext | None:
+        """The TLS context a raw client of the client listener needs (None without TLS)."""
+        ca = self.ca_file
+        return kafka_ssl_context(ca) if ca else None
+
     def _ready(self, timeout: float) -> bool:
-        return probe_kafka(self.bootstrap_servers, timeout=timeout)
+        return probe_kafka(
+            self.bootstrap_servers, timeout=timeout, ssl_context=self.probe_context()
+        )
 
     def _running_detail(self) -> str:
         return f"{self.label} ({self.security_protocol})"
@@ -435,7 +626,9 @@ class KafkaService(JvmService):
 
     def _server_properties(self, state: dict[str, Any]) -> str:
         port, cport = state["port"], state["controller_port"]
-        listener = self.security_protocol
+        listener = state["security_protocol"]
+        tls_on = listener.endswith("SSL")
+        controller = "SSL" if tls_on else "PLAINTEXT"
         rf, isr = self._replicas()
         lines = [
             "# Generated by stockbatch (src/stockbatch/services/kafka.py) at each start:",
@@ -446,7 +639,7 @@ class KafkaService(JvmService):
             "controller.listener.names=CONTROLLER",
             f"listeners={listener}://{HOST}:{port},CONTROLLER://{HOST}:{cport}",
             f"advertised.listeners={listener}://{HOST}:{port}",
-            f"listener.security.protocol.map=CONTROLLER:PLAINTEXT,{listener}:{listener}",
+            f"listener.security.protocol.map=CONTROLLER:{controller},{listener}:{listener}",
             f"inter.broker.listener.name={listener}",
             f"log.dirs={self.data_dir}",
             # Producers create their topics explicitly, as on a production cluster.
@@ -471,14 +664,27 @@ class KafkaService(JvmService):
             "broker.heartbeat.interval.ms=1000",
             "broker.session.timeout.ms=4000",
         ]
-        if self.scram:
-            broker_password = state["users"][BROKER_USER]
+        if listener.startswith("SASL"):
+            # The brokers' own login on the inter-broker listener (this file is 0600).
             lines += [
                 f"sasl.enabled.mechanisms={SCRAM_MECHANISM}",
                 f"sasl.mechanism.inter.broker.protocol={SCRAM_MECHANISM}",
-                "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config="
-                "org.apache.kafka.common.security.scram.ScramLoginModule required "
-                f'username="{BROKER_USER}" password="{broker_password}";',
+                f"listener.name.{listener.lower()}.{SCRAM_MECHANISM.lower()}.sasl.jaas.config="
+                + _jaas(BROKER_USER, state["users"][BROKER_USER]),
+            ]
+        if tls_on:
+            # Every listener: this node's key and certificate (PEM keystore), the home's CA
+            # as the only trusted root (PEM truststore), host names checked whenever a node
+            # dials another (client side of the inter-broker and controller connections).
+            # The controller listener also wants the caller's certificate (mutual TLS).
+            lines += [
+                "ssl.keystore.type=PEM",
+                f"ssl.keystore.location={self.keystore_file}",
+                "ssl.truststore.type=PEM",
+                f"ssl.truststore.location={state['ca_file']}",
+                "ssl.endpoint.identification.algorithm=https",
+                "ssl.enabled.protocols=TLSv1.3,TLSv1.2",
+                "listener.name.controller.ssl.client.auth=required",
             ]
         return "\n".join(lines) + "\n"
 
@@ -497,15 +703,14 @@ class KafkaService(JvmService):
         return 1, 1
 
     def _format(self, java: str, libs: Path, state: dict[str, Any]) -> None:
-        """``kafka-storage format`` with the cluster id and both SCRAM users."""
+        """``kafka-storage format`` with the cluster id and both SCRAM users.
+
+        The users' passwords are arguments of ``--add-scram``: they go to a 0600 Java
+        argument file (``java @file``, expanded by the launcher), deleted afterwards, so
+        no command line (``/proc/<pid>/cmdline``, ``ps``) ever shows them.
+        """
         archive = [f for f in self._class_archive(java, libs) if f.startswith("-XX:Shared")]
-        cmd = [
-            java,
-            "-Xmx256m",
-            *archive,  # the broker's class archive serves the tool too (same jars)
-            f"-Dlog4j2.configurationFile={self.dir / 'log4j2-tool.properties'}",
-            "-cp",
-            f"{libs}/*",
+        args = [
             "kafka.tools.StorageTool",
             "format",
             "--cluster-id",
@@ -514,16 +719,63 @@ class KafkaService(JvmService):
             str(self.properties_file),
         ]
         for user, password in sorted(state["users"].items()):
-            cmd += ["--add-scram", f"{SCRAM_MECHANISM}=[name={user},password={password}]"]
+            args += ["--add-scram", f"{SCRAM_MECHANISM}=[name={user},password={password}]"]
+        arg_file = self.dir / ".format.args"
+        write_private(arg_file, "".join(f"{_java_arg(a)}\n" for a in args))
+        cmd = [
+            java,
+            "-Xmx256m",
+            *archive,  # the broker's class archive serves the tool too (same jars)
+            f"-Dlog4j2.configurationFile={self.dir / 'log4j2-tool.properties'}",
+            "-cp",
+            f"{libs}/*",
+            f"@{arg_file}",
+        ]
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
         except subprocess.TimeoutExpired as exc:
             raise ServiceError("formatting the Kafka storage took over 180 s") from exc
+        finally:
+            arg_file.unlink(missing_ok=True)
         if done.returncode != 0:
+            output = (done.stdout + done.stderr).strip()[-3000:]
+            for password in state["users"].values():  # never in an error message either
+                output = output.replace(password, "***")
             raise ServiceError(
                 f"formatting the Kafka storage in {self.data_dir} failed "
-                f"(exit {done.returncode}):\n{(done.stdout + done.stderr).strip()[-3000:]}"
+                f"(exit {done.returncode}):\n{output}"
             )
+
+
+def refuse_switch(
+    folder: Path, state: dict[str, Any], *, insecure: bool, scram: bool | None
+) -> None:
+    """Refuse options a Kafka home was not set up with (``state``: its last start): TLS or
+    not never changes silently, since clients set up for one would fail (or send
+    passwords in clear) with the other; and the TLS listener always authenticates."""
+    if not insecure and scram is False:
+        raise ServiceError(
+            "--no-scram needs --insecure: Kafka's TLS listener always authenticates "
+            "clients (SASL_SSL, SCRAM-SHA-512)"
+        )
+    protocol = state.get("security_protocol")
+    if not protocol:
+        return  # never started: either mode
+    was_tls = str(protocol).endswith("SSL")
+    if was_tls != insecure:
+        return
+    runs = "with TLS (SASL_SSL)" if was_tls else f"without TLS ({protocol}, --insecure)"
+    flags = "without --insecure" if was_tls else "with --insecure"
+    raise ServiceError(
+        f"Kafka under {folder} was set up {runs}; run `stockbatch services up kafka` "
+        f"{flags} as before, or `stockbatch services down --purge kafka` first to set it "
+        "up afresh (the purge deletes its topics)"
+    )
+
+
+def _java_arg(value: str) -> str:
+    """One argument of a Java ``@argfile``: double-quoted, backslashes and quotes escaped."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 # ----------------------------------------------------------------------------- a cluster
@@ -557,13 +809,14 @@ class KafkaNode(KafkaService):
     def __init__(self, cluster: KafkaCluster, node_id: int) -> None:
         super().__init__(
             cluster.home,
-            scram=cluster.scram,
+            scram=cluster._scram,
             version=cluster.version,
             heap=cluster.heap,
             start_timeout=cluster.start_timeout,
             stop_timeout=cluster.stop_timeout,
             cache=cluster.cache,
             class_cache=cluster.class_cache,
+            insecure=cluster.insecure,
         )
         self.cluster = cluster
         self.node_id = node_id
@@ -574,10 +827,10 @@ class KafkaNode(KafkaService):
         """``$STOCKBATCH_HOME/services/kafka/node-<id>``."""
         return self.cluster.dir / f"node-{self.node_id}"
 
-    @property
-    def scram(self) -> bool:
-        """As the cluster: all nodes share one listener setup."""
-        return self.cluster.scram
+    def _wanted_protocol(self, state: dict[str, Any]) -> str:
+        """As the cluster planned it: all nodes share one listener setup."""
+        planned = self.cluster.stored_state().get("security_protocol")
+        return str(planned) if planned else self.cluster._wanted_protocol({})
 
     @property
     def credentials(self) -> ScramCredentials | None:
@@ -631,7 +884,10 @@ class KafkaCluster:
     survives any one node and the cluster keeps serving with one node down.
     ``cluster.json`` holds the cluster id, the SCRAM users and the ports;
     ``services.json`` gets one ``kafka`` entry whose ``bootstrap_servers`` lists
-    every node. The other options are :class:`KafkaService`'s, for every node.
+    every node. The other options are :class:`KafkaService`'s, for every node: by
+    default clients, brokers (inter-broker traffic on the ``SASL_SSL`` listener, as the
+    ``kafka-broker`` SCRAM user) and the controller quorum (``SSL``, mutual TLS) all
+    talk TLS with the home's CA; ``insecure=True`` keeps plain listeners.
     """
 
     name = "kafka"
@@ -652,6 +908,7 @@ class KafkaCluster:
     ) -> None:
         # TLS (and authentication) unless `services up --insecure`.
         self.insecure = insecure
+        self.warnings: list[str] = []
         self.home = Path(home).expanduser().resolve()
         size = brokers or self.stored_size(self.home) or CLUSTER_REPLICAS
         if size < CLUSTER_REPLICAS:
@@ -691,20 +948,44 @@ class KafkaCluster:
         return read_state(self._state_file)
 
     @property
-    def scram(self) -> bool:
-        """Whether the client listeners use SASL/SCRAM (the option, else as last started)."""
-        if self._scram is not None:
-            return self._scram
-        return bool(self.stored_state().get("security_protocol") == "SASL_PLAINTEXT")
+    def client_properties_file(self) -> Path:
+        """``client.properties`` (0600) for Kafka's Java tools, every node as bootstrap."""
+        return self.dir / "client.properties"
+
+    def _wanted_protocol(self, state: dict[str, Any]) -> str:
+        """The client listeners' protocol the options ask for (``state``: the last start's)."""
+        if not self.insecure:
+            return security_protocol_of(True, True)
+        scram = self._scram
+        if scram is None:
+            scram = state.get("security_protocol") == "SASL_PLAINTEXT"
+        return security_protocol_of(False, scram)
 
     @property
     def security_protocol(self) -> str:
-        """``SASL_PLAINTEXT`` with SCRAM on, else ``PLAINTEXT``."""
-        return "SASL_PLAINTEXT" if self.scram else "PLAINTEXT"
+        """The client listeners' protocol: as last started, else what the options ask for."""
+        state = self.stored_state()
+        return str(state.get("security_protocol") or self._wanted_protocol(state))
+
+    @property
+    def tls(self) -> bool:
+        """Whether the listeners use TLS (as last started, else the options)."""
+        return self.security_protocol.endswith("SSL")
+
+    @property
+    def scram(self) -> bool:
+        """Whether the client listeners use SASL/SCRAM (always with TLS)."""
+        return self.security_protocol.startswith("SASL")
+
+    @property
+    def ca_file(self) -> Path | None:
+        """The CA clients verify the nodes with (``ssl_cafile``); None without TLS."""
+        value = self.stored_state().get("ca_file")
+        return Path(value) if value and self.tls else None
 
     @property
     def credentials(self) -> ScramCredentials | None:
-        """The client SCRAM user when ``scram`` is on (None before the first ``up``)."""
+        """The client SCRAM user when SCRAM is on (None before the first ``up``)."""
         if not self.scram:
             return None
         password = self.stored_state().get("users", {}).get(CLIENT_USER)
@@ -727,13 +1008,19 @@ class KafkaCluster:
 
     def client_config(self, **overrides: Any) -> dict[str, Any]:
         """A confluent-kafka / librdkafka config dict that reaches the cluster."""
-        return self.nodes[0].client_config(
-            **{"bootstrap.servers": self.bootstrap_servers, **overrides}
+        ca = self.ca_file
+        return librdkafka_config(
+            self.bootstrap_servers,
+            self.security_protocol,
+            self.credentials,
+            str(ca) if ca else None,
+            **overrides,
         )
 
     def endpoint(self) -> dict[str, Any]:
         """What ``services.json`` records: every node, and the topic settings that fit."""
         creds = self.credentials
+        ca = self.ca_file
         return {
             "bootstrap_servers": self.bootstrap_servers,
             "brokers": self.brokers,
@@ -743,6 +1030,7 @@ class KafkaCluster:
             "sasl_mechanism": SCRAM_MECHANISM if creds else None,
             "sasl_username": creds.username if creds else None,
             "sasl_password": creds.password if creds else None,
+            "ssl_cafile": str(ca) if ca else None,
             "version": self.version,
             "data_dir": str(self.dir),
             "log_file": str(self.nodes[0].log_file),
@@ -798,7 +1086,8 @@ class KafkaCluster:
         state.update(
             brokers=self.brokers,
             nodes=nodes,
-            security_protocol=self.security_protocol,
+            security_protocol=self._wanted_protocol(state),
+            ca_file=None if self.insecure else str(tls.ca_file(self.home)),
             version=self.version,
         )
         return state
@@ -809,6 +1098,7 @@ class KafkaCluster:
 
         Idempotent; a failed start stops every node again.
         """
+        self.warnings = []
         tools = self.nodes[0]._provision()
         del tools  # each node finds the same java and jars (cached) in its own up()
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -819,17 +1109,21 @@ class KafkaCluster:
                     f"a single Kafka broker runs under {self.dir} (pid {pid}); run "
                     "`stockbatch services down kafka` first"
                 )
+            stored = self.stored_state()
+            refuse_switch(self.dir, stored, insecure=self.insecure, scram=self._scram)
             state = self._plan()
             if (
                 self._scram is not None
                 and self.running()
-                and (self.stored_state().get("security_protocol") != self.security_protocol)
+                and stored.get("security_protocol") != state["security_protocol"]
             ):
                 raise ServiceError(
                     f"the Kafka cluster under {self.dir} runs with "
-                    f"{self.stored_state().get('security_protocol')}; run `stockbatch "
+                    f"{stored.get('security_protocol')}; run `stockbatch "
                     "services down kafka` before changing its options"
                 )
+            if self.insecure:
+                self.warnings.append(INSECURE_WARNING)
             write_state(self._state_file, state)
             for node in self.nodes:
                 node.port = state["nodes"][str(node.node_id)]["port"]
@@ -853,6 +1147,15 @@ class KafkaCluster:
                     + "\n".join(f"node {i}: {msg}" for i, msg in sorted(errors.items()))
                 )
             write_topology(self.home, self.brokers)
+            write_private(
+                self.client_properties_file,
+                java_client_properties(
+                    self.bootstrap_servers,
+                    state["security_protocol"],
+                    self.credentials,
+                    state.get("ca_file"),
+                ),
+            )
             endpoint = self.endpoint()
             # "pid" as every service records it (node 1's; each node's is in "nodes").
             record_endpoint(self.home, self.name, {**endpoint, "pid": endpoint["nodes"][0]["pid"]})
@@ -930,6 +1233,7 @@ class KafkaCluster:
         for node in self.nodes:
             shutil.rmtree(node.dir, ignore_errors=True)
         self._state_file.unlink(missing_ok=True)
+        self.client_properties_file.unlink(missing_ok=True)
         (self.dir / _TOPOLOGY).unlink(missing_ok=True)
 
     def status(self) -> ServiceStatus:
