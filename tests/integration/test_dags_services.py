@@ -23,7 +23,6 @@ import sqlalchemy as sa
 
 from integration.conftest import KafkaBroker, OpenSearchNode, Postgres
 from stockbatch.lake import gold
-from stockbatch.search import connect
 from stockbatch.search.indices import INSTRUMENTS
 from stockbatch.settings import Settings
 from stockbatch.warehouse import db
@@ -93,9 +92,8 @@ def test_the_daily_and_quarterly_dags_on_kafka_postgresql_and_opensearch(
         "STOCKBATCH_WAREHOUSE__URL": urls["loader"],
         "STOCKBATCH_WAREHOUSE__OWNER_URL": urls["owner"],
         "STOCKBATCH_WAREHOUSE__READER_URL": urls["reader"],
-        "STOCKBATCH_SEARCH__KIND": "opensearch",
-        "STOCKBATCH_SEARCH__URL": opensearch_node.url,
-        "STOCKBATCH_SEARCH__INDEX_PREFIX": prefix,
+        # The secured node's URL, user and CA, with this test's index prefix.
+        **opensearch_node.env(prefix),
         "STOCKBATCH_SCHEDULE__RETRY_DELAY_S": "1",
         "STOCKBATCH_PROGRESS": "false",
     }
@@ -145,7 +143,7 @@ def test_the_daily_and_quarterly_dags_on_kafka_postgresql_and_opensearch(
     finally:
         engine.dispose()
     assert bars == gold_daily.height and str(last) == SESSION_2
-    indexed = connect(opensearch_node.url).count(INSTRUMENTS.alias(prefix))
+    indexed = opensearch_node.backend().count(INSTRUMENTS.alias(prefix))
     assert indexed == gold.instruments_table(Settings(home=home)).num_rows
 
     # The quarterly DAG snapshots the newest quarter the gold covers: 2017Q3.

@@ -69,7 +69,7 @@ class ApiContext:
                 if time.monotonic() - failed_at < SEARCH_RETRY_S:
                     raise search.SearchUnavailable(error)
                 try:
-                    self._search = search.connect_settings(self.settings, timeout=5.0)
+                    self._search = search.connect_settings(self.settings, 5.0, role="reader")
                 except search.SearchUnavailable as exc:
                     self._search_failure = (time.monotonic(), str(exc))
                     raise

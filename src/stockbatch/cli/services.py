@@ -4,8 +4,8 @@ Registered in the main CLI as ``stockbatch services``; also runnable alone:
 ``python -m stockbatch.cli.services`` (scripts/services.sh).
 
 ``services up`` makes the home's certificate authority first (once:
-``services/tls/ca.pem``, see :mod:`stockbatch.services.tls`); PostgreSQL then
-serves TCP over TLS only, unless ``--insecure``.
+``services/tls/ca.pem``, see :mod:`stockbatch.services.tls`); every service then
+serves TLS (with authentication) only, unless ``--insecure``.
 
 Exit codes: 0 success; 1 a service failed (the message says why, with the tail of
 its log); 2 bad usage (unknown service); 3 ``status``: some service is degraded
@@ -117,7 +117,9 @@ def up(
         bool | None,
         typer.Option(
             "--scram/--no-scram",
-            help="Kafka: SASL/SCRAM-SHA-512 on the client listener (default: as last time).",
+            help="Kafka with --insecure: SASL/SCRAM-SHA-512 on the plain listener "
+            "(SASL_PLAINTEXT); the default TLS listener always uses SCRAM (default: as last "
+            "time).",
             show_default=False,
         ),
     ] = None,

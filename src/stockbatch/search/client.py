@@ -9,7 +9,7 @@ reached" (refused, reset, timed out) into :class:`SearchUnavailable`, so a calle
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from stockbatch.search.backend import (
     BACKENDS,
@@ -91,12 +91,17 @@ def connect(
     )
 
 
-def connect_settings(settings: Settings, timeout: float | None = None) -> SearchBackend:
+def connect_settings(
+    settings: Settings,
+    timeout: float | None = None,
+    role: Literal["loader", "reader"] = "loader",
+) -> SearchBackend:
     """:func:`connect` to the node of ``settings`` (explicit URL, else the one recorded
-    by ``stockbatch services up <kind>``); :class:`SearchUnavailable` if there is none."""
+    by ``stockbatch services up <kind>``, as its ``role`` user: ``reader`` for the API);
+    :class:`SearchUnavailable` if there is none."""
     from stockbatch.services.endpoints import effective_search_settings
 
-    search = effective_search_settings(settings)
+    search = effective_search_settings(settings, role)
     kind = search.kind if search.kind != "none" else "opensearch"
     url = search.url
     if not url:

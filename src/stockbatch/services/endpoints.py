@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import SecretStr
 
@@ -149,13 +149,16 @@ def effective_search_url(settings: Settings) -> str | None:
 _RECORDED_SEARCH_FIELDS = ("username", "password", "ca_file")
 
 
-def effective_search_settings(settings: Settings) -> SearchSettings:
+def effective_search_settings(
+    settings: Settings, role: Literal["loader", "reader"] = "loader"
+) -> SearchSettings:
     """``settings.search`` completed from the node ``services up <kind>`` recorded.
 
     Explicit settings win: with ``search.url`` set the record is ignored entirely (it
     describes another node). Otherwise the recorded URL is used and the recorded
-    ``username``/``password``/``ca_file`` fill the fields still unset. Nothing
-    recorded: ``settings.search`` unchanged.
+    ``username``/``password``/``ca_file`` fill the fields still unset; ``role="reader"``
+    takes the read-only user (``reader_username``/``reader_password``: the API and
+    dashboard) when the record has one. Nothing recorded: ``settings.search`` unchanged.
     """
     search = settings.search
     if search.url:
@@ -165,6 +168,12 @@ def effective_search_settings(settings: Settings) -> SearchSettings:
     if not record.get("url"):
         return search
     update: dict[str, Any] = {"url": str(record["url"])}
+    if role == "reader" and record.get("reader_username") and record.get("reader_password"):
+        record = {
+            **record,
+            "username": record["reader_username"],
+            "password": record["reader_password"],
+        }
     for name in _RECORDED_SEARCH_FIELDS:
         value = record.get(name)
         if value is None or getattr(search, name) is not None:

@@ -38,35 +38,39 @@ SERVICES: dict[str, ServiceSpec] = {
     "kafka": ServiceSpec(
         name="kafka",
         description=f"Apache Kafka {KAFKA_VERSION} broker, KRaft mode, on 127.0.0.1 "
-        "(or a cluster of N broker+controller nodes)",
+        "(or a cluster of N broker+controller nodes): SASL_SSL (SCRAM-SHA-512), controller "
+        "over mutual TLS",
         factory=kafka_service,
         options=("port", "scram", "brokers", "insecure"),
     ),
     "opensearch": ServiceSpec(
         name="opensearch",
-        description=f"OpenSearch {OPENSEARCH_VERSION} single node, plain HTTP on 127.0.0.1",
+        description=f"OpenSearch {OPENSEARCH_VERSION} single node on 127.0.0.1: HTTPS and "
+        "transport TLS, internal users admin/loader/reader (security plugin)",
         factory=OpenSearchService,
         options=("insecure",),
         # No "port": the CLI's --port is Kafka's, and one port cannot serve both.
     ),
     "elasticsearch": ServiceSpec(
         name="elasticsearch",
-        description=f"Elasticsearch {ELASTICSEARCH_VERSION} single node, plain HTTP on 127.0.0.1 "
-        "(security off; run as an unprivileged user when root)",
+        description=f"Elasticsearch {ELASTICSEARCH_VERSION} single node on 127.0.0.1: HTTPS "
+        "and transport TLS, users admin/loader/reader (x-pack security; an unprivileged "
+        "user when root)",
         factory=ElasticsearchService,
         options=("insecure",),
         # No "port", as for OpenSearch.
     ),
     "postgresql": ServiceSpec(
         name="postgresql",
-        description="PostgreSQL (Debian package) throwaway cluster on 127.0.0.1, three roles",
+        description="PostgreSQL (Debian package) throwaway cluster on 127.0.0.1, TLS only, "
+        "three roles",
         factory=PostgresService,
         options=("port", "insecure"),
     ),
     "spark": ServiceSpec(
         name="spark",
         description=f"Apache Spark {spark_version()} standalone cluster (from the installed "
-        "PySpark): one master and N workers on 127.0.0.1",
+        "PySpark): one master and N workers on 127.0.0.1; shared secret, TLS RPC, HTTPS UIs",
         factory=SparkService,
         # No "port", as for OpenSearch: the CLI's --port would also go to Kafka's broker.
         options=("workers", "worker_cores", "worker_memory", "insecure"),
@@ -74,7 +78,8 @@ SERVICES: dict[str, ServiceSpec] = {
     "airflow": ServiceSpec(
         name="airflow",
         description=f"Apache Airflow {airflow_version()}: API server (UI), scheduler, DAG "
-        "processor, triggerer on 127.0.0.1; metadata in the PostgreSQL above (else SQLite)",
+        "processor, triggerer on 127.0.0.1, API over HTTPS; metadata in the PostgreSQL above "
+        "(else SQLite)",
         factory=AirflowService,
         options=("port", "insecure"),
     ),

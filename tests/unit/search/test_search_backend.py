@@ -117,3 +117,38 @@ def test_the_recorded_node_of_the_configured_kind_is_used(tmp_path: object) -> N
     assert effective_search_url(os_) == "http://127.0.0.1:1001"
     explicit = Settings(home=home, search={"kind": "elasticsearch", "url": "https://es:9200"})
     assert effective_search_url(explicit) == "https://es:9200"
+
+
+def test_a_recorded_secured_node_gives_its_users_and_ca(tmp_path: object) -> None:
+    """The record of a secured node fills user, password and CA: the loader for the
+    pipeline, the reader for the API; explicit settings win field by field, and an
+    explicit URL ignores the record (it describes another node)."""
+    from pathlib import Path
+
+    from stockbatch.services.endpoints import effective_search_settings
+
+    home = Path(str(tmp_path))
+    record = {
+        "url": "https://127.0.0.1:1001",
+        "username": "loader",
+        "password": "loader-pw",
+        "reader_username": "reader",
+        "reader_password": "reader-pw",
+        "ca_file": str(home / "ca.pem"),
+    }
+    (home / "services.json").write_text(json.dumps({"opensearch": record}))
+    settings = Settings(home=home, search={"kind": "opensearch"})
+    loader = effective_search_settings(settings)
+    assert (loader.url, loader.username, loader.ca_file) == (
+        "https://127.0.0.1:1001",
+        "loader",
+        home / "ca.pem",
+    )
+    assert loader.password is not None and loader.password.get_secret_value() == "loader-pw"
+    reader = effective_search_settings(settings, "reader")
+    assert reader.username == "reader"
+    assert reader.password is not None and reader.password.get_secret_value() == "reader-pw"
+    mine = Settings(home=home, search={"kind": "opensearch", "username": "me"})
+    assert effective_search_settings(mine).username == "me"
+    elsewhere = Settings(home=home, search={"kind": "opensearch", "url": "https://os:9200"})
+    assert effective_search_settings(elsewhere).username is None
