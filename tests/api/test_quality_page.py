@@ -61,6 +61,25 @@ def test_a_run_past_a_threshold_is_marked(strict_app: FastAPI, demo: Demo) -> No
     assert "0 marked" not in html and "1 marked" in html
 
 
+def test_the_history_endpoint_carries_the_same_marks(
+    app: FastAPI, strict_app: FastAPI, demo: Demo
+) -> None:
+    """``GET /api/v1/quality/history``: the rate of each run, and its marks under the
+    thresholds of the app's settings (none by default, one under the strict limit)."""
+    got = {}
+    for name, application in (("default", app), ("strict", strict_app)):
+        client = client_for(application)
+        assert login(client, "viewer", PASSWORDS["viewer"]).status_code == 303
+        res = client.get("/api/v1/quality/history")
+        assert res.status_code == 200, res.text
+        [run] = [r for r in res.json()["runs"] if r["run_id"] == demo.run_id]
+        got[name] = run
+    assert got["default"]["marked"] is False and got["default"]["breaches"] == []
+    assert got["strict"]["marked"] is True
+    assert got["strict"]["breaches"] == ["quarantine_rate 0.05% > 0.01%"]
+    assert got["strict"]["quarantine_rate"] == pytest.approx(0.0005, abs=0.0001)
+
+
 def test_a_typo_in_the_thresholds_is_shown_not_a_failure(demo: Demo) -> None:
     settings = demo.settings()
     settings.quality.max_reason_rate = {"unparsable": 0.1}

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from stockbatch.api import schemas
+from stockbatch.api import page_data, schemas
 from stockbatch.api.accounts import Principal
 from stockbatch.api.errors import ERROR_RESPONSES, ApiError
 from stockbatch.api.formats import check_symbol, decode_cursor, encode_cursor
@@ -101,21 +101,28 @@ def quality_history(
     who: Viewer,
     limit: Annotated[int, Query(ge=1, le=500, description="Most recent runs.")] = 30,
 ) -> Any:
-    """Reason and health counts of the last runs that recorded them, oldest first."""
-    found = [r for r in queries.runs(ctx_of(request).reader, last=limit) if r["quality"]]
+    """Reason and health counts of the last runs that recorded them, oldest first, each
+    with its quarantine rate and the thresholds (``Settings.quality``) it passed."""
+    rows = queries.runs(ctx_of(request).reader, last=limit)
+    found = [r for r in rows if r["quality"]]
     _rows(request, len(found))
-    return {
-        "runs": [
+    marks = {m.run_id: m for m in page_data.quality_history_of(ctx_of(request), rows)["history"]}
+    out = []
+    for r in reversed(found):
+        mark = marks.get(r["run_id"])
+        out.append(
             {
                 "run_id": r["run_id"],
                 "started_at": r["started_at"],
                 "status": r["status"],
                 "reasons": _split(r["quality"], "reasons"),
                 "health": _split(r["quality"], "health"),
+                "quarantine_rate": mark.quarantine_rate if mark else None,
+                "marked": bool(mark and mark.marked),
+                "breaches": [b.text() for b in mark.breaches] if mark else [],
             }
-            for r in reversed(found)
-        ]
-    }
+        )
+    return {"runs": out}
 
 
 @router.get("/quarantine", response_model=schemas.QuarantinePage, tags=["operations"])

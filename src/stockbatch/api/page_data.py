@@ -126,13 +126,17 @@ def quality_history(ctx: ApiContext) -> dict[str, Any]:
     """The last ``HISTORY_RUNS`` runs that counted rows (oldest first), each with its
     quarantine rate and the thresholds it passed (``Settings.quality``), the limits and
     the trend; what the quality page's history table and rate chart show."""
+    return quality_history_of(ctx, queries.runs(ctx.reader, last=HISTORY_RUNS))
+
+
+def quality_history_of(ctx: ApiContext, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """:func:`quality_history` of the given ``pipeline_runs`` rows (newest first)."""
     problem = None
     try:
         limits = quality.thresholds(ctx.settings)
     except ValueError as exc:  # a typo in the settings: say so, mark on the total only
         problem = str(exc)
         limits = quality.Thresholds(max_quarantine_rate=ctx.settings.schedule.max_quarantine_rate)
-    rows = queries.runs(ctx.reader, last=HISTORY_RUNS)
     found = quality.history(reversed(rows), limits)
     return {
         "history": found,

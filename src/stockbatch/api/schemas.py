@@ -161,6 +161,15 @@ class QualityRun(BaseModel):
     status: str | None = None
     reasons: dict[str, int]
     health: dict[str, int]
+    quarantine_rate: float | None = Field(
+        None, description="Quarantined / input rows of the run (None: no row counts)."
+    )
+    marked: bool = Field(
+        False, description="True when the run passed a threshold of the quality settings."
+    )
+    breaches: list[str] = Field(
+        default_factory=list, description="The thresholds it passed, one sentence each."
+    )
 
 
 class QualityHistory(BaseModel):
