@@ -181,16 +181,29 @@ class YahooSource(Source):
         symbol, start, end = _parse_ref(unit.ref)
         result = self._request(symbol, start, end, unit.ref)
         meta = result.get("meta") or {}
-        tz = _exchange_zone(meta)
-        self._last = _Fetched(
-            ref=unit.ref,
-            bars=self._bars(result, symbol, start, end, tz, unit.ref),
-            events=_events(result, symbol, start, end, tz, unit.ref),
-        )
+        if not isinstance(meta, dict):
+            meta = {}
+        try:
+            tz = _exchange_zone(meta)
+            fetched = _Fetched(
+                ref=unit.ref,
+                bars=self._bars(result, symbol, start, end, tz, unit.ref),
+                events=_events(result, symbol, start, end, tz, unit.ref),
+            )
+        except (AttributeError, TypeError, ValueError, OverflowError, OSError) as exc:
+            # A node of the wrong type, or a timestamp/offset out of any calendar: the
+            # unit fails like any other unreadable answer (read_many carries on).
+            raise SourceError(
+                "unexpected answer from Yahoo (the chart JSON does not have the documented "
+                f"shape: {type(exc).__name__}: {_said(exc)}); Yahoo may have changed its API: "
+                "try again later, or update yfinance.",
+                ref=unit.ref,
+            ) from exc
+        self._last = fetched
         self._instruments[symbol] = {
             "symbol": symbol,
-            "name": meta.get("longName") or meta.get("shortName"),
-            "exchange": meta.get("exchangeName"),
+            "name": _str(meta.get("longName")) or _str(meta.get("shortName")),
+            "exchange": _str(meta.get("exchangeName")),
             "is_etf": (meta["instrumentType"] == "ETF") if meta.get("instrumentType") else None,
             "source": "yahoo",
         }
@@ -260,6 +273,8 @@ class YahooSource(Source):
         self, result: dict[str, Any], symbol: str, start: date, end: date, tz: tzinfo, ref: str
     ) -> pa.Table:
         timestamps = result.get("timestamp") or []
+        if not isinstance(timestamps, list):  # rows would be made of its characters or keys
+            raise TypeError(f"timestamp is a {type(timestamps).__name__}, not an array")
         indicators = result.get("indicators") or {}
         quote = _first(indicators.get("quote"))
         adjclose = _first(indicators.get("adjclose")).get("adjclose")
@@ -411,6 +426,11 @@ def _first(items: Any) -> dict[str, Any]:
 
 def _at(values: Any, i: int) -> Any:
     return values[i] if isinstance(values, list) and i < len(values) else None
+
+
+def _str(value: Any) -> str | None:
+    """A JSON value that should be text, or None when it is not."""
+    return value if isinstance(value, str) else None
 
 
 def _text(value: Any) -> str | None:

@@ -1,0 +1,1 @@
+"""Fuzz tests (hypothesis); ``budget`` holds the example budget and the counter."""
