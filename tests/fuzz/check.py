@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import math
 
 import polars as pl
 import pyarrow as pa
@@ -73,11 +72,3 @@ def assert_features_finite(res: ValidationResult) -> None:
     calendar = SessionCalendar.covering(first, last)
     quarterly = compute_quarterly(daily, calendar, last)
     assert_finite(quarterly, "gold quarterly")
-
-
-def finite_text(value: str | None) -> bool:
-    """Whether a bronze text parses to a finite float (the clean layer's only numbers)."""
-    try:
-        return value is not None and math.isfinite(float(value))
-    except ValueError:
-        return False
