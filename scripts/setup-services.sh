@@ -85,3 +85,20 @@ if [ ! -x "$chromium_bin" ]; then
 fi
 echo "chromium: $("$chromium_bin" --version 2>/dev/null || echo "$chromium_bin")"
 # ---- Chromium (end) ------------------------------------------------------------------
+
+# ---- Containers (begin) --------------------------------------------------------------
+# Debian's podman with runc (crun is refused on this kind of machine) and debootstrap,
+# for the image test (tests/deploy/test_image.py): scripts/build-image.sh builds a
+# Debian bookworm base locally (no registry is reachable) and the image on top of it.
+if ! need podman || ! need runc || ! need debootstrap; then
+  if [ "$(id -u)" = 0 ] && need apt-get; then
+    echo "setup-services: installing podman runc debootstrap (apt-get)" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc debootstrap >/dev/null
+  else
+    echo "setup-services: please install podman, runc and debootstrap (apt-get install podman runc debootstrap) for the image test, and retry" >&2
+    exit 1
+  fi
+fi
+echo "podman: $(podman --version)"
+# ---- Containers (end) ----------------------------------------------------------------
