@@ -246,7 +246,14 @@ def test_secret_files_are_mounted(cid: str, container: dict[str, Any], pod: dict
     for path in files:
         assert any(path.startswith(f"{m}/") for m in secret_mounts), f"{cid}: {path}"
     if files:
-        assert secret_mounts == [SECRET_MOUNT], cid
+        assert SECRET_MOUNT in secret_mounts, cid
+    shared = {
+        cm["metadata"]["name"]: [v for v in cm.get("data", {}).values() if v.startswith("/run/")]
+        for cm in by_kind("ConfigMap")
+    }
+    for source in container.get("envFrom", []):
+        for path in shared.get(source.get("configMapRef", {}).get("name"), []):
+            assert any(path.startswith(f"{m}/") for m in secret_mounts), f"{cid}: {path}"
 
 
 # ----------------------------------------------------------------------------- the parts
@@ -261,10 +268,13 @@ def test_api_deployment() -> None:
     (api,) = pod["spec"]["containers"]
     ports = {p["name"]: p["containerPort"] for p in api["ports"]}
     assert ports == {"http": 8000}
-    for probe in ("readinessProbe", "livenessProbe"):
+    env = {e["name"]: e.get("value") for e in api["env"]}
+    scheme = "HTTPS" if env.get("STOCKBATCH_API__TLS") == "true" else "HTTP"
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         get = api[probe]["httpGet"]
         assert get["path"] == "/healthz", probe
         assert ports.get(get["port"], get["port"]) == 8000, probe
+        assert get.get("scheme", "HTTP") == scheme, probe
     labels = pod["metadata"]["labels"]
     (service,) = [s for s in by_kind("Service") if s["metadata"]["name"] == "stockbatch-api"]
     assert service["spec"]["selector"].items() <= labels.items()
