@@ -5,6 +5,7 @@ and every STOCKBATCH_* variable a real setting. Fast: no image, no container, no
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -227,3 +228,50 @@ def test_helper_scripts_parse() -> None:
     ]:
         result = _run([bash, "-n", str(script)])
         assert result.returncode == 0, f"{script}: {result.stderr}"
+
+
+def test_make_secrets_and_the_stockbatch_environments(
+    tmp_path: Path, compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    """make-secrets.sh creates every file the compose file declares, and each stockbatch
+    service's environment, with its /run/secrets paths pointed at those files, loads as
+    Settings (the *_FILE secrets read, the JSON values parsed)."""
+    secrets_dir = tmp_path / "secrets"
+    made = _run(
+        ["bash", str(DEPLOY / "compose" / "make-secrets.sh"), str(secrets_dir)],
+        env={**os.environ, "PYTHON": sys.executable},
+    )
+    assert made.returncode == 0, made.stdout + made.stderr
+    files = {
+        name: secrets_dir / spec["file"].rsplit("/", 1)[1]
+        for name, spec in compose["secrets"].items()
+    }
+    assert not [str(p) for p in files.values() if not p.is_file()]
+
+    probe = (
+        "import json; from stockbatch.settings import Settings; "
+        "s = Settings(); print(json.dumps({'warehouse': s.warehouse.kind, "
+        "'url_user': (s.warehouse.url or '').partition('@')[0].rpartition(':')[0], "
+        "'search': s.search.kind, "
+        "'password': s.search.password is not None, 'home': str(s.home)}))"
+    )
+    stockbatch_services = {n: s for n, s in services.items() if s["image"].startswith("${SB_IMAGE")}
+    assert set(stockbatch_services) == {"producer", "collector", "processor", "api"}
+    for name, service in stockbatch_services.items():
+        mounted = {
+            f"/run/secrets/{item}" if isinstance(item, str) else item.get("target"): (
+                item if isinstance(item, str) else item["source"]
+            )
+            for item in service.get("secrets") or []
+        }
+        env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)}
+        for var, value in _environment(service).items():
+            value = _interpolate(value)
+            env[var] = str(files[mounted[value]]) if value in mounted else value
+        result = _run([sys.executable, "-c", probe], env=env, cwd=ROOT)
+        assert result.returncode == 0, f"{name}: {result.stderr}"
+        loaded = json.loads(result.stdout)
+        assert loaded["home"] == "/home/stockbatch/data", name
+        if name == "processor":
+            assert loaded["url_user"] == "postgresql+psycopg://stockbatch_loader", loaded
+            assert loaded["search"] == "opensearch" and loaded["password"], loaded
