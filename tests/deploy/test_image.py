@@ -18,6 +18,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,11 +68,12 @@ def build(tag: str, repo: Path, base: str | None = None) -> str:
     res = subprocess.run(
         ["bash", str(repo / "scripts" / "build-image.sh")],
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,  # one stream: podman's step and cache lines in order
         text=True,
         timeout=1200,
     )
-    log = res.stdout + res.stderr
+    log = res.stdout
     assert res.returncode == 0, log[-4000:]
     return log
 
@@ -236,16 +238,20 @@ def step_cache(log: str) -> dict[str, bool]:
     steps: dict[str, bool] = {}
     current = None
     for line in log.splitlines():
-        match = re.match(r"\[\d+/\d+\] STEP \d+/\d+: ((?:RUN|COPY) .*)", line)
+        match = re.match(r"\[\d+/\d+\] STEP \d+/\d+: (.*)", line)
         if match:
-            current = match.group(1)
-            steps[current] = False
+            instruction = match.group(1)
+            current = instruction if instruction.startswith(("RUN ", "COPY ")) else None
+            if current:
+                steps[current] = False
         elif current and line.startswith("--> Using cache"):
             steps[current] = True
     return steps
 
 
-def test_code_change_rebuilds_only_the_last_layers(image: str, tmp_path: Path) -> None:
+def test_code_change_rebuilds_only_the_last_layers(
+    image: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     """A changed source file reuses the dependency layers (the lock did not change) and
     rebuilds only the wheel and the project's layer."""
     tracked = subprocess.run(
@@ -262,13 +268,28 @@ def test_code_change_rebuilds_only_the_last_layers(image: str, tmp_path: Path) -
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst)
     init = repo / "src" / "stockbatch" / "__init__.py"
-    init.write_text(init.read_text() + "\n# a code change\n")
+    # Unique, so no earlier run's layers (the cache outlives removed images) match it.
+    marker = f"# a code change {uuid.uuid4()}"
+    init.write_text(init.read_text() + f"\n{marker}\n")
     tag = "localhost/stockbatch:test-rebuild"
-    try:
-        steps = step_cache(build(tag, repo, base=BASE))
-    finally:
-        podman("rmi", "--force", tag, check=False)
+    log = build(tag, repo, base=BASE)
+    request.addfinalizer(lambda: podman("rmi", "--force", tag, check=False))
+    steps = step_cache(log)
+    shown = "\n".join(
+        f"{'cached ' if hit else 'rebuilt'} {step[:90]}" for step, hit in steps.items()
+    )
     deps = [s for s in steps if "uv pip install" in s and "requirements.lock" in s]
     wheel = [s for s in steps if "uv build --wheel" in s]
-    assert deps and all(steps[s] for s in deps), steps
-    assert wheel and not any(steps[s] for s in wheel), steps
+    assert deps and all(steps[s] for s in deps), shown
+    assert wheel and not any(steps[s] for s in wheel), shown
+    # The runtime reuses its dependency layers and reinstalls the project.
+    venv = [s for s in steps if s.startswith("COPY --from=build /opt/venv")]
+    assert venv and all(steps[s] for s in venv), shown
+    project = [s for s in steps if "stockbatch-*.whl" in s]
+    assert project and not any(steps[s] for s in project), shown
+    # ...and the image holds the changed code (a stale reused layer would not).
+    out = podman(
+        "run", "--rm", "--network", "none", "--no-healthcheck", "--entrypoint", "/bin/sh", tag,
+        "-c", "tail -n 1 /opt/venv/lib/python3.11/site-packages/stockbatch/__init__.py",
+    ).stdout  # fmt: skip
+    assert marker in out, out
