@@ -12,6 +12,8 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "deploy" / "Dockerfile"
 HADOLINT = REPO / ".venv" / "bin" / "hadolint"
@@ -23,8 +25,12 @@ def hadolint(path: Path) -> subprocess.CompletedProcess:
     )
 
 
-def test_dockerfile_passes_hadolint() -> None:
-    res = hadolint(DOCKERFILE)
+POSTGRES = REPO / "deploy" / "podman" / "postgres.Containerfile"
+
+
+@pytest.mark.parametrize("path", [DOCKERFILE, POSTGRES], ids=lambda p: p.name)
+def test_dockerfile_passes_hadolint(path: Path) -> None:
+    res = hadolint(path)
     assert res.returncode == 0, res.stdout + res.stderr
 
 

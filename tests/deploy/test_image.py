@@ -19,7 +19,7 @@ import subprocess
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import polars as pl
@@ -293,3 +293,105 @@ def test_code_change_rebuilds_only_the_last_layers(
         "-c", "tail -n 1 /opt/venv/lib/python3.11/site-packages/stockbatch/__init__.py",
     ).stdout  # fmt: skip
     assert marker in out, out
+
+
+@pytest.fixture
+def secrets() -> Iterator[Callable[[str, Path], str]]:
+    """Create podman secrets from files (names unique to the test); removed at the end."""
+    names: list[str] = []
+
+    def create(name: str, path: Path) -> str:
+        unique = f"sbtest-{uuid.uuid4().hex[:8]}-{name}"
+        podman("secret", "create", unique, str(path))
+        names.append(unique)
+        return unique
+
+    yield create
+    for name in names:
+        podman("secret", "rm", name, check=False)
+
+
+def test_warehouse_on_postgresql_in_a_container(
+    image: str,
+    host_home: Path,
+    tmp_path: Path,
+    secrets: Callable[[str, Path], str],
+) -> None:
+    """The storage tier in a container too: PostgreSQL 15 from Debian on the local base
+    (deploy/podman/postgres.Containerfile), TLS only; the pipeline container loads it
+    through a URL secret with verify-full, and its exports equal the host's."""
+    from stockbatch.services.tls import issue
+
+    pg_image = "localhost/stockbatch-postgres:test"
+    podman(
+        "build", "--format", "docker", "--network", "host",
+        "--build-arg", f"BASE_IMAGE={BASE}",
+        "--file", str(REPO / "deploy" / "podman" / "postgres.Containerfile"),
+        "--tag", pg_image, str(REPO / "deploy/podman"),
+        timeout=900,
+    )  # fmt: skip
+    cert = issue(tmp_path / "tls-home", "postgresql", ["127.0.0.1", "localhost"])
+    password = tmp_path / "pw"
+    password.write_text(uuid.uuid4().hex)
+    port = free_port()
+    url = tmp_path / "url"
+    url.write_text(
+        f"postgresql+psycopg://stockbatch:{password.read_text()}@127.0.0.1:{port}/stockbatch"
+        "?sslmode=verify-full&sslrootcert=/run/secrets/ca"
+    )
+    pw, crt, key = (secrets(n, p) for n, p in (("pw", password), ("crt", cert.cert_file),
+                                                ("key", cert.key_file)))  # fmt: skip
+    name = f"stockbatch-pg-test-{port}"
+    podman(
+        "run", "--detach", "--name", name, "--network", "host",
+        "--secret", f"{pw},type=mount,uid=999,mode=0400",
+        "--secret", f"{crt},type=mount,uid=999,mode=0444",
+        "--secret", f"{key},type=mount,uid=999,mode=0400",
+        "--env", f"POSTGRES_PASSWORD_FILE=/run/secrets/{pw}",
+        "--env", f"POSTGRES_TLS_CERT_FILE=/run/secrets/{crt}",
+        "--env", f"POSTGRES_TLS_KEY_FILE=/run/secrets/{key}",
+        "--env", f"PGPORT={port}", "--env", "POSTGRES_LISTEN=127.0.0.1",
+        pg_image,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while podman("healthcheck", "run", name, check=False).returncode != 0:
+            assert time.monotonic() < deadline, podman("logs", name, check=False).stderr
+            time.sleep(1)
+        data = tmp_path / "home"
+        data.mkdir()
+        os.chown(data, UID, UID)
+        ca = secrets("ca", cert.ca_file)
+        wh = secrets("url", url)
+        base_args = [
+            "run", "--rm", "--network", "host", "--no-healthcheck",
+            "--volume", f"{data}:/home/stockbatch/data",
+            "--secret", f"{wh},type=mount,uid={UID},mode=0400,target=wh_url",
+            "--secret", f"{ca},type=mount,uid={UID},mode=0444,target=ca",
+            "--env", "STOCKBATCH_WAREHOUSE__KIND=postgresql",
+            "--env", "STOCKBATCH_WAREHOUSE__URL_FILE=/run/secrets/wh_url",
+            image,
+        ]  # fmt: skip
+        out = podman(
+            *base_args, "run", "--source", "kaggle", "--path", "/app/data/demo/kaggle",
+            "--as-of", AS_OF, "-q",
+        )  # fmt: skip
+        assert "succeeded" in out.stdout + out.stderr, out.stdout + out.stderr
+        podman(*base_args, "export", "quarterly", "--out", "/home/stockbatch/data/q.parquet")
+        host = pl.read_parquet(host_home / "exports" / "quarterly.parquet")
+        assert_frame_equal(pl.read_parquet(data / "q.parquet"), host)
+        # The host reaches the same rows over verified TLS; plain TCP is refused.
+        import psycopg
+
+        dsn = f"host=127.0.0.1 port={port} dbname=stockbatch user=stockbatch"
+        with psycopg.connect(
+            dsn, password=password.read_text(), sslmode="verify-full",
+            sslrootcert=str(cert.ca_file),
+        ) as conn:  # fmt: skip
+            rows = conn.execute("SELECT count(*) FROM quarterly_features").fetchone()
+            assert rows is not None and rows[0] == host.height
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(dsn, password=password.read_text(), sslmode="disable")
+    finally:
+        podman("rm", "--force", "--time", "2", name, check=False)
+        podman("rmi", "--force", pg_image, check=False)
