@@ -16,8 +16,8 @@ if [ -z "${STOCKBATCH_SHARED_DATA:-}" ]; then
 fi
 export STOCKBATCH_SHARED_DATA
 echo "== ruff"
-.venv/bin/ruff check src tests benchmarks dags
-.venv/bin/ruff format --check src tests benchmarks dags
+.venv/bin/ruff check src tests benchmarks dags scripts
+.venv/bin/ruff format --check src tests benchmarks dags scripts
 echo "== mypy"
 .venv/bin/mypy
 echo "== import-linter (layers and no cycles: pyproject.toml [tool.importlinter])"
