@@ -102,3 +102,14 @@ if ! need podman || ! need runc || ! need debootstrap; then
 fi
 echo "podman: $(podman --version)"
 # ---- Containers (end) ----------------------------------------------------------------
+# kubectl for `kubectl kustomize` of deploy/k8s (offline; tests/deploy/test_k8s.py).
+if ! need kubectl; then
+  if [ "$(id -u)" = 0 ] && need apt-get; then
+    echo "setup-services: installing kubernetes-client (kubectl; apt-get)" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client >/dev/null
+  else
+    echo "setup-services: please install kubectl (apt-get install kubernetes-client) and retry" >&2
+    exit 1
+  fi
+fi
