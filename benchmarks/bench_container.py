@@ -40,11 +40,20 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "out"
 UID = 10001
+HOME = "/home/stockbatch/data"  # the image's STOCKBATCH_HOME volume
 PODMAN = ["podman", "--runtime", "runc"]
 
 
 def podman_env() -> dict[str, str]:
     return {**os.environ, "CONTAINERS_CONF": str(REPO / "deploy" / "podman" / "containers.conf")}
+
+
+def container(image: str, *volumes: str) -> list[str]:
+    """``podman run`` of a throwaway container of ``image`` without a network (the
+    embedded pipeline needs none) and with the given ``--volume`` specs; the command's
+    arguments follow."""
+    mounts = [arg for volume in volumes for arg in ("--volume", volume)]
+    return [*PODMAN, "run", "--rm", "--network", "none", "--no-healthcheck", *mounts, image]
 
 
 def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
@@ -122,17 +131,7 @@ def main() -> None:
             walls["container"].append(
                 timed(
                     [
-                        *PODMAN,
-                        "run",
-                        "--rm",
-                        "--network",
-                        "none",
-                        "--no-healthcheck",
-                        "--volume",
-                        f"{data}:/data:ro",
-                        "--volume",
-                        f"{volume}:/home/stockbatch/data",
-                        args.image,
+                        *container(args.image, f"{data}:/data:ro", f"{volume}:{HOME}"),
                         *run_args,
                         "--path",
                         "/data",
@@ -141,21 +140,7 @@ def main() -> None:
                 )
             )
             walls["host_start"].append(timed([host_cli, "--help"]))
-            walls["ctr_start"].append(
-                timed(
-                    [
-                        *PODMAN,
-                        "run",
-                        "--rm",
-                        "--network",
-                        "none",
-                        "--no-healthcheck",
-                        args.image,
-                        "--help",
-                    ],
-                    env=podman_env(),
-                )
-            )
+            walls["ctr_start"].append(timed([*container(args.image), "--help"], env=podman_env()))
             print(
                 f"round {i + 1}/{args.repeat}: host {walls['host'][-1]:.1f}s, "
                 f"container {walls['container'][-1]:.1f}s",

@@ -40,7 +40,7 @@ from stockbatch.services.jvm import (
     log4j2_rolling_file,
     maven_resolve,
 )
-from stockbatch.services.opensearch import cluster_health
+from stockbatch.services.opensearch import ADMIN, LOADER, READER, cluster_health, user_record
 from stockbatch.services.system import (
     HOST,
     ServiceError,
@@ -59,7 +59,6 @@ ARTIFACT = "org.elasticsearch.distribution.integ-test-zip:elasticsearch"
 POM = DEPLOY_DIR / "elasticsearch" / "pom.xml"
 CLI_CLASS = "org.elasticsearch.launcher.CliToolLauncher"
 
-ADMIN, LOADER, READER = "admin", "loader", "reader"
 """The file realm's users (as PostgreSQL's superuser, loader and reader)."""
 INDEX_PATTERN = "stockbatch*"
 """The indices, aliases and templates the loader manages and the reader reads."""
@@ -259,17 +258,11 @@ class ElasticsearchService(JvmService):
         CA file and the reader's and admin's credentials."""
         record: dict[str, Any] = {"url": self.url, "version": self.version}
         if self.secured:
-            passwords = self._stored_state().get("passwords", {})
             record |= {
                 "tls": True,
                 "ca_file": str(self.ca_file),
                 "security": "x-pack security: TLS (HTTP and transport), file realm users",
-                "username": LOADER,
-                "password": passwords.get(LOADER),
-                "reader_username": READER,
-                "reader_password": passwords.get(READER),
-                "admin_username": ADMIN,
-                "admin_password": passwords.get(ADMIN),
+                **user_record(self._stored_state().get("passwords", {})),
             }
         else:
             record |= {

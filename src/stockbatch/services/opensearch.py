@@ -53,6 +53,21 @@ LAUNCHER_CLASS = "StockbatchOpenSearch"
 SECURITY_PLUGIN_CLASS = "org.opensearch.security.OpenSearchSecurityPlugin"
 
 ADMIN, LOADER, READER = "admin", "loader", "reader"
+
+
+def user_record(passwords: dict[str, str]) -> dict[str, Any]:
+    """The users of a secured search node as its registry record names them: the loader
+    as ``username``/``password`` (what the pipeline logs in as), then reader and admin."""
+    return {
+        "username": LOADER,
+        "password": passwords.get(LOADER),
+        "reader_username": READER,
+        "reader_password": passwords.get(READER),
+        "admin_username": ADMIN,
+        "admin_password": passwords.get(ADMIN),
+    }
+
+
 """The internal users of the secured node (PostgreSQL's superuser, loader and reader)."""
 
 INSECURE_WARNING = (
@@ -403,18 +418,12 @@ class OpenSearchService(JvmService):
         if not self.secured:
             # No security plugin: plain HTTP without users, hence loopback only.
             return {**base, "tls": False, "ca_file": None, "security": "none (--insecure)"}
-        passwords = self._stored_state().get("passwords", {})
         return {
             **base,
             "tls": True,
             "ca_file": str(self.ca_file),
             "security": "TLS + basic auth (internal users admin, loader, reader)",
-            "username": LOADER,
-            "password": passwords.get(LOADER),
-            "reader_username": READER,
-            "reader_password": passwords.get(READER),
-            "admin_username": ADMIN,
-            "admin_password": passwords.get(ADMIN),
+            **user_record(self._stored_state().get("passwords", {})),
         }
 
     # -- what differs from the other services ------------------------------------
