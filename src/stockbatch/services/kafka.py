@@ -310,7 +310,59 @@ rootLogger.appenderRef.console.ref = STDERR
 """
 
 
-class KafkaService(JvmService):
+class _ClientSecurity:
+    """The client listeners' security of a broker or a cluster, from its stored state
+    (as last started), else from its options (``insecure``, ``_scram``)."""
+
+    insecure: bool
+    _scram: bool | None
+
+    def _security_state(self) -> dict[str, Any]:
+        """The stored state holding ``security_protocol``, ``ca_file`` and ``users``."""
+        raise NotImplementedError
+
+    def _wanted_protocol(self, state: dict[str, Any]) -> str:
+        """The client listeners' protocol the options ask for (``state``: the last start's)."""
+        if not self.insecure:
+            return security_protocol_of(True, True)
+        scram = self._scram
+        if scram is None:
+            scram = state.get("security_protocol") == "SASL_PLAINTEXT"
+        return security_protocol_of(False, scram)
+
+    @property
+    def security_protocol(self) -> str:
+        """The client listeners' protocol: as last started (``SASL_SSL``, ``SASL_PLAINTEXT``
+        or ``PLAINTEXT``), else what the options ask for."""
+        state = self._security_state()
+        return str(state.get("security_protocol") or self._wanted_protocol(state))
+
+    @property
+    def tls(self) -> bool:
+        """Whether the listeners use TLS (as last started, else the options)."""
+        return self.security_protocol.endswith("SSL")
+
+    @property
+    def scram(self) -> bool:
+        """Whether the client listeners use SASL/SCRAM (always with TLS)."""
+        return self.security_protocol.startswith("SASL")
+
+    @property
+    def ca_file(self) -> Path | None:
+        """The CA clients verify the brokers with (``ssl_cafile``); None without TLS."""
+        value = self._security_state().get("ca_file")
+        return Path(value) if value and self.tls else None
+
+    @property
+    def credentials(self) -> ScramCredentials | None:
+        """The client SCRAM user when SCRAM is on (None before the first ``up``)."""
+        if not self.scram:
+            return None
+        password = self._security_state().get("users", {}).get(CLIENT_USER)
+        return ScramCredentials(CLIENT_USER, password) if password else None
+
+
+class KafkaService(_ClientSecurity, JvmService):
     """One local Kafka broker under ``home/services/kafka``.
 
     ``port`` is the client port on 127.0.0.1 (default: the one used last time, else
@@ -331,6 +383,9 @@ class KafkaService(JvmService):
     port_hint = "`stockbatch services up kafka --port N`"
     log_name = "logs/server.log"
     secret_fields: ClassVar[tuple[str, ...]] = ("sasl_password",)
+
+    def _security_state(self) -> dict[str, Any]:
+        return self._stored_state()
 
     def __init__(
         self,
@@ -377,46 +432,6 @@ class KafkaService(JvmService):
         return self.dir / "tls" / "keystore.pem"
 
     # -- options and endpoint --------------------------------------------------
-
-    def _wanted_protocol(self, state: dict[str, Any]) -> str:
-        """The client listener's protocol the options ask for (``state``: the last start's)."""
-        if not self.insecure:
-            return security_protocol_of(True, True)
-        scram = self._scram
-        if scram is None:
-            scram = state.get("security_protocol") == "SASL_PLAINTEXT"
-        return security_protocol_of(False, scram)
-
-    @property
-    def security_protocol(self) -> str:
-        """The client listener's protocol: as last started (``SASL_SSL``, ``SASL_PLAINTEXT``
-        or ``PLAINTEXT``), else what the options ask for."""
-        state = self._stored_state()
-        return str(state.get("security_protocol") or self._wanted_protocol(state))
-
-    @property
-    def tls(self) -> bool:
-        """Whether the listeners use TLS (as last started, else the options)."""
-        return self.security_protocol.endswith("SSL")
-
-    @property
-    def scram(self) -> bool:
-        """Whether the client listener uses SASL/SCRAM (always with TLS)."""
-        return self.security_protocol.startswith("SASL")
-
-    @property
-    def ca_file(self) -> Path | None:
-        """The CA clients verify the broker with (``ssl_cafile``); None without TLS."""
-        value = self._stored_state().get("ca_file")
-        return Path(value) if value and self.tls else None
-
-    @property
-    def credentials(self) -> ScramCredentials | None:
-        """The client SCRAM user when SCRAM is on (None before the first ``up``)."""
-        if not self.scram:
-            return None
-        password = self._stored_state().get("users", {}).get(CLIENT_USER)
-        return ScramCredentials(CLIENT_USER, password) if password else None
 
     @property
     def bootstrap_servers(self) -> str:
@@ -874,7 +889,7 @@ class KafkaNode(KafkaService):
         return f"node {self.node_id}: {self.label} ({self.security_protocol}) at {self.address}"
 
 
-class KafkaCluster:
+class KafkaCluster(_ClientSecurity):
     """A local KRaft cluster of ``brokers`` nodes under ``home/services/kafka``.
 
     Every node is broker and controller (``process.roles=broker,controller``; the
@@ -947,49 +962,13 @@ class KafkaCluster:
         """``cluster.json``: cluster id, users, size, protocol, each node's ports."""
         return read_state(self._state_file)
 
+    def _security_state(self) -> dict[str, Any]:
+        return self.stored_state()
+
     @property
     def client_properties_file(self) -> Path:
         """``client.properties`` (0600) for Kafka's Java tools, every node as bootstrap."""
         return self.dir / "client.properties"
-
-    def _wanted_protocol(self, state: dict[str, Any]) -> str:
-        """The client listeners' protocol the options ask for (``state``: the last start's)."""
-        if not self.insecure:
-            return security_protocol_of(True, True)
-        scram = self._scram
-        if scram is None:
-            scram = state.get("security_protocol") == "SASL_PLAINTEXT"
-        return security_protocol_of(False, scram)
-
-    @property
-    def security_protocol(self) -> str:
-        """The client listeners' protocol: as last started, else what the options ask for."""
-        state = self.stored_state()
-        return str(state.get("security_protocol") or self._wanted_protocol(state))
-
-    @property
-    def tls(self) -> bool:
-        """Whether the listeners use TLS (as last started, else the options)."""
-        return self.security_protocol.endswith("SSL")
-
-    @property
-    def scram(self) -> bool:
-        """Whether the client listeners use SASL/SCRAM (always with TLS)."""
-        return self.security_protocol.startswith("SASL")
-
-    @property
-    def ca_file(self) -> Path | None:
-        """The CA clients verify the nodes with (``ssl_cafile``); None without TLS."""
-        value = self.stored_state().get("ca_file")
-        return Path(value) if value and self.tls else None
-
-    @property
-    def credentials(self) -> ScramCredentials | None:
-        """The client SCRAM user when SCRAM is on (None before the first ``up``)."""
-        if not self.scram:
-            return None
-        password = self.stored_state().get("users", {}).get(CLIENT_USER)
-        return ScramCredentials(CLIENT_USER, password) if password else None
 
     @property
     def replication_factor(self) -> int:
