@@ -23,8 +23,13 @@ echo "== mypy"
 echo "== import-linter (layers and no cycles: pyproject.toml [tool.importlinter])"
 .venv/bin/lint-imports --no-cache
 echo "== pytest"
+# Two workers (pytest-xdist): most tests wait on a subprocess, a JVM or one Python core,
+# so a second worker fills the other core. tests/conftest.py groups the modules by the
+# session service they need (one worker starts each); STOCKBATCH_TEST_WORKERS=0 runs
+# everything in one process.
+workers="${STOCKBATCH_TEST_WORKERS:-2}"
 set +e
-.venv/bin/pytest "$@"
+.venv/bin/pytest -n "$workers" --dist loadgroup "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then

@@ -56,3 +56,36 @@ def spark() -> Iterator[Any]:
     session: Any = start_test_session()
     yield session
     session.stop()
+
+
+# ----------------------------------------------------------------------------- workers
+# scripts/test.sh runs the suite on two pytest-xdist workers (``--dist loadgroup``). Each
+# worker has its own session, so a session service (a Kafka broker, a PostgreSQL server,
+# a search node, a SparkSession) is started by every worker that runs a test needing it.
+# Every module that needs one of these services goes to that service's group (one
+# worker runs the whole group), so each is started once per run; any other module is a
+# group of its own (its module fixtures run once). The first matching family wins.
+SERVICE_GROUPS: dict[str, frozenset[str]] = {
+    "storage": frozenset({"pg", "opensearch_node", "elasticsearch_node", "search_node"}),
+    "kafka": frozenset({"kafka_broker", "kafka_broker_insecure"}),
+    "spark": frozenset({"spark", "spark_cluster"}),
+}
+
+
+def worker_group(fixtures: set[str], module: str) -> str:
+    """The xdist group of a module whose tests use ``fixtures``."""
+    for group, names in SERVICE_GROUPS.items():
+        if fixtures & names:
+            return group
+    return module
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    by_module: dict[str, set[str]] = {}
+    for item in items:
+        by_module.setdefault(item.nodeid.split("::")[0], set()).update(
+            getattr(item, "fixturenames", ())
+        )
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(worker_group(by_module[module], module)))
