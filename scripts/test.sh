@@ -28,10 +28,20 @@ echo "== pytest"
 # session service they need (one worker starts each); STOCKBATCH_TEST_WORKERS=0 runs
 # everything in one process.
 workers="${STOCKBATCH_TEST_WORKERS:-2}"
+# A short temp root: a worker's folder adds a level (popen-gwN), and the services' unix
+# sockets under a test's home must stay under the kernel's path limit. Kept when a test
+# failed (its services' logs are in it).
+basetemp="$(mktemp -d "${TMPDIR:-/tmp}/sbt-XXXXXX")"
+chmod 711 "$basetemp"  # servers run as their own users (PostgreSQL) under it
 set +e
-.venv/bin/pytest -n "$workers" --dist loadgroup "$@"
+.venv/bin/pytest -n "$workers" --dist loadgroup --basetemp "$basetemp" "$@"
 rc=$?
 set -e
+if [ "$rc" -eq 0 ]; then
+  rm -rf "$basetemp"
+else
+  echo "test: the tests' files and service logs are kept in $basetemp" >&2
+fi
 if [ "$rc" -eq 5 ]; then
   echo "test: pytest collected no tests: that is a failure" >&2
   exit 1

@@ -80,6 +80,7 @@ def worker_group(fixtures: set[str], module: str) -> str:
     return module
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     by_module: dict[str, set[str]] = {}
     for item in items:
